@@ -1,0 +1,171 @@
+"""End-to-end tests of train.py: outputs, bit-exact resume, NaN stop, signals, DDP on gloo, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from gptlab_errors import UserError
+from training.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# A very small model and budget: every test here trains for a few seconds at most.
+SMALL = [
+    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
+    "train.batch_size=4", "train.max_iters=12", "train.eval_interval=4", "train.eval_iters=2",
+    "train.log_interval=1", "train.sample_tokens=0", "optim.warmup_iters=2",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The embedded corpus prepared once for the module (char level)."""
+    return str(tmp_path_factory.mktemp("prepared") / "shakespeare_char")
+
+
+def cfg_with(data_dir, *overrides):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=[*SMALL, f"data.out_dir={data_dir}", *overrides])
+
+
+def rows(run_dir, kind):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_run_writes_every_output(tmp_path, data_dir):
+    summary = train(cfg_with(data_dir), tmp_path / "run", overrides=["x=1"])
+    run = tmp_path / "run"
+    for name in ("config.yaml", "ckpt.pt", "best.pt", "metrics.jsonl", "summary.json", "loss.png"):
+        assert (run / name).is_file(), name
+    assert summary["status"] == "finished" and summary["step"] == 12 and summary["overrides"] == ["x=1"]
+    train_rows, eval_rows = rows(run, "train"), rows(run, "eval")
+    assert [r["step"] for r in train_rows] == list(range(1, 13))
+    assert [r["step"] for r in eval_rows] == [4, 8, 12]
+    for r in train_rows + eval_rows:
+        assert {"step", "train_loss", "lr", "tokens_per_s", "elapsed_s"} <= set(r)
+    assert all("val_loss" in r for r in eval_rows)
+    best = min(r["val_loss"] for r in eval_rows)
+    assert summary["best_val_loss"] == pytest.approx(best)
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["best_val_loss"] == pytest.approx(best)
+    assert ckpt["tokenizer"]["tokenizer"] == "char" and ckpt["step"] in (4, 8, 12)
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    # a finished run is skipped by resume=auto (what an interrupted sweep re-run relies on)
+    again = train(cfg_with(data_dir, "train.resume=auto"), run)
+    assert again["status"] == "finished" and len(rows(run, "train")) == 12
+
+
+def test_resume_is_bit_exact(tmp_path, data_dir):
+    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical losses and weights (CPU)."""
+    extra = ["model.dropout=0.1"]  # dropout makes the torch RNG state matter too
+    train(cfg_with(data_dir, *extra), tmp_path / "straight")
+    first = train(cfg_with(data_dir, *extra, "train.stop_after_iters=6"), tmp_path / "resumed")
+    assert first["status"] == "interrupted" and first["step"] == 6
+    train(cfg_with(data_dir, *extra, "train.resume=true"), tmp_path / "resumed")
+    a, b = rows(tmp_path / "straight", "train"), rows(tmp_path / "resumed", "train")
+    assert [r["step"] for r in b] == list(range(1, 13))
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["val_loss"] for r in rows(tmp_path / "straight", "eval")] == [
+        r["val_loss"] for r in rows(tmp_path / "resumed", "eval")
+    ]
+    wa = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_without_checkpoint_is_one_clear_error(tmp_path, data_dir):
+    with pytest.raises(UserError, match="no ckpt.pt"):
+        train(cfg_with(data_dir, "train.resume=true"), tmp_path / "empty")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
+    from model import GPT
+
+    calls = {"n": 0}
+    original = GPT.forward
+
+    def poisoned(self, idx, targets=None, **kw):
+        logits, loss = original(self, idx, targets, **kw)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] > 9:  # the 10th training step goes bad
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    with pytest.raises(UserError, match="loss became nan at step 9"):
+        train(cfg_with(data_dir), tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 8  # the last evaluation before the bad step
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+@pytest.mark.slow
+def test_cli_errors_are_one_line(tmp_path, data_dir):
+    for args, needle in [
+        (["train.resume=maybe"], "train.resume must be"),
+        (["model.position=absolute"], "position"),
+        (["model.n_head=3"], "n_head"),
+        (["model.nonexistent=1"], "nonexistent"),
+    ]:
+        r = _cli([*SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={tmp_path / 'bad'}", *args])
+        assert r.returncode != 0, args
+        assert "Traceback" not in r.stderr, r.stderr
+        assert needle in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, data_dir):
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    p = subprocess.Popen([sys.executable, "train.py", *SMALL, f"data.out_dir={data_dir}", "train.max_iters=100000",
+                          "train.eval_interval=100000", f"hydra.run.dir={run}"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in err
+    ckpt = torch.load(run / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == summary["step"] > 0
+    r = _cli([*SMALL, f"data.out_dir={data_dir}", f"train.max_iters={summary['step'] + 3}", "train.resume=true",
+              f"hydra.run.dir={run}"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo(tmp_path, data_dir):
+    """torchrun with 2 CPU processes (gloo): trains to the end, only rank 0 writes metrics and checkpoints."""
+    train(cfg_with(data_dir, "train.max_iters=1"), tmp_path / "warm")  # prepare the data once, single process
+    run = tmp_path / "ddp"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *SMALL,
+         f"data.out_dir={data_dir}", "train.max_iters=6", f"hydra.run.dir={run}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["world_size"] == 2
+    assert len(rows(run, "train")) == 6  # one writer: rank 0
+    assert torch.load(run / "ckpt.pt", weights_only=True)["step"] == 6

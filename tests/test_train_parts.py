@@ -1,0 +1,81 @@
+"""Unit tests of the training pieces against formulas written out here."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from gptlab_errors import UserError
+from training.config import OptimConfig, TrainConfig, from_mapping
+from training.device import pick_device, pick_dtype
+from training.mfu import mfu, peak_flops
+from training.optim import build_optimizer, lr_at
+from training.rng import get_rng_state, set_rng_state
+
+
+def test_lr_schedule_warmup_then_cosine_to_min():
+    cfg = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10)
+    max_iters = 110
+    # warmup: linear from lr/10 at step 0 to lr at step 9
+    assert lr_at(0, cfg, max_iters) == pytest.approx(1e-4)
+    assert lr_at(9, cfg, max_iters) == pytest.approx(1e-3)
+    # cosine: half way through the decay the lr is the mean of lr and min_lr
+    assert lr_at(60, cfg, max_iters) == pytest.approx(0.5 * (1e-3 + 1e-4))
+    for s in (10, 35, 85):
+        expected = 1e-4 + 0.5 * (1 + math.cos(math.pi * (s - 10) / 100)) * (1e-3 - 1e-4)
+        assert lr_at(s, cfg, max_iters) == pytest.approx(expected)
+    assert lr_at(110, cfg, max_iters) == pytest.approx(1e-4)
+    assert lr_at(500, cfg, max_iters) == pytest.approx(1e-4)
+    lin = OptimConfig(lr=1.0, min_lr=0.0, warmup_iters=0, decay="linear")
+    assert lr_at(25, lin, 100) == pytest.approx(0.75)
+    assert lr_at(42, OptimConfig(warmup_iters=0, decay="constant"), 100) == pytest.approx(1e-3)
+
+
+def test_weight_decay_only_on_matrices():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.1), "cpu")
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2), name
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(UserError, match="valid keys"):
+        from_mapping(TrainConfig, {"max_itres": 5}, "train")
+    with pytest.raises(UserError, match="positive integer"):
+        TrainConfig(max_iters=0)
+    with pytest.raises(UserError, match="resume"):
+        TrainConfig(resume="maybe")
+    with pytest.raises(UserError, match="decay"):
+        OptimConfig(decay="step")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            pick_device("cuda")
+
+
+def test_device_and_dtype_defaults_on_cpu():
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_mfu_formula_and_peak_table():
+    assert peak_flops(torch.device("cpu"), torch.float32) is None
+    assert mfu(1e9, 1e3, None) is None
+    # 6 GFLOP/token at 50k tokens/s on a 989 TFLOP/s device
+    assert mfu(6e9, 5e4, 989e12) == pytest.approx(6e9 * 5e4 / 989e12)
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    state = get_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(2).tolist())
+    torch.save(state, tmp_path / "rng.pt")
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == first

@@ -1,0 +1,47 @@
+"""Train a GPT: `python train.py [overrides]` (config: configs/config.yaml).
+
+    python train.py                                        # tiny model, Shakespeare chars, CPU, ~3 minutes
+    python train.py model=small train.device=cuda           # nanoGPT's shakespeare_char GPU recipe shape
+    python train.py model.position=alibi model.n_kv_head=1  # any model field: model.<field>=...
+    python train.py train.resume=true hydra.run.dir=runs/2026-11-22_10-00-00_123   # continue a run
+    torchrun --standalone --nproc_per_node=2 train.py        # DDP on 2 processes (gloo on CPU, NCCL on GPU)
+    python train.py -m +experiment=positions                # a sweep (see docs/sweeps.md)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from gptlab_errors import exit_on_user_error
+
+
+def _run_id() -> str:
+    """A run directory name unique per launch: the time to the millisecond, or under torchrun its run id
+    (the same on every rank, so all ranks agree on one directory)."""
+    torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if torchrun_id and torchrun_id != "none" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"{datetime.now():%Y-%m-%d}_ddp-{torchrun_id[:12]}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")[:-3]
+
+
+if not OmegaConf.has_resolver("run_id"):
+    OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    from training.loop import train
+
+    hc = HydraConfig.get()
+    summary = train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    return summary.get("best_val_loss")  # what a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()
