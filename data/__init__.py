@@ -1,0 +1,20 @@
+"""Corpora, tokenizers, preparation to token files, and the batch loader (see docs/data.md).
+
+    from data import DataConfig, prepare, load_meta, get_tokenizer, BatchLoader
+
+``BatchLoader`` is imported on first use, so ``python -m data.prepare`` does not pay for importing torch.
+"""
+
+from .build import load_meta, prepare
+from .config import DataConfig
+from .tokenizers import get_tokenizer
+
+__all__ = ["BatchLoader", "DataConfig", "get_tokenizer", "load_meta", "prepare"]
+
+
+def __getattr__(name: str):
+    if name == "BatchLoader":
+        from .loader import BatchLoader
+
+        return BatchLoader
+    raise AttributeError(f"module 'data' has no attribute {name!r}")

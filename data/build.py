@@ -1,0 +1,347 @@
+"""Prepare a corpus: tokenize it into ``train.bin`` / ``val.bin`` (flat memmaps) and ``meta.json``.
+
+The command line is data/prepare.py (``python -m data.prepare data=<name>``).
+``prepare(cfg)`` is idempotent and cheap when nothing changed (train.py calls it at every start): it compares
+the settings and a stamp of the input (file sizes and times) with ``meta.json`` and returns at once. Writes go
+to a temporary folder inside the output folder and are renamed into place when complete; ``meta.json`` comes
+last, so a folder with a ``meta.json`` is always whole.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gptlab_errors import UserError
+
+from .config import DataConfig
+from .tokenizers import get_tokenizer, tokenizer_choices
+
+FORMAT = "gptlab-data"
+VERSION = 1
+MIN_SPLIT_TOKENS = 16  # fewer tokens than this in train or val is surely a mistake
+AUTO_PARALLEL_CHARS = 16 << 20  # inputs larger than this are tokenized with all cores when num_proc is null
+
+
+# ---------------------------------------------------------------- meta
+
+
+def load_meta(ddir) -> dict:
+    """The prepared folder's meta.json as a dict (raises UserError if it is not a prepared folder)."""
+    ddir = Path(ddir)
+    if ddir.name.endswith(".bin"):
+        ddir = ddir.parent
+    f = ddir / "meta.json"
+    if not f.is_file():
+        raise UserError(
+            f"{ddir} is not a prepared data folder (no meta.json); run python -m data.prepare first"
+        )
+    try:
+        meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{f} is corrupt; delete {ddir} and prepare again") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{f} was not written by data.prepare; delete {ddir} and prepare again")
+    return meta
+
+
+def _existing_meta(out: Path) -> dict | None:
+    """meta.json of a whole prepared folder (bins present with the sizes it names), else None."""
+    try:
+        meta = load_meta(out)
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        for split in ("train", "val"):
+            f = out / f"{split}.bin"
+            if not f.is_file() or f.stat().st_size != meta[f"{split}_tokens"] * itemsize:
+                return None
+    except (UserError, KeyError, TypeError):
+        return None
+    return meta
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- tokenization (runs in datasets workers)
+
+
+def _tokenize_batch(
+    batch, indices, spec: dict, val_fraction: float, seed: int, by_documents: bool, dtype: str
+):
+    """Map function: ids per chunk (+ end-of-text after a document's last chunk) and its split flag."""
+    tok = _worker_tokenizer(spec.get("tokenizer"), spec.get("chars"))
+    eot, sep = tok.eot_id, spec.get("sep", "")
+    docs = batch["doc"] if "doc" in batch else indices
+    lasts = batch["last"] if "last" in batch else [True] * len(docs)
+    ids_out, val_out = [], []
+    for text, doc, last in zip(batch["text"], docs, lasts):
+        if last and eot is None:
+            text = text + (sep[1:] if text.endswith("\n") else sep)
+        if tok.name == "char":
+            ids = tok.encode_array(text)
+        else:
+            ids = tok.encode_ordinary(text)
+        if last and eot is not None:
+            ids = np.append(ids, eot)
+        ids_out.append(np.asarray(ids, dtype=dtype))
+        val_out.append(by_documents and _doc_uniform(seed, int(doc)) < val_fraction)
+    return {"ids": ids_out, "val": val_out}
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_tokenizer(name: str, chars: str | None):
+    """One tokenizer per worker process (the char lookup table is built once, not per batch)."""
+    return get_tokenizer({"tokenizer": name, "chars": chars} if chars is not None else {"tokenizer": name})
+
+
+def _doc_uniform(seed: int, doc: int) -> float:
+    """A deterministic uniform number in [0, 1) for (seed, document index): the document split."""
+    h = hashlib.blake2b(f"{seed}:{doc}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64
+
+
+def _char_vocab(ds, num_proc: int) -> str:
+    def chars_of(batch):
+        return {"chars": ["".join(sorted(set(t))) for t in batch["text"]]}
+
+    found = ds.map(
+        chars_of,
+        batched=True,
+        batch_size=16,
+        num_proc=num_proc,
+        remove_columns=ds.column_names,
+        desc="char vocabulary",
+    )
+    return "".join(sorted(set("".join(found["chars"])) | set("\n")))
+
+
+def _stream_tokens(tds):
+    """Yield (ids uint32/uint64 array, val bool mask) per Arrow record batch of the tokenized dataset."""
+    import pyarrow.compute as pc
+
+    for rb in tds.data.table.to_batches(max_chunksize=64):
+        col = rb.column(rb.schema.get_field_index("ids"))
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        values = col.flatten().to_numpy(zero_copy_only=False)
+        val = rb.column(rb.schema.get_field_index("val")).to_numpy(zero_copy_only=False)
+        yield values, np.repeat(val, lengths)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def _tokenizer_spec(cfg: DataConfig, chars: str | None) -> dict:
+    if cfg.tokenizer == "char":
+        return {"tokenizer": "char", "chars": chars, "sep": "\n\n"}
+    if cfg.tokenizer not in tokenizer_choices():
+        raise UserError(
+            f"unknown tokenizer {cfg.tokenizer!r}; choose one of {', '.join(tokenizer_choices())}"
+        )
+    get_tokenizer(cfg.tokenizer)  # fail now (offline download, bad rank file) rather than inside a worker
+    return {"tokenizer": cfg.tokenizer, "sep": "\n\n"}
+
+
+def _build_text(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
+    """Tokenize a text source into work/train.bin and work/val.bin; return (meta, train path, val path)."""
+    import datasets
+
+    from .sources import load_text_source
+
+    if cfg.tokenizer != "char":
+        _tokenizer_spec(cfg, None)  # unknown/unavailable tokenizer: fail before reading any data
+    ds, info = load_text_source(cfg, work)
+    chars = info.chars if info.chars >= 0 else None
+    num_proc = cfg.num_proc or (
+        min(8, len(os.sched_getaffinity(0))) if (chars is None or chars > AUTO_PARALLEL_CHARS) else 1
+    )
+    num_proc = max(1, min(int(num_proc), len(ds)))
+    vocab_chars = _char_vocab(ds, num_proc) if cfg.tokenizer == "char" else None
+    spec = _tokenizer_spec(cfg, vocab_chars)
+    tok = get_tokenizer(spec)
+    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
+    feats = datasets.Features(
+        {"ids": datasets.Sequence(datasets.Value(np.dtype(dtype).name)), "val": datasets.Value("bool")}
+    )
+    tds = ds.map(
+        _tokenize_batch,
+        batched=True,
+        batch_size=16,
+        with_indices=True,
+        num_proc=num_proc,
+        remove_columns=ds.column_names,
+        features=feats,
+        fn_kwargs=dict(
+            spec=spec,
+            val_fraction=float(cfg.val_fraction),
+            seed=int(cfg.seed),
+            by_documents=cfg.split == "documents",
+            dtype=np.dtype(dtype).name,
+        ),
+        cache_file_name=str(work / "tokens.arrow"),
+        desc=f"tokenizing ({cfg.tokenizer}, {num_proc} proc)",
+    )
+    total = int(sum(len(v) for v, _ in _stream_tokens(tds))) if cfg.split == "tail" else None
+    n_val_tail = max(1, int(round(total * float(cfg.val_fraction)))) if total is not None else 0
+    train_f, val_f = work / "train.bin", work / "val.bin"
+    seen = n_train = n_val = 0
+    with open(train_f, "wb") as ft, open(val_f, "wb") as fv:
+        for values, is_val in _stream_tokens(tds):
+            values = values.astype(dtype, copy=False)
+            if total is not None:  # tail split: cut the stream at token index total - n_val_tail
+                cut = min(max(total - n_val_tail - seen, 0), len(values))
+                tr, va = values[:cut], values[cut:]
+            else:
+                tr, va = values[~is_val], values[is_val]
+            tr.tofile(ft)
+            va.tofile(fv)
+            seen += len(values)
+            n_train += len(tr)
+            n_val += len(va)
+    del tds, ds
+    if cfg.split == "documents" and (n_val == 0 or n_train == 0):
+        which = "val" if n_val == 0 else "train"
+        raise UserError(
+            f"split=documents left {which} empty ({info.documents} documents, val_fraction={cfg.val_fraction}); "
+            "use data.split=tail or more documents"
+        )
+    meta = {
+        "tokenizer": cfg.tokenizer,
+        "vocab_size": tok.vocab_size,
+        "dtype": np.dtype(dtype).name,
+        "eot_id": tok.eot_id,
+        "train_tokens": n_train,
+        "val_tokens": n_val,
+        "source_sha256": info.sha256,
+        "documents": info.documents,
+        "chars": vocab_chars,
+    }
+    if vocab_chars is None:
+        meta.pop("chars")
+    return meta, train_f, val_f
+
+
+def _build_induction(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
+    from .induction import induction_splits
+
+    train, val = induction_splits(cfg)
+    dtype = np.uint16 if int(cfg.induction_vocab) <= 1 << 16 else np.uint32
+    train_f, val_f = work / "train.bin", work / "val.bin"
+    train.astype(dtype).tofile(train_f)
+    val.astype(dtype).tofile(val_f)
+    digest = hashlib.sha256(json.dumps(cfg.settings(), sort_keys=True).encode()).hexdigest()
+    meta = {
+        "tokenizer": "ids",
+        "vocab_size": int(cfg.induction_vocab),
+        "dtype": np.dtype(dtype).name,
+        "eot_id": None,
+        "train_tokens": len(train),
+        "val_tokens": len(val),
+        "source_sha256": digest,
+        "documents": int(cfg.induction_train_seqs) + int(cfg.induction_val_seqs),
+        "sample_align": int(cfg.induction_len) * int(cfg.induction_repeats),
+    }
+    return meta, train_f, val_f
+
+
+def prepare(cfg, *, quiet: bool = False) -> Path:
+    """Make sure ``cfg``'s prepared folder is up to date and return it (a no-op when nothing changed).
+
+    ``cfg`` is a DataConfig, a dict or the Hydra ``cfg.data`` node. In multi-process training call it on rank 0
+    only, then wait at a barrier.
+    """
+    from .sources import source_stamp
+
+    cfg = DataConfig.from_dict(cfg)
+    out = cfg.resolved_out_dir()
+    settings = cfg.settings()
+    stamp = source_stamp(cfg)  # resolves files (clear errors for missing paths) without reading them
+    old = _existing_meta(out)
+    old_any = _raw_json(out / "meta.json")
+    if old_any.get("tokenizer") not in (None, cfg.tokenizer):
+        raise UserError(
+            f"{out} holds data prepared with tokenizer {old_any['tokenizer']}, not {cfg.tokenizer}; "
+            "set data.out_dir to another folder (or data.name), or delete that folder"
+        )
+    if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
+        return out  # fast path: nothing changed
+
+    t0 = time.time()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".tmp-prepare-", dir=out))
+    try:
+        if old is not None and old.get("settings") == settings and cfg.source == "files":
+            # the file stamps changed (e.g. touched): if the contents did not, only refresh the stamp
+            from .sources import files_sha256, resolve_files
+
+            files = resolve_files(cfg.path)[: int(cfg.max_documents or 0) or None]
+            if files_sha256(files)[0] == old.get("source_sha256"):
+                _write_json_atomic(out / "meta.json", {**old, "source_stamp": stamp})
+                return out
+        if not quiet:
+            print(
+                f"preparing data {cfg.name!r} ({cfg.source}, tokenizer {cfg.tokenizer}) into {out}",
+                file=sys.stderr,
+            )
+        if cfg.source == "induction":
+            meta, train_f, val_f = _build_induction(cfg, work)
+        else:
+            meta, train_f, val_f = _build_text(cfg, work)
+        for split in ("train", "val"):
+            if meta[f"{split}_tokens"] < MIN_SPLIT_TOKENS:
+                raise UserError(
+                    f"the corpus is too small: {split} gets {meta[f'{split}_tokens']} tokens "
+                    f"(at least {MIN_SPLIT_TOKENS}); give more text or change data.val_fraction"
+                )
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": cfg.name,
+            **meta,
+            "source": cfg.source,
+            "split": cfg.split,
+            "val_fraction": float(cfg.val_fraction),
+            "settings": settings,
+            "source_stamp": stamp,
+            "prepare_s": round(time.time() - t0, 3),
+        }
+        (out / "meta.json").unlink(
+            missing_ok=True
+        )  # from here until meta.json is back, the folder is "unprepared"
+        os.replace(train_f, out / "train.bin")
+        os.replace(val_f, out / "val.bin")
+        _write_json_atomic(out / "meta.json", meta)
+    except BaseException:  # nothing half-written: a folder we created goes away again
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not quiet:
+        print(
+            f"prepared {cfg.name!r}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
+            f"(vocab {meta['vocab_size']:,}, {meta['dtype']}) in {meta['prepare_s']:.1f} s -> {out}",
+            file=sys.stderr,
+        )
+    return out
+
+
+def _raw_json(f: Path) -> dict:
+    """A JSON file's dict, or {} if it is missing or unreadable."""
+    try:
+        d = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
