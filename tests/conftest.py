@@ -11,6 +11,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+# Tiny test models run faster on one thread than on two threads that contend with each other
+# (and with the subprocesses some tests start).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

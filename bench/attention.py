@@ -1,0 +1,135 @@
+"""Time and peak memory of one attention layer: fused ``sdpa`` vs ``explicit`` softmax(QK^T)V.
+
+    python bench/attention.py                       # CPU, T = 256 1024 4096, forward + backward
+    python bench/attention.py --device cuda --dtype bfloat16 --seq 1024 4096 16384
+    python bench/attention.py --position alibi      # a score bias: sdpa gets a materialised mask
+
+Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` above the inputs; on CPU each measurement runs
+in a fresh subprocess and reports the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs)
+above the resident size just before the timed calls. The machine may be busy: read ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
+from model.attention import CausalSelfAttention  # noqa: E402
+from model.config import GPTConfig  # noqa: E402
+from model.positions import build_position  # noqa: E402
+
+
+def _proc_kb(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(args, impl: str, T: int) -> dict:
+    """Median seconds per call and peak extra memory (MiB) of one attention layer at length T."""
+    dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        n_embd=args.n_embd, n_head=args.n_head, n_kv_head=args.n_kv_head, position=args.position,
+        attn_impl=impl, block_size=max(T, 1), n_layer=1,
+    )  # fmt: skip
+    attn = CausalSelfAttention(cfg, 0).to(dev, dtype)
+    pos = build_position(cfg).to(dev)
+    x = torch.randn(args.batch, T, args.n_embd, device=dev, dtype=dtype, requires_grad=args.backward)
+
+    def step():
+        y = attn(x, pos)
+        if args.backward:
+            y.float().square().mean().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    ctx = torch.enable_grad() if args.backward else torch.no_grad()
+    with ctx:
+        step()  # warm-up (kernel selection, allocator)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter
+            base = _proc_kb("VmRSS:") * 1024
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else _proc_kb("VmHWM:") * 1024
+    return {"impl": impl, "T": T, "s": statistics.median(times), "mib": max(0, peak - base) / 2**20}
+
+
+def run_one(args, impl: str, T: int) -> dict:
+    if args.device != "cpu":
+        return measure(args, impl, T)
+    # CPU: a fresh process per point, so one point's peak RSS cannot hide another's
+    cmd = [sys.executable, __file__, "--_worker", impl, str(T)] + args.passthrough
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker failed for {impl} T={T}: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seq", type=int, nargs="+", default=[256, 1024, 4096], help="sequence lengths T")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--n-embd", type=int, default=384)
+    p.add_argument("--n-head", type=int, default=6)
+    p.add_argument("--n-kv-head", type=int, default=None)
+    p.add_argument("--position", default="rope", help="position scheme (alibi/t5/relative add a score bias)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-backward", dest="backward", action="store_false", help="time the forward only")
+    p.add_argument("--_worker", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no GPU; use --device cpu")
+    args.passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    return args
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse(argv)
+    if args._worker:
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+        print(json.dumps(measure(args, args._worker[0], int(args._worker[1]))))
+        return
+    mode = "fwd+bwd" if args.backward else "fwd"
+    print(
+        f"# attention layer, {mode}, device={args.device} dtype={args.dtype} B={args.batch} C={args.n_embd} "
+        f"heads={args.n_head} kv_heads={args.n_kv_head or args.n_head} position={args.position} "
+        f"torch={torch.__version__}"
+    )
+    print(
+        f"{'T':>6} | {'sdpa ms':>9} {'explicit ms':>11} {'speedup':>7} | {'sdpa MiB':>9} {'explicit MiB':>12} {'ratio':>6}"
+    )
+    for T in args.seq:
+        s, e = run_one(args, "sdpa", T), run_one(args, "explicit", T)
+        ratio = e["mib"] / s["mib"] if s["mib"] > 0.05 else float("inf")
+        print(
+            f"{T:>6} | {s['s'] * 1e3:>9.1f} {e['s'] * 1e3:>11.1f} {e['s'] / s['s']:>6.2f}x | "
+            f"{s['mib']:>9.1f} {e['mib']:>12.1f} {ratio:>5.1f}x",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Causal self-attention: MHA, GQA and MQA in one module, fused (sdpa) or written out (explicit).
+
+``n_kv_head`` alone chooses the variant: n_head (MHA), a divisor of n_head (GQA), 1 (MQA). The K and V
+projections really are ``n_kv_head * hs`` wide; query head h reads key/value head ``h // (n_head // n_kv_head)``
+(the grouping of Hugging Face Llama's ``repeat_kv``).
+
+Two paths with the same weights and the same numbers:
+
+* ``sdpa``: ``F.scaled_dot_product_attention``. With no score bias and no active window it is called with
+  ``is_causal=True`` and no mask tensor, so PyTorch may pick a fused kernel (flash / memory-efficient) whose
+  memory does not grow as T^2. A score bias (alibi, t5, relative keys) or a window is passed as ``attn_mask``.
+  The Shaw value term needs the probabilities, which sdpa does not return: ``position=relative`` with
+  ``rel_values=True`` always runs the explicit math.
+* ``explicit``: softmax(q k^T / sqrt(hs) + bias + mask) v written out; the only path that fires
+  ``hook_pattern``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import GPTConfig
+from .hooks import HookPoint
+from .kv_cache import KVCache
+from .positions import PositionScheme
+
+
+def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """(B, nkv, T, hs) -> (B, nkv * n_rep, T, hs): each kv head serves n_rep consecutive query heads."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def causal_mask(q0: int, Tq: int, k0: int, Tk: int, window: int | None, device) -> Tensor:
+    """Bool (Tq, Tk): query at position q0+i may see key at k0+j iff j-pos <= i-pos (and within the window)."""
+    qp = torch.arange(q0, q0 + Tq, device=device)[:, None]
+    kp = torch.arange(k0, k0 + Tk, device=device)[None, :]
+    allowed = kp <= qp
+    if window is not None:
+        allowed = allowed & (kp > qp - window)
+    return allowed
+
+
+class CausalSelfAttention(nn.Module):
+    """One attention layer. Hook points: hook_q, hook_k, hook_v, hook_pattern (explicit only), hook_z."""
+
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        self.impl = cfg.attn_impl
+        self.window = cfg.window
+        self.dropout = cfg.dropout
+        C, hs = cfg.n_embd, cfg.head_dim
+        self.q_proj = nn.Linear(C, self.n_head * hs, bias=cfg.bias)
+        self.k_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)  # smaller than q for GQA/MQA
+        self.v_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)
+        self.o_proj = nn.Linear(self.n_head * hs, C, bias=cfg.bias)
+        self.o_proj.residual_proj = True  # scaled init (see gpt.init_weights)
+        self.attn_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.hook_q = HookPoint()  # (B, nh, T, hs), after the position scheme
+        self.hook_k = HookPoint()  # (B, nkv, T, hs)
+        self.hook_v = HookPoint()  # (B, nkv, T, hs)
+        self.hook_pattern = HookPoint()  # (B, nh, Tq, Tk), explicit path only
+        self.hook_z = HookPoint()  # (B, T, nh, hs), each head's output before o_proj
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: PositionScheme,
+        q0: int = 0,
+        cache: KVCache | None = None,
+        window: int | None = None,
+        impl: str | None = None,
+    ) -> Tensor:
+        """x (B, T, C) -> (B, T, C). q0: position of x's first token; window/impl override the config."""
+        B, T, C = x.shape
+        nh, nkv, hs = self.n_head, self.n_kv_head, self.head_dim
+        window = self.window if window is None else window
+        impl = impl or self.impl
+        q_pos = torch.arange(q0, q0 + T, device=x.device)  # (T,)
+
+        q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.v_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = pos.rotate(q, q_pos, start=q0), pos.rotate(k, q_pos, start=q0)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+
+        k0 = q0
+        if cache is not None:
+            k, v, k0 = cache.update(self.layer, k, v)  # (B, nkv, Tk, hs), keys from position k0
+        Tk = k.shape[2]
+        k_pos = torch.arange(k0, k0 + Tk, device=x.device)  # (Tk,)
+
+        bias = pos.score_bias(self.layer, q, q_pos, k_pos)  # None or (1|B, nh, T, Tk)
+        need_causal = q0 < k0 + Tk - 1  # some key lies in the future of the first query
+        need_window = window is not None and (q0 + T - 1) - k0 >= window
+        if impl == "explicit" or pos.needs_probs:
+            y = self._explicit(q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_causal or need_window)
+        else:
+            y = self._sdpa(q, k, v, bias, q0, k0, window, need_causal, need_window)
+        y = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
+        return self.resid_drop(self.o_proj(y.reshape(B, T, nh * hs)))  # (B, T, C)
+
+    # ----------------------------------------------------------------------------------------------
+    def _explicit(self, q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_mask):
+        n_rep = self.n_head // self.n_kv_head
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, nh, Tk, hs)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, Tq, Tk)
+        if bias is not None:
+            att = att + bias
+        if need_mask:
+            allowed = causal_mask(q0, q.shape[2], k0, k.shape[2], window, q.device)  # (Tq, Tk)
+            att = att.masked_fill(~allowed, float("-inf"))
+        att = F.softmax(att.float(), dim=-1).to(q.dtype)
+        att = self.hook_pattern(att)
+        att = self.attn_drop(att)
+        y = att @ v  # (B, nh, Tq, hs)
+        extra = pos.value_term(self.layer, att, q_pos, k_pos)
+        return y if extra is None else y + extra
+
+    def _sdpa(self, q, k, v, bias, q0, k0, window, need_causal, need_window):
+        Tq, Tk = q.shape[2], k.shape[2]
+        mask, is_causal = None, False
+        if bias is None and not need_window:
+            if need_causal and Tq == Tk and q0 == k0:
+                is_causal = True  # fused: no T x T tensor
+            elif need_causal:
+                mask = causal_mask(q0, Tq, k0, Tk, None, q.device)
+        else:
+            allowed = causal_mask(q0, Tq, k0, Tk, window if need_window else None, q.device)  # (Tq, Tk)
+            mask = allowed if bias is None else bias.masked_fill(~allowed, float("-inf"))
+        dp = self.dropout if self.training else 0.0
+        if self.n_kv_head != self.n_head:
+            try:
+                return F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, dropout_p=dp, is_causal=is_causal, enable_gqa=True
+                )
+            except (RuntimeError, TypeError):  # kernels without GQA support: expand the kv heads
+                n_rep = self.n_head // self.n_kv_head
+                k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dp, is_causal=is_causal)

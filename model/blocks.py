@@ -1,0 +1,104 @@
+"""Norms, MLPs and the pre-norm transformer Block."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import CausalSelfAttention
+from .config import GPTConfig
+from .hooks import HookPoint
+from .kv_cache import KVCache
+from .positions import PositionScheme
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, computed in float32 (Zhang & Sennrich 2019; as in Llama)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+class MLP(nn.Module):
+    """fc -> activation -> proj, activation 'gelu' (exact erf GELU) or 'relu2' (ReLU squared, So et al. 2021)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.act = cfg.mlp
+        self.fc = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
+        self.proj.residual_proj = True
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)  # (B, T, H)
+        h = F.gelu(h) if self.act == "gelu" else F.relu(h).square()
+        return self.drop(self.proj(h))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """proj(silu(gate(x)) * up(x)) (Shazeer 2020), the Llama MLP."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
+        self.up = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
+        self.proj.residual_proj = True
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(F.silu(self.gate(x)) * self.up(x)))  # (B, T, C)
+
+
+def make_mlp(cfg: GPTConfig) -> nn.Module | None:
+    if cfg.mlp == "none":
+        return None
+    return SwiGLU(cfg) if cfg.mlp == "swiglu" else MLP(cfg)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (no MLP, ln_2 = mlp = None for mlp='none').
+
+    Hook points: hook_resid_pre, hook_attn_out, hook_mlp_out (not fired without an MLP), hook_resid_post.
+    """
+
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = make_norm(cfg)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.mlp = make_mlp(cfg)
+        self.ln_2 = make_norm(cfg) if self.mlp is not None else None
+        self.hook_resid_pre = HookPoint()  # (B, T, C)
+        self.hook_attn_out = HookPoint()  # (B, T, C)
+        self.hook_mlp_out = HookPoint()  # (B, T, C)
+        self.hook_resid_post = HookPoint()  # (B, T, C)
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: PositionScheme,
+        q0: int = 0,
+        cache: KVCache | None = None,
+        window: int | None = None,
+        impl: str | None = None,
+    ) -> Tensor:
+        x = self.hook_resid_pre(x)  # (B, T, C)
+        x = x + self.hook_attn_out(self.attn(self.ln_1(x), pos, q0, cache, window, impl))
+        if self.mlp is not None:
+            x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))
+        return self.hook_resid_post(x)

@@ -1,0 +1,171 @@
+"""Generation: KV cache == no cache for every scheme (also past block_size), against naive loops; sampling."""
+
+import pytest
+import torch
+
+from gptlab_errors import UserError
+from model import GPT, POSITIONS, GPTConfig, KVCache
+from model.generate import sample_next
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a busy 2-core machine run ~20x faster single-threaded (no OpenMP spin contention)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+BS = 8  # block_size of the test models: 20+ new tokens go well past it
+
+
+def tiny(position, n_kv_head=4, window=None, **kw):
+    base = dict(vocab_size=29, block_size=BS, n_layer=2, n_head=4, n_embd=32, position=position)
+    base.update(kw)
+    m = GPT(GPTConfig(n_kv_head=n_kv_head, window=window, **base)).eval()
+    with torch.no_grad():  # sharper, more varied logits than the init: greedy choices are far from ties
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return m
+
+
+def naive_greedy(m, prompt, n, context):
+    """Greedy decoding by re-running the whole model; context(seq, step) -> (tokens to run, forward kwargs)."""
+    seq = prompt
+    for step in range(n):
+        x, kw = context(seq, step)
+        with torch.no_grad():
+            logits, _ = m(x, **kw)
+        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return seq
+
+
+@pytest.mark.parametrize("kv,window", [(4, None), (2, 3), (1, 5)])
+@pytest.mark.parametrize("position", POSITIONS)
+def test_cache_equals_no_cache_past_block_size(position, kv, window):
+    m = tiny(position, kv, window)
+    for prompt_len in (3, 11):  # a short prompt, and one longer than block_size
+        prompt = torch.randint(0, 29, (2, prompt_len))
+        a = m.generate(prompt, 24, temperature=0, use_cache=True)
+        b = m.generate(prompt, 24, temperature=0, use_cache=False)
+        assert a.shape == (2, prompt_len + 24)
+        assert torch.equal(a, b)
+        # sampling draws the same numbers from the same distributions, and its output is never degenerate
+        torch.manual_seed(1)
+        a = m.generate(prompt, 24, temperature=1.0, use_cache=True)
+        torch.manual_seed(1)
+        b = m.generate(prompt, 24, temperature=1.0, use_cache=False)
+        assert torch.equal(a, b)
+        assert len(set(a[:, prompt_len:].flatten().tolist())) >= 3
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_within_block_size_generation_is_plain_greedy(position):
+    m = tiny(position, 2)
+    prompt = torch.randint(0, 29, (2, 2))
+    ref = naive_greedy(m, prompt, BS - 2, lambda seq, step: (seq, {}))
+    assert torch.equal(m.generate(prompt, BS - 2, temperature=0), ref)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("position", ["none", "rope", "alibi", "relative", "t5"])
+def test_relative_schemes_slide_a_window_of_block_size(position, window):
+    """Past block_size the rolling cache equals the whole sequence run with a min(window, block_size) window."""
+    m = tiny(position, 2, window)
+    w = BS if window is None else window
+    prompt = torch.randint(0, 29, (1, 4))
+    ref = naive_greedy(m, prompt, 20, lambda seq, step: (seq, {"window": w}))
+    assert torch.equal(m.generate(prompt, 20, temperature=0, use_cache=True), ref)
+
+
+@pytest.mark.parametrize("position", ["learned", "sinusoidal"])
+def test_absolute_schemes_crop_and_refill(position):
+    """Context seq[s:]; when it would exceed block_size, s jumps to keep the last block_size // 2 tokens."""
+    m = tiny(position, 2)
+    state = {"s": 0}
+
+    def context(seq, step):
+        n = seq.shape[1]
+        if step == 0:
+            state["s"] = max(0, n - BS)
+        elif n - state["s"] > BS:
+            state["s"] = n - BS // 2
+        return seq[:, state["s"] :], {}
+
+    for plen in (3, 13):
+        prompt = torch.randint(0, 29, (1, plen))
+        ref = naive_greedy(m, prompt, 20, context)
+        assert torch.equal(m.generate(prompt, 20, temperature=0, use_cache=True), ref)
+
+
+def test_rolling_cache_stays_bounded():
+    m = tiny("rope", 2)
+    cache = KVCache(2, max_len=BS)
+    with torch.no_grad():
+        m(torch.randint(0, 29, (1, 5)), cache=cache, window=BS)
+        for _ in range(20):
+            m(torch.randint(0, 29, (1, 1)), cache=cache, window=BS)
+    assert cache.next_pos == 25 and len(cache) == BS
+    assert cache.bytes() == BS * m.kv_cache_bytes_per_token()
+
+
+def test_generate_iter_yields_the_generate_columns():
+    m = tiny("rope", 2)
+    prompt = torch.randint(0, 29, (3, 4))
+    cols = list(m.generate_iter(prompt, 6, temperature=0))
+    assert len(cols) == 6 and all(c.shape == (3, 1) for c in cols)
+    assert torch.equal(torch.cat([prompt, *cols], 1), m.generate(prompt, 6, temperature=0))
+
+
+def test_sampling_is_seeded_and_filters_reduce_to_greedy():
+    m = tiny("alibi", 1)
+    prompt = torch.randint(0, 29, (2, 3))
+    torch.manual_seed(5)
+    a = m.generate(prompt, 15, temperature=1.0)
+    torch.manual_seed(5)
+    b = m.generate(prompt, 15, temperature=1.0, use_cache=False)
+    assert torch.equal(a, b)  # same seed, same text (and the cache does not change sampling)
+    g = torch.Generator().manual_seed(3)
+    c = m.generate(prompt, 15, temperature=0.8, generator=g)
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(c, m.generate(prompt, 15, temperature=0.8, generator=g))
+    greedy = m.generate(prompt, 15, temperature=0)
+    assert torch.equal(m.generate(prompt, 15, temperature=1.0, top_k=1), greedy)
+    assert torch.equal(m.generate(prompt, 15, temperature=1.0, top_p=1e-6), greedy)
+
+
+def test_sample_next_top_k_and_top_p_distributions():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log().expand(4000, 4)
+    g = torch.Generator().manual_seed(0)
+    counts = lambda x: torch.bincount(x.view(-1), minlength=4).float() / x.numel()  # noqa: E731
+    # top_k=2 renormalises over tokens 0, 1: 0.625 / 0.375
+    f = counts(sample_next(logits, 1.0, top_k=2, generator=g))
+    assert f[2:].sum() == 0 and abs(f[0] - 0.625) < 0.04
+    # top_p=0.7: the smallest set with mass >= 0.7 is {0, 1}
+    f = counts(sample_next(logits, 1.0, top_p=0.7, generator=g))
+    assert f[2:].sum() == 0 and abs(f[0] - 0.625) < 0.04
+    # top_p=0.85 keeps {0, 1, 2}; plain sampling follows the probabilities
+    f = counts(sample_next(logits, 1.0, top_p=0.85, generator=g))
+    assert f[3] == 0 and abs(f[2] - 0.15 / 0.95) < 0.03
+    f = counts(sample_next(logits, 1.0, generator=g))
+    torch.testing.assert_close(f, probs[0], atol=0.03, rtol=0)
+    # temperature -> 0 sharpens towards the argmax; temperature 0 is the argmax
+    assert sample_next(logits[:3], 0.0).view(-1).tolist() == [0, 0, 0]
+    f = counts(sample_next(logits, 0.25, generator=g))
+    assert f[0] > 0.85
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_p": 1.5}, "top_p"),
+    ],
+)
+def test_bad_sampling_arguments_raise_user_error(kw, match):
+    m = tiny("rope")
+    with pytest.raises(UserError, match=match):
+        m.generate(torch.zeros(1, 2, dtype=torch.long), 3, **kw)
