@@ -1,0 +1,252 @@
+"""Inspect the learned attention heads of a run: `python heads.py run=<run dir or .pt> [text=... | text_file=... |
+split=val] [out=...]` (config: configs/heads.yaml; metric definitions: docs/heads.md).
+
+Writes into `<run>/heads/` (or `out=`): heads.csv, heads.json, heatmap_<metric>.png, patterns_grid.png,
+pattern_L<l>H<h>.png, heads.html, and heads_over_steps_<metric>.png when the run logged head metrics; prints
+the top heads of each kind.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from gptlab_errors import UserError, exit_on_user_error
+
+PAGE_MAX_TOKENS = 1024  # heads.html stores n_layer * n_head * T^2 / 2 weights: keep it openable
+
+
+def _val_dir(run, cfg) -> Path | None:
+    """The prepared data folder holding the run's val.bin, or None (with the reason on stderr)."""
+    if cfg.data_dir:
+        d = Path(cfg.data_dir).expanduser()
+        if not (d / "val.bin").is_file():
+            raise UserError(
+                f"data_dir={d} has no val.bin; pass a prepared data folder (data/prepared/<name>)"
+            )
+        return d
+    data_cfg = (run.config or {}).get("data")
+    if not data_cfg:
+        print(
+            "note: the checkpoint has no data config; skipping val-based metrics (pass data_dir=...)",
+            file=sys.stderr,
+        )
+        return None
+    from data import prepare
+
+    try:
+        return prepare(data_cfg, quiet=True)
+    except UserError as e:
+        print(f"note: cannot prepare the run's data ({e}); skipping val-based metrics", file=sys.stderr)
+        return None
+
+
+def _batches(ddir: Path | None, split: str, block: int, batch_size: int, n: int, seed: int, device="cpu"):
+    if ddir is None or n <= 0:
+        return None
+    from data import BatchLoader
+
+    loader = BatchLoader(
+        ddir / f"{split}.bin", block_size=block, batch_size=batch_size, seed=seed, device=device
+    )
+    return loader.fixed_batches(n)
+
+
+def _text_ids(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
+    """The token ids to draw, and where they came from."""
+    import numpy as np
+
+    given = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
+    if len(given) > 1:
+        raise UserError(f"pass only one of text=, text_file=, split= (got {', '.join(given)})")
+    block = run.model.config.block_size
+    if cfg.text is not None or cfg.text_file is not None:
+        if cfg.text_file is not None:
+            p = Path(str(cfg.text_file)).expanduser()
+            if not p.is_file():
+                raise UserError(f"text_file={p} does not exist")
+            text, source = p.read_text(encoding="utf-8"), f"file {p.name}"
+        else:
+            text, source = str(cfg.text), "text"
+        ids = run.tokenizer.encode(text) if text else []
+        if not ids:
+            raise UserError(f'the {source} is empty; pass text="..." with at least two tokens')
+        if len(ids) < 2:
+            raise UserError(f"the text encodes to {len(ids)} token(s); pass at least two tokens")
+        if cfg.max_tokens:
+            ids = ids[: int(cfg.max_tokens)]
+        return ids, source
+    split = cfg.split or ("val" if ddir is not None else None)
+    if split is None:
+        return probe[0].tolist(), "repeated random tokens (no prepared data found)"
+    if split not in ("val", "train"):
+        raise UserError(f"split={split!r} is not val or train")
+    if ddir is None:
+        raise UserError(
+            f"split={split} needs the run's prepared data; pass data_dir=<prepared folder> or text=..."
+        )
+    import json
+
+    meta = json.loads((ddir / "meta.json").read_text())
+    n = int(cfg.max_tokens or min(block, 256))
+    arr = np.memmap(ddir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+    return [int(t) for t in arr[:n]], f"the first {n} tokens of {split}.bin"
+
+
+def _check_length(n: int, model) -> None:
+    lim = model.max_seq_len
+    if lim is not None and n > lim:
+        raise UserError(
+            f"the text has {n} tokens but this model ({model.config.position} positions) takes at most {lim}; "
+            f"shorten it or pass max_tokens={lim}"
+        )
+    if n > PAGE_MAX_TOKENS:
+        raise UserError(
+            f"the text has {n} tokens; heads.html draws at most {PAGE_MAX_TOKENS}: pass max_tokens="
+        )
+
+
+def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
+    from interp import plots
+    from interp.steps import read_head_rows, snapshot_checkpoints, stack_over_steps
+
+    written = []
+    sources = []
+    rows = read_head_rows(run_dir / "metrics.jsonl")
+    if rows:
+        sources.append(("steps", rows))
+    if cfg.steps.checkpoints:
+        sources.append(("checkpoints", snapshot_checkpoints(str(cfg.steps.checkpoints), device)))
+    for name, rows in sources:
+        if len(rows) < 2:
+            print(
+                f"note: only {len(rows)} head snapshot(s) from {name}; need 2 to plot over steps",
+                file=sys.stderr,
+            )
+            continue
+        for metric in cfg.steps.metrics:
+            steps, vals = stack_over_steps(rows, metric)
+            if not (vals == vals).any():
+                print(f"note: no {metric!r} values in the head snapshots", file=sys.stderr)
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            written.append(
+                plots.metric_over_steps(steps, vals, metric, out / f"heads_over_{name}_{metric}.png")
+            )
+    return written
+
+
+def report(cfg: DictConfig) -> dict:
+    """Run the whole report for cfg; returns the files written and the timings."""
+    import torch
+
+    from interp.report import analyse, summary_lines, write_report
+    from interp.tracking import probe_for
+    from training.checkpoint import load_run
+    from training.device import pick_device
+
+    t_start = time.perf_counter()
+    if not cfg.run:
+        raise UserError("pass run=<run directory or checkpoint .pt>")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    device = pick_device(str(cfg.device))
+    run = load_run(cfg.run, device=device)
+    model = run.model
+    mc = model.config
+    L, H = mc.n_layer, mc.n_head
+    for name, v, n in (("layer", cfg.layer, L), ("head", cfg.head, H)):
+        if not isinstance(v, int) or not 0 <= v < n:
+            raise UserError(f"{name}={v} is out of range: this model has {n} {name}s (0..{n - 1})")
+    out = Path(cfg.out).expanduser() if cfg.out else run.run_dir / "heads"
+    if cfg.steps.only:
+        files = _steps_plots(run.run_dir, cfg, out, device)
+        if not files:
+            raise UserError(
+                "no head metrics over steps to plot: train with train.head_metrics_interval=N "
+                "or pass steps.checkpoints=<glob>"
+            )
+        return {"files": files, "summary": [], "timings": {}}
+    torch.manual_seed(0)
+    if int(cfg.probe.reps) < 2:
+        raise UserError(f"probe.reps={cfg.probe.reps} must be >= 2")
+    probe = probe_for(
+        model,
+        run.meta,
+        int(cfg.probe.batch_size),
+        reps=int(cfg.probe.reps),
+        seed=int(cfg.probe.seed),
+        device=device,
+    )
+
+    needs_val = (cfg.text is None and cfg.text_file is None) or cfg.ablation.enabled or bool(cfg.icl.batches)
+    ddir = _val_dir(run, cfg) if needs_val else None
+    ids, source = _text_ids(run, cfg, ddir, probe)
+    _check_length(len(ids), model)
+    text_ids = torch.tensor(ids, dtype=torch.long, device=device)
+    tokens = [run.tokenizer.decode([i]) for i in ids]
+    if run.tokenizer.name == "ids":  # integer ids: keep a space between them on the page and in the plots
+        tokens = [t + " " for t in tokens]
+
+    block = mc.block_size
+    eval_b = _batches(
+        ddir, "val", block, int(cfg.icl.batch_size), int(cfg.icl.batches), seed=1, device=device
+    )
+    metric_x = eval_b[0][0][: int(cfg.metrics.batch_size)] if eval_b else None
+    abl_b = None
+    if cfg.ablation.enabled:
+        abl_T = min(block, int(cfg.ablation.seq_len or block))
+        abl_b = _batches(
+            ddir, "val", abl_T, int(cfg.ablation.batch_size), int(cfg.ablation.batches), seed=2, device=device
+        )
+
+    rep = analyse(model, text_ids, tokens, probe, metric_x, eval_b, abl_b)
+    info = {
+        "checkpoint": str(run.ckpt_path),
+        "step": run.step,
+        "layers x heads": f"{L} x {H}",
+        "kv heads": mc.kv_heads,
+        "position": mc.position,
+        "mlp": mc.mlp,
+        "text": f"{len(ids)} tokens ({source})",
+    }
+    title = f"heads of {run.run_dir.name}"
+    files = write_report(rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head))
+    files.update({p.stem: p for p in _steps_plots(run.run_dir, cfg, out, device)})
+    rep.timings["total_s"] = time.perf_counter() - t_start
+    return {
+        "files": files,
+        "summary": summary_lines(rep, int(cfg.top)),
+        "timings": rep.timings,
+        "notes": rep.notes,
+        "out": out,
+        "report": rep,
+    }
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="heads")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    res = report(cfg)
+    for line in res["summary"]:
+        print(line)
+    for note in res.get("notes", []):
+        print(f"note: {note}")
+    if "out" in res:
+        t = res["timings"]
+        print(
+            f"wrote {len(res['files'])} files to {res['out']} in {t['total_s']:.1f} s "
+            f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, PNGs {t['png_s']:.1f} s, "
+            f"page {t['html_s']:.1f} s); open {res['out'] / 'heads.html'}"
+        )
+    else:
+        for f in res["files"]:
+            print(f"wrote {f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""heads.html: one self-contained page (inline CSS/JS, data embedded as JSON, no network) to browse heads.
+
+The attention patterns of the chosen text are stored as the lower triangle of each head's `(T, T)` matrix,
+quantised to uint16 (`round(w * 65535)`, error < 1e-5) and base64-encoded, so 12 x 12 heads at 256 tokens
+is about 12 MB. The page draws every matrix on `<canvas>` (thumbnail grid and a large view), so it stays
+responsive with thousands of cells; the token strip and the weights panel are plain DOM.
+
+What the page shows: the text as tokens; a layer and head picker (or all heads of a layer overlaid in
+colours); hover or click a query token to see its attention over every earlier token (colours on the
+tokens, a bar chart, and a weights table whose cells carry `data-w` with the numbers shown); a thumbnail
+grid of all layers x heads; the metric table; and which query heads share a KV head under GQA/MQA.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def encode_pattern(pattern: np.ndarray) -> str:
+    """Lower triangle of one `(T, T)` pattern, row by row, as base64 of little-endian uint16 (w * 65535)."""
+    T = pattern.shape[-1]
+    rows, cols = np.tril_indices(T)
+    q = np.clip(np.rint(np.asarray(pattern, dtype=np.float64)[rows, cols] * 65535), 0, 65535)
+    return base64.b64encode(q.astype("<u2").tobytes()).decode("ascii")
+
+
+def decode_pattern(data: str, T: int) -> np.ndarray:
+    """Inverse of :func:`encode_pattern` (used by tests): `(T, T)` float64 with zeros above the diagonal."""
+    q = np.frombuffer(base64.b64decode(data), dtype="<u2").astype(np.float64) / 65535
+    out = np.zeros((T, T))
+    out[np.tril_indices(T)] = q
+    return out
+
+
+def token_label(tok: str) -> str:
+    """Make whitespace visible in a token label: newline as the return symbol, tab as an arrow."""
+    return tok.replace("\n", "\u21b5").replace("\t", "\u2192").replace("\r", "")
+
+
+def page_data(
+    tokens: list[str],
+    patterns: np.ndarray,
+    rows: list[dict],
+    *,
+    n_kv_head: int | None = None,
+    title: str = "heads",
+    info: dict | None = None,
+    layer: int = 0,
+    head: int = 0,
+) -> dict:
+    """The JSON object the page reads. `patterns` is `(n_layer, n_head, T, T)`; `rows` the metric rows."""
+    L, H, T, T2 = patterns.shape
+    if T != T2 or T != len(tokens):
+        raise ValueError(f"patterns {patterns.shape} do not match {len(tokens)} tokens")
+    metric_names = [k for k in (rows[0] if rows else {}) if k not in ("layer", "head", "kv_head", "kind")]
+    return {
+        "title": title,
+        "tokens": [token_label(t) for t in tokens],
+        "n_layer": L,
+        "n_head": H,
+        "n_kv_head": n_kv_head or H,
+        "T": T,
+        "info": info or {},
+        "metric_names": metric_names,
+        "rows": rows,
+        "patterns": [encode_pattern(patterns[l, h]) for l in range(L) for h in range(H)],
+        "initial": {"layer": layer, "head": head},
+    }
+
+
+def write_html(path: str | Path, data: dict) -> Path:
+    """Write the self-contained page for `data` (from :func:`page_data`) to `path`."""
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False, default=float)
+    blob = blob.replace("</", "<\\/")  # a token like "</script>" must not end the data block
+    page = _TEMPLATE.replace("__TITLE__", html.escape(str(data.get("title", "heads"))))
+    page = page.replace("__DATA__", blob)
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+_TEMPLATE = r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>__TITLE__</title>
+<style>
+body{font:13px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#222;background:#fafafa}
+header{padding:8px 14px;background:#263238;color:#eceff1}
+header h1{font-size:16px;margin:0 0 2px 0}
+header .info{font-size:12px;color:#b0bec5}
+main{display:grid;grid-template-columns:minmax(420px,1.25fr) minmax(360px,1fr);gap:12px;padding:10px 14px}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 10px;margin-bottom:10px}
+h2{font-size:13px;margin:0 0 6px 0;color:#37474f}
+.controls label{margin-right:12px}
+select{font-size:13px}
+#gqa{font-size:12px;color:#555;margin-top:4px}
+#tokens{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;line-height:1.9;
+  max-height:260px;overflow:auto;border:1px solid #eee;padding:4px}
+.tok{cursor:pointer;border-radius:2px;padding:1px 0;white-space:pre;display:inline-block;min-width:0.5em}
+.tok.query{outline:2px solid #d32f2f}
+.tok.future{color:#bbb}
+#bars{width:100%;height:120px;display:block;border:1px solid #eee}
+#weights-wrap{max-height:300px;overflow:auto}
+table{border-collapse:collapse;font-size:12px}
+td,th{border-bottom:1px solid #eee;padding:2px 6px;text-align:right}
+th{position:sticky;top:0;background:#f5f5f5;cursor:pointer}
+td.tokcell{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre}
+#metrics-wrap{max-height:340px;overflow:auto}
+#metrics tr.sel{background:#fff3cd}
+#metrics tr:hover{background:#f0f7ff;cursor:pointer}
+#grid{display:grid;gap:3px;align-items:center}
+#grid canvas{width:100%;image-rendering:pixelated;border:2px solid transparent;cursor:pointer}
+#grid canvas.sel{border-color:#d32f2f}
+#grid .lab{font-size:10px;color:#666;text-align:center}
+#big{width:100%;max-width:420px;image-rendering:pixelated;border:1px solid #ccc;display:block}
+#hoverinfo{font-size:12px;color:#333;min-height:16px}
+#top{font-size:12px;margin:4px 0;font-family:ui-monospace,Menlo,Consolas,monospace}
+.legend span{display:inline-block;margin-right:8px;font-size:11px}
+.swatch{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
+</style></head>
+<body>
+<header><h1 id="title"></h1><div class="info" id="info"></div></header>
+<main>
+<div>
+  <section class="controls">
+    <label>Layer <select id="layer"></select></label>
+    <label>Head <select id="head"></select></label>
+    <span id="mode"></span>
+    <div id="gqa"></div>
+    <div class="legend" id="legend"></div>
+  </section>
+  <section>
+    <h2>Tokens <small>(hover a token to see where it looks; click to pin)</small></h2>
+    <div id="tokens"></div>
+  </section>
+  <section>
+    <h2 id="bars-title">Attention of the query over earlier tokens</h2>
+    <canvas id="bars" width="900" height="120"></canvas>
+    <div id="top"></div>
+    <div id="weights-wrap"><table id="weights"></table></div>
+  </section>
+</div>
+<div>
+  <section>
+    <h2 id="big-title">Pattern</h2>
+    <canvas id="big"></canvas>
+    <div id="hoverinfo"></div>
+  </section>
+  <section>
+    <h2>All heads (rows: layers, columns: heads; click to select)</h2>
+    <div id="grid"></div>
+  </section>
+  <section>
+    <h2>Metrics per head (click a row to select; click a header to sort)</h2>
+    <div id="metrics-wrap"><table id="metrics"></table></div>
+  </section>
+</div>
+</main>
+<script id="data" type="application/json">__DATA__</script>
+<script>
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const L = D.n_layer, H = D.n_head, T = D.T, KV = D.n_kv_head, GROUP = H / KV;
+const cache = new Map();
+const tokSpans = [];  // the token spans, by position (the strip also holds <br> after newline tokens)
+const state = {layer: D.initial.layer, head: D.initial.head, query: null, pinned: false};
+
+function kvOf(h) { return Math.floor(h / GROUP); }
+function headColor(h, a) { return `hsla(${Math.round(360 * h / H)},75%,45%,${a})`; }
+function rowStart(i) { return i * (i + 1) / 2; }
+
+// Lower triangle of head (l, h), decoded once: Float32Array of T*(T+1)/2 weights.
+function tri(l, h) {
+  const key = l * H + h;
+  if (!cache.has(key)) {
+    const bin = atob(D.patterns[key]);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const dv = new DataView(bytes.buffer), n = bytes.length / 2, out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true) / 65535;
+    cache.set(key, out);
+  }
+  return cache.get(key);
+}
+function w(l, h, q, k) { return k > q ? 0 : tri(l, h)[rowStart(q) + k]; }
+function fmt(x) { return x.toFixed(4); }
+
+function drawPattern(canvas, l, h, size) {
+  const n = Math.min(T, size), ctx = canvas.getContext("2d");
+  canvas.width = n; canvas.height = n;
+  const img = ctx.createImageData(n, n), t = tri(l, h), s = T / n;
+  for (let y = 0; y < n; y++) {
+    for (let x = 0; x <= y; x++) {
+      let m = 0;  // max over the block of cells this pixel covers, so sharp stripes survive downsampling
+      for (let q = Math.floor(y * s); q < Math.floor((y + 1) * s); q++)
+        for (let k = Math.floor(x * s); k < Math.min(Math.floor((x + 1) * s), q + 1); k++)
+          m = Math.max(m, t[rowStart(q) + k]);
+      const v = Math.round(255 * (1 - Math.sqrt(m))), o = 4 * (y * n + x);
+      img.data[o] = v; img.data[o + 1] = v; img.data[o + 2] = 255; img.data[o + 3] = 255;
+    }
+    for (let x = y + 1; x < n; x++) { const o = 4 * (y * n + x); img.data[o] = img.data[o+1] = img.data[o+2] = 245; img.data[o+3] = 255; }
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function buildControls() {
+  document.getElementById("title").textContent = D.title;
+  const info = Object.entries(D.info).map(([k, v]) => `${k}: ${v}`).join("  \u00b7  ");
+  document.getElementById("info").textContent = info;
+  const ls = document.getElementById("layer"), hs = document.getElementById("head");
+  for (let l = 0; l < L; l++) ls.add(new Option(`layer ${l}`, l));
+  hs.add(new Option("all heads (overlay)", "all"));
+  for (let h = 0; h < H; h++) hs.add(new Option(KV < H ? `head ${h} (kv ${kvOf(h)})` : `head ${h}`, h));
+  ls.value = state.layer; hs.value = state.head;
+  ls.onchange = () => select(+ls.value, state.head);
+  hs.onchange = () => select(state.layer, hs.value === "all" ? "all" : +hs.value);
+  const gq = document.getElementById("gqa");
+  if (KV < H) {
+    const groups = [];
+    for (let g = 0; g < KV; g++) {
+      const qs = []; for (let h = 0; h < H; h++) if (kvOf(h) === g) qs.push(h);
+      groups.push(`kv ${g}: heads ${qs.join(", ")}`);
+    }
+    gq.textContent = `${KV < H && KV === 1 ? "MQA" : "GQA"}: ${H} query heads share ${KV} KV head(s) \u2014 ` + groups.join("; ");
+  } else gq.textContent = `MHA: each of the ${H} heads has its own keys and values`;
+  const lg = document.getElementById("legend");
+  for (let h = 0; h < H; h++) lg.insertAdjacentHTML("beforeend",
+    `<span><i class="swatch" style="background:${headColor(h, 1)}"></i>h${h}</span>`);
+}
+
+function buildTokens() {
+  const box = document.getElementById("tokens");
+  D.tokens.forEach((t, i) => {
+    const s = document.createElement("span");
+    s.className = "tok"; s.textContent = t; s.dataset.i = i; s.title = `#${i}`;
+    box.appendChild(s); tokSpans.push(s);
+    if (t.endsWith("\u21b5")) box.appendChild(document.createElement("br"));  // keep the text's line breaks
+  });
+  box.addEventListener("mouseover", e => { const i = e.target.dataset.i; if (i !== undefined && !state.pinned) setQuery(+i); });
+  box.addEventListener("click", e => {
+    const i = e.target.dataset.i; if (i === undefined) return;
+    state.pinned = !(state.pinned && state.query === +i); setQuery(+i);
+  });
+}
+
+function buildGrid() {
+  const g = document.getElementById("grid");
+  g.style.gridTemplateColumns = `28px repeat(${H}, minmax(0, 1fr))`;
+  g.insertAdjacentHTML("beforeend", `<div class="lab"></div>`);
+  for (let h = 0; h < H; h++)
+    g.insertAdjacentHTML("beforeend", `<div class="lab">h${h}${KV < H ? "<br>kv" + kvOf(h) : ""}</div>`);
+  const size = Math.min(T, 64);
+  for (let l = 0; l < L; l++) {
+    g.insertAdjacentHTML("beforeend", `<div class="lab">L${l}</div>`);
+    for (let h = 0; h < H; h++) {
+      const c = document.createElement("canvas");
+      c.id = `thumb-${l}-${h}`; c.title = `layer ${l} head ${h}`;
+      if (KV < H) c.style.borderBottomColor = `hsl(${Math.round(360 * kvOf(h) / KV)},60%,55%)`;
+      c.onclick = () => select(l, h);
+      g.appendChild(c);
+      drawPattern(c, l, h, size);
+    }
+  }
+}
+
+let sortKey = null, sortDir = -1;
+function buildMetrics() {
+  const tb = document.getElementById("metrics");
+  const cols = ["layer", "head"].concat(KV < H ? ["kv_head"] : [], ["kind"], D.metric_names);
+  const rows = D.rows.slice();
+  if (sortKey) rows.sort((a, b) => sortDir * ((a[sortKey] ?? -1e9) > (b[sortKey] ?? -1e9) ? 1 : -1));
+  let s = "<thead><tr>" + cols.map(c => `<th data-c="${c}">${c}</th>`).join("") + "</tr></thead><tbody>";
+  for (const r of rows) {
+    s += `<tr data-l="${r.layer}" data-h="${r.head}">` + cols.map(c => {
+      const v = r[c];
+      return `<td>${typeof v === "number" && !Number.isInteger(v) ? v.toFixed(3) : (v ?? "")}</td>`;
+    }).join("") + "</tr>";
+  }
+  tb.innerHTML = s + "</tbody>";
+  tb.querySelectorAll("th").forEach(th => th.onclick = () => {
+    sortDir = sortKey === th.dataset.c ? -sortDir : -1; sortKey = th.dataset.c; buildMetrics(); markSelected();
+  });
+  tb.querySelectorAll("tbody tr").forEach(tr => tr.onclick = () => select(+tr.dataset.l, +tr.dataset.h));
+}
+
+function markSelected() {
+  document.querySelectorAll("#grid canvas").forEach(c => c.classList.remove("sel"));
+  const hs = state.head === "all" ? [...Array(H).keys()] : [state.head];
+  hs.forEach(h => document.getElementById(`thumb-${state.layer}-${h}`).classList.add("sel"));
+  document.querySelectorAll("#metrics tbody tr").forEach(tr =>
+    tr.classList.toggle("sel", +tr.dataset.l === state.layer && hs.includes(+tr.dataset.h)));
+}
+
+function select(l, h) {
+  state.layer = l; state.head = h;
+  document.getElementById("layer").value = l;
+  document.getElementById("head").value = h;
+  document.getElementById("mode").textContent = h === "all" ? "overlay: colour = head" : "";
+  const big = document.getElementById("big");
+  const bh = h === "all" ? 0 : h;
+  document.getElementById("big-title").textContent = `Pattern: layer ${l}, head ${bh}` +
+    (KV < H ? ` (kv head ${kvOf(bh)})` : "") + (h === "all" ? " \u2014 overlay selected, showing head 0" : "");
+  drawPattern(big, l, bh, Math.min(T, 512));
+  markSelected();
+  if (state.query === null) state.query = Math.min(T - 1, Math.max(0, Math.floor(T / 2)));
+  setQuery(state.query);
+}
+
+function heads() { return state.head === "all" ? [...Array(H).keys()] : [state.head]; }
+
+function setQuery(q) {
+  state.query = q;
+  const l = state.layer, hs = heads(), spans = tokSpans;
+  for (let k = 0; k < T; k++) {
+    const s = spans[k];
+    s.classList.toggle("query", k === q); s.classList.toggle("future", k > q);
+    if (k > q) { s.style.background = ""; s.removeAttribute("data-w"); continue; }
+    let best = 0, bh = hs[0];
+    for (const h of hs) { const v = w(l, h, q, k); if (v > best) { best = v; bh = h; } }
+    s.style.background = hs.length === 1 ? `rgba(33,150,243,${Math.sqrt(best)})` : headColor(bh, Math.sqrt(best));
+    s.dataset.w = fmt(best);
+    s.title = `#${k}  ` + hs.map(h => `h${h}: ${fmt(w(l, h, q, k))}`).join("  ");
+  }
+  drawBars(q, l, hs);
+  fillWeights(q, l, hs);
+}
+
+function drawBars(q, l, hs) {
+  const c = document.getElementById("bars"), ctx = c.getContext("2d");
+  c.width = c.clientWidth || 900; const W = c.width, Hh = c.height;
+  ctx.clearRect(0, 0, W, Hh);
+  const bw = W / T;
+  for (let k = 0; k <= q; k++) {
+    hs.forEach((h, n) => {
+      const v = w(l, h, q, k), sub = bw / hs.length;
+      ctx.fillStyle = hs.length === 1 ? "#1976d2" : headColor(h, 0.9);
+      ctx.fillRect(k * bw + n * sub, Hh - v * (Hh - 4), Math.max(sub, 1), v * (Hh - 4));
+    });
+  }
+  ctx.strokeStyle = "#d32f2f"; ctx.strokeRect(q * bw, 0, Math.max(bw, 1), Hh);
+  document.getElementById("bars-title").textContent =
+    `Attention of query #${q} "${D.tokens[q]}" over earlier tokens \u2014 layer ${l}, ` +
+    (hs.length === 1 ? `head ${hs[0]}` : "all heads") + (state.pinned ? " (pinned)" : "");
+}
+
+function fillWeights(q, l, hs) {
+  const tb = document.getElementById("weights");
+  tb.dataset.query = q; tb.dataset.layer = l; tb.dataset.heads = hs.join(",");
+  let s = "<thead><tr><th>key</th><th>token</th>" +
+    hs.map(h => `<th style="color:${headColor(h, 1)}">h${h}</th>`).join("") + "</tr></thead><tbody>";
+  for (let k = q; k >= 0; k--) {
+    s += `<tr><td>${k}</td><td class="tokcell">${escapeHtml(D.tokens[k])}</td>` + hs.map(h => {
+      const v = fmt(w(l, h, q, k));
+      return `<td class="wcell" data-layer="${l}" data-head="${h}" data-q="${q}" data-k="${k}" data-w="${v}">${v}</td>`;
+    }).join("") + "</tr>";
+  }
+  tb.innerHTML = s + "</tbody>";
+  // the strongest keys first, summed over the shown heads
+  const tot = [];
+  for (let k = 0; k <= q; k++) tot.push([k, hs.reduce((a, h) => a + w(l, h, q, k), 0) / hs.length]);
+  tot.sort((a, b) => b[1] - a[1]);
+  document.getElementById("top").textContent = "strongest: " +
+    tot.slice(0, 5).map(([k, v]) => `#${k} "${D.tokens[k]}" ${fmt(v)}`).join("   ") + (hs.length > 1 ? "  (mean over heads)" : "");
+}
+
+function escapeHtml(t) { return t.replace(/[&<>"]/g, ch => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[ch])); }
+
+document.getElementById("big").addEventListener("mousemove", e => {
+  const c = e.target, r = c.getBoundingClientRect();
+  const q = Math.floor((e.clientY - r.top) / r.height * T), k = Math.floor((e.clientX - r.left) / r.width * T);
+  const h = state.head === "all" ? 0 : state.head;
+  if (q < 0 || k < 0 || q >= T || k >= T) return;
+  document.getElementById("hoverinfo").textContent = k > q ? `query #${q}, key #${k}: masked (future)` :
+    `query #${q} "${D.tokens[q]}" \u2192 key #${k} "${D.tokens[k]}": ${fmt(w(state.layer, h, q, k))}`;
+});
+
+buildControls(); buildTokens(); buildGrid(); buildMetrics();
+select(state.layer, state.head);
+document.body.dataset.ready = "1";
+</script>
+</body></html>
+"""

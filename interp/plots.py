@@ -1,0 +1,167 @@
+"""PNG plots of heads: a layer x head heatmap per metric, the grid of every head's pattern, metrics over steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _short(tok: str, n: int = 8) -> str:
+    tok = tok.replace("\n", "\u21b5").replace("\t", "\u2192")
+    return tok if len(tok) <= n else tok[: n - 1] + "\u2026"
+
+
+def _tick_positions(T: int, max_labels: int) -> np.ndarray:
+    step = max(1, int(np.ceil(T / max_labels)))
+    return np.arange(0, T, step)
+
+
+def metric_heatmap(values: np.ndarray, name: str, path: str | Path, kv_of: list[int] | None = None) -> Path:
+    """Layer x head heatmap of one metric `(n_layer, n_head)`, each cell annotated with its value."""
+    L, H = values.shape
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * H, 0.9 + 0.45 * L), dpi=110)
+    finite = values[np.isfinite(values)]
+    vmax = float(np.abs(finite).max()) if finite.size else 1.0
+    signed = finite.size and finite.min() < 0
+    cmap, vmin = ("RdBu_r", -vmax) if signed else ("viridis", 0.0)
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, aspect="auto")
+    if L * H <= 400:
+        for l in range(L):
+            for h in range(H):
+                v = values[l, h]
+                ax.text(
+                    h,
+                    l,
+                    "nan" if not np.isfinite(v) else f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if (not signed and v < 0.6 * vmax) else "black",
+                )
+    ax.set_xticks(range(H))
+    ax.set_xticklabels([f"{h}" if kv_of is None else f"{h}\nkv{kv_of[h]}" for h in range(H)], fontsize=7)
+    ax.set_yticks(range(L))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(name, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.subplots_adjust(left=0.12, right=0.95, bottom=0.16, top=0.9)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def pattern_grid(
+    patterns: np.ndarray,
+    tokens: list[str],
+    path: str | Path,
+    kv_of: list[int] | None = None,
+    max_labels: int = 24,
+) -> Path:
+    """Every head's attention pattern `(n_layer, n_head, T, T)` in one image, token labels on the edges.
+
+    The heads are tiled into one mosaic drawn with a single imshow (fast even for 12 x 12 heads at 256+
+    tokens); rows of tiles are layers, columns heads; colour is the square root of the weight.
+    """
+    L, H, T, _ = patterns.shape
+    gap = max(2, T // 16)
+    step = T + gap
+    mosaic = np.full((L * step - gap, H * step - gap), np.nan)
+    for l in range(L):
+        for h in range(H):
+            tile = np.sqrt(np.clip(patterns[l, h], 0, 1))
+            tile[np.triu_indices(T, 1)] = np.nan  # the masked future: white
+            mosaic[l * step : l * step + T, h * step : h * step + T] = tile
+    tile_in = min(2.2, max(1.2, 13.0 / max(L, H)))
+    fw, fh = 1.3 + tile_in * H, 1.4 + tile_in * L  # inches: 1.0 left + 0.3 right, 0.9 bottom + 0.5 top
+    fig = plt.figure(figsize=(fw, fh), dpi=max(80, min(160, int(1.1 * T / tile_in))))
+    ax = fig.add_axes((1.0 / fw, 0.9 / fh, tile_in * H / fw, tile_in * L / fh))
+    cmap = plt.get_cmap("Blues").with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    ticks = _tick_positions(T, max_labels if L <= 6 else max_labels // 2)
+    labels = [_short(tokens[i]) for i in ticks]
+    fs = 5 if L * len(ticks) <= 160 else 4
+    ax.set_yticks([l * step + t for l in range(L) for t in ticks])
+    ax.set_yticklabels(labels * L, fontsize=fs)
+    ax.set_xticks([(H - 1) * step + t for t in ticks])
+    ax.set_xticklabels(labels, fontsize=fs, rotation=90)
+    for l in range(L):
+        for h in range(H):
+            name = f"L{l} H{h}" + (f" kv{kv_of[h]}" if kv_of is not None else "")
+            ax.text(h * step + T - 1, l * step + 1, name, ha="right", va="top", fontsize=7, color="0.25")
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    fig.suptitle(
+        "attention patterns: tiles = layers (rows) x heads (columns); in a tile, rows = query, "
+        "columns = key; colour = sqrt(weight)",
+        fontsize=8,
+        y=1 - 0.15 / fh,
+        va="top",
+    )
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def head_pattern(
+    pattern: np.ndarray, tokens: list[str], path: str | Path, title: str, max_labels: int = 64
+) -> Path:
+    """One head's pattern `(T, T)` large, with token labels on both axes."""
+    T = pattern.shape[-1]
+    size = min(14.0, 3 + T * 0.12)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=90)
+    ax.imshow(pattern, cmap="Blues", vmin=0, vmax=max(float(pattern.max()), 1e-6), interpolation="nearest")
+    ticks = _tick_positions(T, max_labels)
+    labels = [_short(tokens[i]) for i in ticks]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, rotation=90, fontsize=6)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(labels, fontsize=6)
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def metric_over_steps(
+    steps: list[int], values: np.ndarray, metric: str, path: str | Path, top: int = 4
+) -> Path:
+    """One line per head of `values (n_steps, n_layer, n_head)` over `steps`; the top heads get a legend."""
+    S, L, H = values.shape
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    final = np.nan_to_num(values[-1], nan=-np.inf).reshape(-1)
+    best = set(np.argsort(-final)[:top].tolist())
+    cmap = plt.get_cmap("tab10")
+    for l in range(L):
+        for h in range(H):
+            idx = l * H + h
+            if idx in best:
+                ax.plot(
+                    steps,
+                    values[:, l, h],
+                    color=cmap(len(ax.get_legend_handles_labels()[0]) % 10),
+                    lw=2,
+                    marker="o" if S <= 30 else None,
+                    ms=3,
+                    label=f"L{l} H{h}",
+                    zorder=3,
+                )
+            else:
+                ax.plot(steps, values[:, l, h], color="0.75", lw=0.8, zorder=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per head over training (grey: other heads)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,231 @@
+"""The head report: every metric for every head of a model, the files heads.py writes, the terminal summary.
+
+`analyse(...)` measures; `write_report(...)` writes heads.csv, heads.json, one heatmap PNG per metric,
+the pattern grid PNG, one large head PNG and heads.html; `summary_lines(...)` gives the top heads per kind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from . import plots
+from .ablation import ablation_importance
+from .html import page_data, write_html
+from .tracking import head_metric_tables
+
+# Head kinds, checked in this order; a head gets the first kind whose score passes the threshold.
+KIND_RULES = (
+    ("induction", "induction", 0.4),
+    ("previous-token", "prev_token", 0.5),
+    ("sink", "sink", 0.5),
+    ("local/positional", "local", 0.6),
+    ("broad", "entropy", 0.8),
+)
+METRIC_ORDER = (
+    "induction",
+    "duplicate",
+    "prev_token",
+    "sink",
+    "local",
+    "entropy",
+    "mean_distance",
+    "zero_ablation",
+    "mean_ablation",
+)
+
+
+@dataclass
+class HeadReport:
+    """Everything measured about one model's heads."""
+
+    tables: dict[str, np.ndarray]  # metric -> (n_layer, n_head)
+    rows: list[dict]  # one per head: layer, head, kv_head, kind, metrics
+    patterns: np.ndarray  # (n_layer, n_head, T, T) on the chosen text
+    tokens: list[str]  # the chosen text, one string per token
+    n_kv_head: int
+    model_scores: dict = field(default_factory=dict)  # icl_score, val_loss, ...
+    timings: dict = field(default_factory=dict)  # seconds per stage
+    notes: list[str] = field(default_factory=list)  # what was skipped and why
+
+
+def classify(row: dict) -> str:
+    """The kind of a head from its scores (thresholds in KIND_RULES; 'mixed' if none passes)."""
+    for kind, metric, threshold in KIND_RULES:
+        v = row.get(metric)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)) and v >= threshold:
+            return kind
+    return "mixed"
+
+
+@torch.no_grad()
+def token_losses(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-token cross-entropy `(sum of B, T)` of `model` on `batches`."""
+    out = []
+    for x, y in batches:
+        logits, _ = model(x)
+        out.append(F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none"))  # (B, T)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def analyse(
+    model,
+    text_ids: torch.Tensor,
+    tokens: list[str],
+    probe: torch.Tensor,
+    metric_x: torch.Tensor | None = None,
+    eval_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ablation_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> HeadReport:
+    """Measure every head of `model`.
+
+    text_ids (T,): the text drawn in the pattern grid and page. probe (B, T'): repeated random tokens.
+    metric_x (B, T''): sequences for the content-independent metrics (default: the text). eval_batches:
+    val (x, y) batches at the block size for the ICL score; ablation_batches: val batches for ablations.
+    """
+    model.eval()
+    timings, notes, scores = {}, [], {}
+    cfg = model.config
+    t0 = time.perf_counter()
+    x = metric_x if metric_x is not None else text_ids[None]
+    tables = {k: v.cpu().numpy() for k, v in head_metric_tables(model, probe, x).items()}
+    pats = model.attention_patterns(text_ids[None])[:, 0].float().cpu().numpy()  # (L, H, T, T)
+    timings["patterns_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if eval_batches:
+        losses = token_losses(model, eval_batches)
+        scores["val_loss"] = float(losses.mean())
+        if losses.shape[1] >= 8:
+            early, late = M.icl_positions(losses.shape[1])
+            scores["icl_score"] = M.icl_score(losses)
+            scores["icl_positions"] = [early, late]
+            scores["icl_tokens"] = int(losses.shape[0])
+    else:
+        notes.append("no val data: ICL score skipped")
+    timings["icl_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if ablation_batches:
+        res = ablation_importance(model, ablation_batches)
+        tables["zero_ablation"] = res["zero"].numpy()
+        tables["mean_ablation"] = res["mean"].numpy()
+        scores["ablation_clean_loss"] = float(res["clean"])
+        scores["ablation_tokens"] = int(sum(xb.numel() for xb, _ in ablation_batches))
+    else:
+        notes.append("no val data or ablation disabled: ablation importance skipped")
+    timings["ablation_s"] = time.perf_counter() - t0
+
+    L, H = cfg.n_layer, cfg.n_head
+    n_kv = cfg.kv_heads
+    rows = []
+    for l in range(L):
+        for h in range(H):
+            row = {"layer": l, "head": h, "kv_head": M.kv_head_of(h, H, n_kv)}
+            for name in METRIC_ORDER:
+                if name in tables:
+                    v = float(tables[name][l, h])
+                    row[name] = None if math.isnan(v) else round(v, 5)
+            row["kind"] = classify(row)
+            rows.append(row)
+    return HeadReport(tables, rows, pats, tokens, n_kv, scores, timings, notes)
+
+
+def summary_lines(rep: HeadReport, top: int = 3) -> list[str]:
+    """The terminal summary: for each kind, the `top` heads with the highest score on its metric."""
+    lines = []
+    for kind, metric, threshold in KIND_RULES:
+        if metric not in rep.tables:
+            continue
+        t = np.nan_to_num(rep.tables[metric], nan=-np.inf)
+        order = np.dstack(np.unravel_index(np.argsort(-t, axis=None), t.shape))[0][:top]
+        items = [f"L{l}H{h} {rep.tables[metric][l, h]:.2f}" for l, h in order]
+        n = int((rep.tables[metric] >= threshold).sum())
+        lines.append(f"{kind:<17} ({metric} >= {threshold}: {n} heads)  top: " + ", ".join(items))
+    if "zero_ablation" in rep.tables:
+        t = rep.tables["zero_ablation"]
+        order = np.dstack(np.unravel_index(np.argsort(-t, axis=None), t.shape))[0][:top]
+        lines.append(
+            "most important     (val loss rise, zero-ablated)  top: "
+            + ", ".join(f"L{l}H{h} {t[l, h]:+.3f}" for l, h in order)
+        )
+    if "icl_score" in rep.model_scores:
+        e, la = rep.model_scores["icl_positions"]
+        lines.append(
+            f"in-context learning score: {rep.model_scores['icl_score']:+.3f} "
+            f"(loss at token {la} minus at token {e}; negative = the context helps)"
+        )
+    return lines
+
+
+def write_report(
+    rep: HeadReport, out: Path, *, title: str, info: dict, layer: int = 0, head: int = 0
+) -> dict:
+    """Write every file into `out`; returns `{what: path}`."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    t0 = time.perf_counter()
+    cols = ["layer", "head", "kv_head", "kind"] + [m for m in METRIC_ORDER if m in rep.tables]
+    with open(out / "heads.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rep.rows)
+    files["csv"] = out / "heads.csv"
+    doc = {
+        "title": title,
+        "info": info,
+        "model_scores": rep.model_scores,
+        "heads": rep.rows,
+        "text_tokens": rep.tokens,
+        "kind_rules": [{"kind": k, "metric": m, "threshold": t} for k, m, t in KIND_RULES],
+        "notes": rep.notes,
+    }
+    (out / "heads.json").write_text(json.dumps(doc, indent=1))
+    files["json"] = out / "heads.json"
+    L, H = rep.patterns.shape[:2]
+    kv_of = [M.kv_head_of(h, H, rep.n_kv_head) for h in range(H)] if rep.n_kv_head < H else None
+    for name in METRIC_ORDER:
+        if name in rep.tables:
+            files[f"heatmap_{name}"] = plots.metric_heatmap(
+                rep.tables[name], name, out / f"heatmap_{name}.png", kv_of
+            )
+    files["grid"] = plots.pattern_grid(rep.patterns, rep.tokens, out / "patterns_grid.png", kv_of)
+    files["head"] = plots.head_pattern(
+        rep.patterns[layer, head],
+        rep.tokens,
+        out / f"pattern_L{layer}H{head}.png",
+        f"layer {layer} head {head}",
+    )
+    rep.timings["png_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    page_info = {
+        **info,
+        **{
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in rep.model_scores.items()
+            if k in ("icl_score", "val_loss")
+        },
+    }
+    data = page_data(
+        rep.tokens,
+        rep.patterns,
+        rep.rows,
+        n_kv_head=rep.n_kv_head,
+        title=title,
+        info=page_info,
+        layer=layer,
+        head=head,
+    )
+    files["html"] = write_html(out / "heads.html", data)
+    rep.timings["html_s"] = time.perf_counter() - t0
+    return files

@@ -1,0 +1,154 @@
+"""Drive heads.html in real headless Chromium: switch layer and head, hover a token, read the shown weights.
+
+Skipped when /usr/bin/chromium or playwright is missing, unless GPTLAB_REQUIRE_BROWSER=1 (CI), then it fails.
+The screenshot goes to test-artifacts/heads_page.png.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from interp.html import decode_pattern, encode_pattern, page_data, write_html
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+REQUIRED = os.environ.get("GPTLAB_REQUIRE_BROWSER") == "1"
+
+
+def _random_patterns(L, H, T, seed=0):
+    """Causal softmax patterns `(L, H, T, T)` with a few sharp heads, as a model would give."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(L, H, T, T)) * 2.0
+    logits[0, 1] += 8 * np.eye(T, k=-1)  # a previous-token head
+    logits[1, 0, :, 0] += 8  # a sink head
+    logits = np.where(np.tril(np.ones((T, T), bool)), logits, -np.inf)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _page(tmp_path, L=3, H=4, T=40, n_kv_head=2):
+    pats = _random_patterns(L, H, T)
+    tokens = [f"t{i}" if i % 7 else "\n" for i in range(T)]
+    tokens[5] = "</script><b>"
+    rows = [
+        {
+            "layer": l,
+            "head": h,
+            "kv_head": h // (H // n_kv_head),
+            "kind": "mixed",
+            "prev_token": float(pats[l, h].diagonal(-1).mean()),
+        }
+        for l in range(L)
+        for h in range(H)
+    ]
+    data = page_data(tokens, pats, rows, n_kv_head=n_kv_head, title="test page", info={"model": "random"})
+    return write_html(tmp_path / "heads.html", data), pats
+
+
+def test_pattern_encoding_roundtrip():
+    p = _random_patterns(2, 2, 17)[1, 1]
+    np.testing.assert_allclose(decode_pattern(encode_pattern(p), 17), p, atol=1 / 65535)
+
+
+def test_page_is_self_contained(tmp_path):
+    path, _ = _page(tmp_path)
+    text = path.read_text()
+    assert "http://" not in text and "https://" not in text
+    assert "<script src" not in text and "<link" not in text
+    assert text.count("</script>") == 2  # the token "</script>" was escaped inside the JSON
+
+
+def _browser():
+    if not os.path.exists(CHROMIUM):
+        if REQUIRED:
+            pytest.fail(f"GPTLAB_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.skip(f"{CHROMIUM} not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if REQUIRED:
+            pytest.fail("GPTLAB_REQUIRE_BROWSER=1 but playwright is not installed")
+        pytest.skip("playwright not installed")
+    return sync_playwright
+
+
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def _shown_weights(page):
+    """The weights table: {(head, key): float} plus the query and layer it was drawn for."""
+    cells = page.eval_on_selector_all(
+        "#weights td.wcell",
+        "cs => cs.map(c => [+c.dataset.head, +c.dataset.k, +c.dataset.q, +c.dataset.layer, c.dataset.w, c.textContent])",
+    )
+    return cells
+
+
+@pytest.mark.browser
+def test_heads_page_in_chromium(tmp_path):
+    sync_playwright = _browser()
+    path, pats = _page(tmp_path)
+    L, H, T = pats.shape[:3]
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(path.as_uri())
+        page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+        assert page.locator("#grid canvas").count() == L * H
+        assert page.locator("#tokens .tok").count() == T
+        assert "heads 0, 1" in page.inner_text("#gqa") and "kv 1: heads 2, 3" in page.inner_text("#gqa")
+
+        # switch layer and head, hover a query token, compare the table with the data
+        page.select_option("#layer", "2")
+        page.select_option("#head", "3")
+        q = 23
+        page.hover(f"#tokens .tok[data-i='{q}']")
+        cells = _shown_weights(page)
+        assert len(cells) == q + 1
+        for h, k, qq, l, w, text in cells:
+            assert (l, h, qq) == (2, 3, q)
+            assert w == text
+            assert float(w) == pytest.approx(pats[2, 3, q, k], abs=1.1e-4)
+        # the token strip colours carry the same numbers
+        w_tok = float(page.get_attribute(f"#tokens .tok[data-i='{q - 1}']", "data-w"))
+        assert w_tok == pytest.approx(pats[2, 3, q, q - 1], abs=1.1e-4)
+        assert page.get_attribute(f"#tokens .tok[data-i='{q + 1}']", "data-w") is None  # future: no weight
+
+        # clicking a thumbnail selects that head; clicking a token pins the query
+        page.click("#thumb-0-1")
+        assert page.input_value("#layer") == "0" and page.input_value("#head") == "1"
+        page.click("#tokens .tok[data-i='30']")
+        page.hover("#tokens .tok[data-i='3']")  # pinned: hovering elsewhere keeps query 30
+        cells = _shown_weights(page)
+        assert {c[2] for c in cells} == {30}
+        got = {c[1]: float(c[4]) for c in cells}
+        assert got[29] == pytest.approx(pats[0, 1, 30, 29], abs=1.1e-4)  # the previous-token head
+
+        # overlay: every head of the layer, coloured, same numbers
+        page.select_option("#head", "all")
+        cells = _shown_weights(page)
+        assert len(cells) == 31 * H
+        for h, k, _q, _l, w, _ in cells:
+            assert float(w) == pytest.approx(pats[0, h, 30, k], abs=1.1e-4)
+
+        # the metric table has a row per head, and clicking one selects it
+        assert page.locator("#metrics tbody tr").count() == L * H
+        page.click("#metrics tbody tr[data-l='1'][data-h='0']")
+        assert page.input_value("#layer") == "1" and page.input_value("#head") == "0"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.hover("#tokens .tok[data-i='20']")
+        page.screenshot(path=str(ARTIFACTS / "heads_page.png"), full_page=True)
+        browser.close()
+    assert not errors, errors

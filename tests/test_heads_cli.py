@@ -1,0 +1,235 @@
+"""heads.py end to end on tiny checkpoints: the files it writes, bad input, over-steps plots, the training snapshot."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+
+import heads
+from gptlab_errors import UserError
+from interp import metrics as M
+from interp.tracking import head_metrics_snapshot, probe_for
+from model import GPT, GPTConfig
+from training.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def char_data():
+    from data import load_meta, prepare
+
+    cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
+    return cfg, load_meta(prepare(cfg, quiet=True))
+
+
+def _save_run(run_dir: Path, data_cfg, meta, **model_kw) -> Path:
+    kw = dict(
+        vocab_size=meta["vocab_size"], block_size=32, n_layer=2, n_head=4, n_embd=32, position="learned"
+    )
+    kw.update(model_kw)
+    cfg = GPTConfig(**kw)
+    torch.manual_seed(0)
+    m = GPT(cfg)
+    save_checkpoint(
+        run_dir / "ckpt.pt",
+        model=m.state_dict(),
+        model_config=cfg.to_dict(),
+        step=7,
+        config={"data": data_cfg},
+        tokenizer=meta,
+    )
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, char_data):
+    return _save_run(tmp_path_factory.mktemp("run"), *char_data, n_kv_head=2)
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("heads", overrides=list(overrides))
+
+
+def test_report_writes_every_file(run_dir, tmp_path):
+    out = tmp_path / "out"
+    res = heads.report(
+        _cfg(
+            f"run={run_dir}",
+            f"out={out}",
+            "layer=1",
+            "head=3",
+            "ablation.batch_size=2",
+            "icl.batch_size=2",
+            "probe.batch_size=2",
+        )
+    )
+    names = {p.name for p in out.iterdir()}
+    for f in (
+        "heads.csv",
+        "heads.json",
+        "heads.html",
+        "patterns_grid.png",
+        "pattern_L1H3.png",
+        "heatmap_induction.png",
+        "heatmap_prev_token.png",
+        "heatmap_zero_ablation.png",
+        "heatmap_mean_ablation.png",
+    ):
+        assert f in names, f
+    rows = list(csv.DictReader(open(out / "heads.csv")))
+    assert len(rows) == 2 * 4
+    assert [int(r["kv_head"]) for r in rows[:4]] == [0, 0, 1, 1]  # GQA: 4 query heads on 2 kv heads
+    doc = json.loads((out / "heads.json").read_text())
+    assert len(doc["heads"]) == 8 and "icl_score" in doc["model_scores"]
+    assert len(doc["text_tokens"]) == 32  # split=val by default: block_size tokens of val.bin
+    # the table agrees with the metrics measured directly on the same probe
+    from training.checkpoint import load_run
+
+    run = load_run(run_dir)
+    probe = probe_for(run.model, run.meta, 2)
+    ind = M.induction(run.model.attention_patterns(probe), probe)
+    assert float(rows[5]["induction"]) == pytest.approx(ind[1, 1].item(), abs=1e-4)
+    assert len(res["summary"]) >= 5 and res["summary"][0].startswith("induction")
+    html = (out / "heads.html").read_text()
+    assert "https://" not in html and "http://" not in html
+
+
+def test_text_option_and_tokens(run_dir, tmp_path):
+    res = heads.report(
+        _cfg(f"run={run_dir}", f"out={tmp_path}", "text=ROMEO: hello", "ablation.enabled=false")
+    )
+    assert res["report"].tokens == list("ROMEO: hello")
+    assert res["report"].patterns.shape == (2, 4, 12, 12)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["text=" + "a" * 40], "takes at most 32"),  # learned positions: block_size 32
+        (["text=''"], "empty"),
+        (["layer=2"], "layer=2 is out of range"),
+        (["head=4"], "head=4 is out of range"),
+        (["head=-1"], "head=-1 is out of range"),
+        (["split=test"], "not val or train"),
+        (["text=hi", "split=val"], "only one of"),
+    ],
+)
+def test_bad_input_is_one_clear_line(run_dir, tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message) as e:
+        heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", *overrides))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_checkpoint_and_missing_run(tmp_path):
+    with pytest.raises(UserError, match="no best.pt or ckpt.pt"):
+        heads.report(_cfg(f"run={tmp_path}"))
+    with pytest.raises(UserError, match="pass run="):
+        heads.report(_cfg())
+
+
+def test_cli_exit_code_and_no_litter(run_dir, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "heads.py"), f"run={tmp_path}"],  # a directory without a checkpoint
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: ")
+    assert "Traceback" not in bad.stderr
+    out = tmp_path / "o"
+    ok = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "heads.py"),
+            f"run={run_dir}",
+            f"out={out}",
+            "ablation.enabled=false",
+            "icl.batch_size=2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "previous-token" in ok.stdout and "heads.html" in ok.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no outputs/, .hydra/ or log files
+
+
+def test_snapshot_for_training(run_dir, char_data):
+    from training.checkpoint import load_run
+
+    model = load_run(run_dir).model
+    model.train()
+    rows = head_metrics_snapshot(model, char_data[1], "cpu")
+    assert model.training  # mode restored
+    assert len(rows) == 8 and {r["layer"] for r in rows} == {0, 1}
+    for r in rows:
+        assert set(r) == {
+            "layer",
+            "head",
+            "induction",
+            "duplicate",
+            "entropy",
+            "mean_distance",
+            "prev_token",
+            "sink",
+            "local",
+        }
+        assert all(isinstance(v, (int, float)) for v in r.values())
+        assert 0 <= r["induction"] <= 1 and 0 <= r["entropy"] <= 1.0001
+    assert json.loads(json.dumps(rows)) == rows
+    assert rows == head_metrics_snapshot(model, char_data[1], "cpu")  # fixed probe: reproducible
+
+
+def test_plot_over_steps(run_dir, tmp_path, char_data):
+    rows = []
+    for step in (0, 100, 200):
+        hs = [
+            {"layer": l, "head": h, "induction": step / 200 * (l == 1 and h == 2), "prev_token": 0.1}
+            for l in range(2)
+            for h in range(4)
+        ]
+        rows.append({"kind": "heads", "step": step, "heads": hs})
+    rows.insert(1, {"kind": "train", "step": 50, "train_loss": 1.0})
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    try:
+        res = heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
+        names = sorted(p.name for p in res["files"])
+        assert names == ["heads_over_steps_induction.png", "heads_over_steps_prev_token.png"]
+        from interp.steps import read_head_rows, stack_over_steps
+
+        steps, vals = stack_over_steps(read_head_rows(run_dir / "metrics.jsonl"), "induction")
+        assert steps == [0, 100, 200] and vals[:, 1, 2].tolist() == [0.0, 0.5, 1.0]
+    finally:
+        (run_dir / "metrics.jsonl").unlink()
+    with pytest.raises(UserError, match="head_metrics_interval"):
+        heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
+
+
+def test_over_checkpoints(tmp_path, char_data):
+    for step in (10, 20):
+        d = _save_run(tmp_path / f"s{step}", *char_data)
+        (d / "ckpt.pt").rename(tmp_path / f"step_{step}.pt")
+    res = heads.report(
+        _cfg(
+            f"run={tmp_path / 'step_10.pt'}",
+            f"out={tmp_path / 'o'}",
+            "steps.only=true",
+            f"steps.checkpoints={tmp_path}/step_*.pt",
+            "steps.metrics=[induction]",
+        )
+    )
+    assert [p.name for p in res["files"]] == ["heads_over_checkpoints_induction.png"]
