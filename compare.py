@@ -1,0 +1,72 @@
+"""Rebuild a sweep's summary (summary.md, summary.csv, plots) from its run directories, or merge sweeps.
+
+    python compare.py multirun/positions                       # rewrite the summary in that sweep dir
+    python compare.py multirun/positions multirun/kv_heads -o comparison/   # one table for both
+    python compare.py multirun/positions --no-extrapolate      # skip the length-extrapolation evaluation
+
+Runs that failed or did not finish are listed with their status, never dropped. Length-extrapolation
+results are cached in each run's extrapolation.json, so a second call is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gptlab_errors import UserError, exit_on_user_error
+from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python compare.py",
+        description="Summarise finished runs (one table, CSV and plots) from one or more sweep directories.",
+    )
+    p.add_argument(
+        "dirs", nargs="+", help="sweep directories (e.g. multirun/positions), run dirs, or parents"
+    )
+    p.add_argument(
+        "-o", "--out", default=None, help="where to write; default: the sweep dir (one dir) or ./comparison"
+    )
+    p.add_argument("--no-extrapolate", action="store_true", help="do not evaluate the runs at longer lengths")
+    p.add_argument(
+        "--multipliers", type=int, nargs="+", default=list(DEFAULT_MULTIPLIERS), help="lengths, × block_size"
+    )
+    p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="val windows per evaluation length")
+    p.add_argument("--device", default="auto", help="device for the evaluation: auto | cpu | cuda | mps")
+    return p.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> Path:
+    from sweep.report import print_table, summarize
+
+    args = parse_args(argv)
+    for d in args.dirs:
+        if not Path(d).is_dir():
+            raise UserError(
+                f"{d} is not a directory; pass the sweep directory train.py -m wrote (see its log)"
+            )
+    if args.windows < 1 or any(m < 1 for m in args.multipliers):
+        raise UserError("--windows and --multipliers must be positive integers, e.g. --multipliers 1 2 4 8")
+    if not args.no_extrapolate:
+        from training.device import pick_device
+
+        pick_device(args.device)  # a device that is not there: one line now, not one per run later
+    out = args.out or (args.dirs[0] if len(args.dirs) == 1 else "comparison")
+    md = summarize(
+        args.dirs,
+        out_dir=out,
+        extrapolate=not args.no_extrapolate,
+        multipliers=args.multipliers,
+        windows=args.windows,
+        device=args.device,
+    )
+    print_table(md)
+    print(f"\nwrote {md}, {Path(out) / 'summary.csv'} and the plots in {out}")
+    return md
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

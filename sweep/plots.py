@@ -1,0 +1,117 @@
+"""The sweep's PNG plots, drawn with matplotlib's object API (no pyplot, no global backend change).
+
+- `val_loss_curves.png`: val loss against step, one line per run;
+- `val_loss_vs_wall_time.png`: the same curves against elapsed seconds;
+- `val_loss_vs_params.png`: best val loss against parameter count, one point per run;
+- `loss_vs_eval_length.png`: val loss at 1×, 2×, 4×, 8× the training block size, one line per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from sweep.table import Table
+
+PLOT_FILES = {
+    "curves": "val_loss_curves.png",
+    "wall": "val_loss_vs_wall_time.png",
+    "params": "val_loss_vs_params.png",
+    "length": "loss_vs_eval_length.png",
+}
+_STYLES = ["-", "--", "-.", ":"]
+
+
+def _figure(title: str, xlabel: str, ylabel: str):
+    fig = Figure(figsize=(8, 5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _style(i: int) -> dict:
+    """Colour and line style for the i-th run: 10 colours, then the next line style."""
+    return {"color": f"C{i % 10}", "linestyle": _STYLES[(i // 10) % len(_STYLES)]}
+
+
+def _save(fig, ax, path: Path, n_lines: int) -> None:
+    if n_lines:
+        ax.legend(fontsize=7 if n_lines > 8 else 9, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_curves(table: Table, path: Path, x: str = "step") -> None:
+    """Val-loss curves of every run overlaid; `x` is `step` or `elapsed_s` (wall time)."""
+    wall = x == "elapsed_s"
+    fig, ax = _figure(
+        "Val loss vs wall time" if wall else "Val loss during training",
+        "wall time (s)" if wall else "step",
+        "val loss",
+    )
+    n = 0
+    for i, (row, run) in enumerate(zip(table.rows, table.runs)):
+        pts = [
+            (e[x], e["val_loss"]) for e in run.evals if e.get(x) is not None and e.get("val_loss") is not None
+        ]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", markersize=3, label=row["label"], **_style(i))
+            n += 1
+    _save(fig, ax, path, n)
+
+
+def plot_vs_params(table: Table, path: Path) -> None:
+    """Best val loss against parameter count, each point labelled."""
+    fig, ax = _figure("Best val loss vs parameters", "parameters", "best val loss")
+    params = [r["params"] for r in table.rows if r["params"]]
+    if params and max(params) > 20 * min(params):
+        ax.set_xscale("log")
+    n = 0
+    for i, row in enumerate(table.rows):
+        if row["params"] is None or row["best_val_loss"] is None:
+            continue
+        ax.scatter([row["params"]], [row["best_val_loss"]], color=f"C{i % 10}", label=row["label"])
+        n += 1
+    _save(fig, ax, path, n)
+
+
+def plot_extrapolation(table: Table, path: Path) -> None:
+    """Val loss at each evaluation length (in multiples of the training block size), one line per run."""
+    fig, ax = _figure(
+        "Length extrapolation: val loss vs evaluation length",
+        "evaluation length / training block size",
+        "val loss",
+    )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(table.multipliers, [f"{m}×" for m in table.multipliers])
+    n = 0
+    for i, row in enumerate(table.rows):
+        pts = [(m, row[f"val_loss_{m}x"]) for m in table.multipliers if row[f"val_loss_{m}x"] is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            only_1x = len(pts) == 1 and xs[0] == 1 and len(table.multipliers) > 1
+            label = row["label"] + (" (n/a past 1×)" if only_1x else "")
+            ax.plot(xs, ys, marker="o", label=label, **_style(i))
+            n += 1
+    ax.axvline(1, color="grey", linewidth=0.8)
+    _save(fig, ax, path, n)
+
+
+def write_plots(table: Table, out_dir: Path) -> list[Path]:
+    """Write the four plots into `out_dir`; returns their paths."""
+    out_dir = Path(out_dir)
+    paths = {k: out_dir / v for k, v in PLOT_FILES.items()}
+    plot_curves(table, paths["curves"], x="step")
+    plot_curves(table, paths["wall"], x="elapsed_s")
+    plot_vs_params(table, paths["params"])
+    plot_extrapolation(table, paths["length"])
+    return list(paths.values())

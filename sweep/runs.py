@@ -1,0 +1,194 @@
+"""Read run directories (the format train.py writes, see docs/architecture.md) into plain records.
+
+A run directory is found by its files: `summary.json`, `config.yaml`, `metrics.jsonl`, or the
+`job_status.json` that the sweep callback writes when Hydra finishes a job (so a run that crashed before
+train.py wrote anything is still listed). Nothing here needs torch or a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gptlab_errors import UserError
+
+RUN_MARKERS = ("summary.json", "config.yaml", "metrics.jsonl", "job_status.json")
+JOB_STATUS_FILE = "job_status.json"
+SKIP_DIRS = {".hydra", ".submitit", ".git", ".venv", "venv", "wandb", "heads", "__pycache__", "node_modules"}
+
+
+@dataclass
+class RunRecord:
+    """Everything the summary needs about one run, read from its directory."""
+
+    run_dir: Path
+    status: str  # finished | running | failed | interrupted | incomplete (no summary.json, no evals)
+    summary: dict = field(default_factory=dict)  # summary.json (may be empty)
+    config: dict = field(default_factory=dict)  # config.yaml (may be empty)
+    overrides: list[str] = field(default_factory=list)  # Hydra override strings of the run
+    evals: list[dict] = field(default_factory=list)  # metrics.jsonl rows with kind == "eval"
+    error: str | None = None  # why it failed, when known
+    extrapolation: dict | None = None  # filled by sweep.extrapolate (or its cache)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    def value(self, key: str) -> Any:
+        """A summary number, falling back to what metrics.jsonl shows (for runs that did not finish)."""
+        v = self.summary.get(key)
+        if v is not None:
+            return v
+        losses = [r["val_loss"] for r in self.evals if _is_number(r.get("val_loss"))]
+        if key == "best_val_loss" and losses:
+            return min(losses)
+        if key == "final_val_loss" and losses:
+            return losses[-1]
+        if key == "step" and self.evals:
+            return self.evals[-1].get("step")
+        return None
+
+    def config_value(self, key: str) -> Any:
+        """The resolved value of a dotted key (`model.position`) in the run's config, or the override's."""
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                node = _MISSING
+                break
+            node = node[part]
+        given = parse_overrides(self.overrides).get(key)
+        if isinstance(node, dict):  # a config group choice (`model=small`): its name, not its whole content
+            return given if given is not None else "(default)"
+        return given if node is _MISSING else node
+
+
+_MISSING = object()
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """`["model.position=alibi", "+experiment=positions"]` -> `{"model.position": "alibi", "experiment": ...}`."""
+    out = {}
+    for o in overrides:
+        if "=" not in o:
+            continue
+        key, value = o.split("=", 1)
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+    except OSError:
+        pass
+    return rows
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """Read one run directory; never raises for a half-written run (it is reported, not dropped)."""
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "summary.json")
+    job = _read_json(run_dir / JOB_STATUS_FILE)
+    config = _read_yaml(run_dir / "config.yaml")
+    config = config if isinstance(config, dict) else {}
+    evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+
+    overrides = summary.get("overrides") or job.get("overrides")
+    if overrides is None:
+        hydra_overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml")
+        overrides = hydra_overrides if isinstance(hydra_overrides, list) else []
+    overrides = [str(o) for o in overrides]
+
+    status = summary.get("status")
+    error = summary.get("error")
+    if job.get("status") == "failed":
+        # Hydra saw the job raise: train.py may not have recorded it (a crash before summary.json existed)
+        status, error = "failed", error or job.get("error")
+    if status is None:
+        status = "running" if evals else "incomplete"
+    return RunRecord(
+        run_dir=run_dir,
+        status=str(status),
+        summary=summary,
+        config=config,
+        overrides=overrides,
+        evals=evals,
+        error=error,
+    )
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in RUN_MARKERS)
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Every run directory at or below `root` (a run dir, a sweep dir, or a folder of sweeps), sorted."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(
+            f"{root} is not a directory; pass a sweep directory (e.g. multirun/positions) or a run"
+        )
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        p = Path(dirpath)
+        if is_run_dir(p):
+            found.append(p)
+            dirnames[:] = []  # a run's own subfolders (heads/, .hydra/) are not runs
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+    return sorted(found)
+
+
+def collect_runs(dirs: list[str | Path]) -> list[RunRecord]:
+    """Read every run under each of `dirs` (duplicates removed); raise if there are none at all."""
+    seen: set[Path] = set()
+    runs = []
+    for d in dirs:
+        for rd in find_run_dirs(d):
+            key = rd.resolve()
+            if key not in seen:
+                seen.add(key)
+                runs.append(read_run(rd))
+    if not runs:
+        names = " ".join(str(d) for d in dirs)
+        raise UserError(f"no runs found under {names}; pass the sweep directory train.py -m wrote into")
+    return runs
