@@ -15,6 +15,7 @@ from datetime import datetime
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gptlab_errors import exit_on_user_error
@@ -33,14 +34,21 @@ if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="config")
-@exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
+def _run(cfg: DictConfig) -> float | None:
     from training.loop import train
 
     hc = HydraConfig.get()
     summary = train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+    if hc.mode == RunMode.MULTIRUN and summary.get("stop_reason") in ("SIGINT", "SIGTERM"):
+        raise KeyboardInterrupt  # Ctrl-C stops the whole sweep, not just this run
     return summary.get("best_val_loss")  # what a Hydra sweeper optimises
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return _run(cfg)  # a failing job is recorded by Hydra (and the sweep summary); the others still run
+    return exit_on_user_error(_run)(cfg)  # a single run: one `error:` line, exit status 2
 
 
 if __name__ == "__main__":

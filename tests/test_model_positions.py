@@ -7,7 +7,7 @@ import torch
 
 from gptlab_errors import UserError
 from model import GPT, POSITIONS, GPTConfig
-from model.positions import RotaryPosition, alibi_slopes, sinusoidal_table, t5_bucket
+from model.positions import SINUSOIDAL_SCALE, RotaryPosition, alibi_slopes, sinusoidal_table, t5_bucket
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -77,8 +77,11 @@ def test_sinusoidal_model_adds_the_table():
     m = tiny("sinusoidal")
     idx = torch.randint(0, 37, (1, 6))
     _, cache = m.run_with_cache(idx, ["blocks.0.hook_resid_pre"])
-    ref = m.tok_emb(idx) + sinusoidal_table(torch.arange(6), 32)
+    ref = m.tok_emb(idx) + SINUSOIDAL_SCALE * sinusoidal_table(torch.arange(6), 32)
     torch.testing.assert_close(cache["blocks.0.hook_resid_pre"], ref)
+    # the added table has the token embeddings' init scale: RMS 0.02 per dimension
+    added = SINUSOIDAL_SCALE * sinusoidal_table(torch.arange(512), 32)
+    assert added.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------- alibi

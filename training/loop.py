@@ -304,7 +304,7 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
                 say.close()
                 say.print(f"stopped at step {step} ({why}); checkpoint saved. Continue with: "
                           f"python train.py train.resume=true hydra.run.dir={run_dir}")
-                summary.update(status="interrupted")
+                summary.update(status="interrupted", stop_reason=why)
                 if main:
                     write_summary(run_dir, summary)
                 wb.finish()
@@ -316,8 +316,8 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
         wb.finish()
         raise UserError(f"{e}; stopped. The last good checkpoint is kept in {run_dir}; lower optim.lr or keep "
                         "train.grad_clip on") from None
-    except BaseException:
-        summary.update(status="failed", step=step)
+    except BaseException as e:
+        summary.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", step=step)
         if main:
             write_summary(run_dir, summary)
         raise
