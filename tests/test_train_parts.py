@@ -79,3 +79,21 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     torch.save(state, tmp_path / "rng.pt")
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(2).tolist()) == first
+
+
+def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
+    from model import GPT, GPTConfig
+    from training.checkpoint import load_run, save_checkpoint
+
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    meta = {"tokenizer": "char", "vocab_size": 11, "chars": list("abcdefghijk")}
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    wrong = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=32)).state_dict()
+    save_checkpoint(tmp_path / "mismatch.pt", model=wrong, model_config=cfg.__dict__, tokenizer=meta)
+    for name, needle in [("junk.pt", "not a readable"), ("foreign.pt", "not a gptlab checkpoint"),
+                         ("mismatch.pt", "do not match"), ("missing.pt", "no run directory or checkpoint")]:
+        with pytest.raises(UserError, match=needle):
+            load_run(tmp_path / name)
+    with pytest.raises(UserError, match="no best.pt or ckpt.pt"):
+        load_run(tmp_path)

@@ -103,9 +103,15 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
 
     ckpt = load_checkpoint(path, map_location="cpu")
     ckpt_path = resolve_checkpoint(path)
+    if not isinstance(ckpt.get("model_config"), dict) or not isinstance(ckpt.get("model"), dict):
+        raise UserError(f"{ckpt_path} has no model or model_config; it was not written by train.py")
     model = build_model(ckpt["model_config"])
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{ckpt_path}: its weights do not match this gptlab version's model "
+                        f"({str(e).splitlines()[0][:100]}); train it again or use the gptlab that wrote it") from e
     model.to(device).eval()
     meta = ckpt.get("tokenizer") or {}
     if not meta:
