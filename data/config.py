@@ -53,8 +53,10 @@ class DataConfig:
     num_proc: int | None = None  # tokenizer processes; null = 1 for small inputs, else all cores
     out_dir: str | None = None  # prepared folder; null = data/prepared/<name>/
     induction_vocab: int = 256  # induction: number of distinct token ids
-    induction_len: int = 32  # induction: length L of the random segment
-    induction_repeats: int = 4  # induction: times k the segment is repeated (one sequence = L*k tokens)
+    induction_len: int = 32  # induction: segment length L (the longest one when induction_len_min is set)
+    induction_len_min: int | None = None  # induction: null = every segment has length induction_len; else
+    # each sequence draws its length uniformly from [induction_len_min, induction_len] (docs/data.md)
+    induction_repeats: int = 4  # induction: every sequence is L*k tokens, whatever its segment length
     induction_train_seqs: int = 20000  # induction: sequences in train.bin
     induction_val_seqs: int = 1000  # induction: sequences in val.bin
 
@@ -96,6 +98,12 @@ class DataConfig:
                 raise UserError(
                     "data.induction_repeats must be >= 2 (a segment must repeat to be predictable)"
                 )
+            lo = self.induction_len_min
+            if lo is not None and not 1 <= int(lo) <= int(self.induction_len):
+                raise UserError(
+                    f"data.induction_len_min={lo} must be between 1 and data.induction_len="
+                    f"{self.induction_len}, or null for one fixed segment length"
+                )
         elif self.tokenizer == "ids":
             raise UserError("data.tokenizer=ids is only for data.source=induction; use char or gpt2")
         if not self.name or "/" in str(self.name):
@@ -135,6 +143,8 @@ class DataConfig:
             for k in list(d):
                 if k.startswith("induction_"):
                     d.pop(k)
+        elif d.get("induction_len_min") is None:
+            d.pop("induction_len_min")  # fixed length: same tokens as before the field existed
         if isinstance(d.get("path"), (list, tuple)):
             d["path"] = [str(p) for p in d["path"]]
         return d
