@@ -30,7 +30,7 @@ def test_lr_schedule_warmup_then_cosine_to_min():
     assert lr_at(500, cfg, max_iters) == pytest.approx(1e-4)
     lin = OptimConfig(lr=1.0, min_lr=0.0, warmup_iters=0, decay="linear")
     assert lr_at(25, lin, 100) == pytest.approx(0.75)
-    assert lr_at(42, OptimConfig(warmup_iters=0, decay="constant"), 100) == pytest.approx(1e-3)
+    assert lr_at(42, OptimConfig(lr=1e-3, warmup_iters=0, decay="constant"), 100) == pytest.approx(1e-3)
 
 
 def test_weight_decay_only_on_matrices():

@@ -41,8 +41,8 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
-    min_lr: float = 1e-4
+    lr: float = 2e-3
+    min_lr: float = 2e-4
     warmup_iters: int = 100
     lr_decay_iters: int | None = None
     decay: str = "cosine"
