@@ -1,11 +1,11 @@
 """Train a GPT: `python train.py [overrides]` (config: configs/config.yaml).
 
-    python train.py                                        # tiny model, Shakespeare chars, CPU, ~3 minutes
-    python train.py model=small train.device=cuda           # nanoGPT's shakespeare_char GPU recipe shape
-    python train.py model.position=alibi model.n_kv_head=1  # any model field: model.<field>=...
-    python train.py train.resume=true hydra.run.dir=runs/2026-11-22_10-00-00_123   # continue a run
-    torchrun --standalone --nproc_per_node=2 train.py        # DDP on 2 processes (gloo on CPU, NCCL on GPU)
-    python train.py -m +experiment=positions                # a sweep (see docs/sweeps.md)
+python train.py                                        # tiny model, Shakespeare chars, CPU, ~3 minutes
+python train.py model=small train.device=cuda           # nanoGPT's shakespeare_char GPU recipe shape
+python train.py model.position=alibi model.n_kv_head=1  # any model field: model.<field>=...
+python train.py train.resume=true hydra.run.dir=runs/2026-11-22_10-00-00_123   # continue a run
+torchrun --standalone --nproc_per_node=2 train.py        # DDP on 2 processes (gloo on CPU, NCCL on GPU)
+python train.py -m +experiment=positions                # a sweep (see docs/sweeps.md)
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-
 # Tiny test models run faster on one thread than on two threads that contend with each other
 # (and with the subprocesses some tests start).
 torch.set_num_threads(1)

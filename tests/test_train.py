@@ -18,9 +18,17 @@ from training.loop import train
 ROOT = Path(__file__).resolve().parents[1]
 # A very small model and budget: every test here trains for a few seconds at most.
 SMALL = [
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
-    "train.batch_size=4", "train.max_iters=12", "train.eval_interval=4", "train.eval_iters=2",
-    "train.log_interval=1", "train.sample_tokens=0", "optim.warmup_iters=2",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=32",
+    "train.batch_size=4",
+    "train.max_iters=12",
+    "train.eval_interval=4",
+    "train.eval_iters=2",
+    "train.log_interval=1",
+    "train.sample_tokens=0",
+    "optim.warmup_iters=2",
 ]
 
 
@@ -111,8 +119,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monke
 
 def _cli(args, **kw):
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -133,9 +148,22 @@ def test_cli_errors_are_one_line(tmp_path, data_dir):
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, data_dir):
     run = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    p = subprocess.Popen([sys.executable, "train.py", *SMALL, f"data.out_dir={data_dir}", "train.max_iters=100000",
-                          "train.eval_interval=100000", f"hydra.run.dir={run}"], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            *SMALL,
+            f"data.out_dir={data_dir}",
+            "train.max_iters=100000",
+            "train.eval_interval=100000",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not (run / "metrics.jsonl").exists():
         time.sleep(0.2)
@@ -147,8 +175,15 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, data_dir):
     assert summary["status"] == "interrupted" and "SIGTERM" in err
     ckpt = torch.load(run / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == summary["step"] > 0
-    r = _cli([*SMALL, f"data.out_dir={data_dir}", f"train.max_iters={summary['step'] + 3}", "train.resume=true",
-              f"hydra.run.dir={run}"])
+    r = _cli(
+        [
+            *SMALL,
+            f"data.out_dir={data_dir}",
+            f"train.max_iters={summary['step'] + 3}",
+            "train.resume=true",
+            f"hydra.run.dir={run}",
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
 
@@ -160,9 +195,23 @@ def test_ddp_two_processes_on_gloo(tmp_path, data_dir):
     run = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *SMALL,
-         f"data.out_dir={data_dir}", "train.max_iters=6", f"hydra.run.dir={run}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "train.py",
+            *SMALL,
+            f"data.out_dir={data_dir}",
+            "train.max_iters=6",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())

@@ -91,8 +91,12 @@ def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     wrong = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=32)).state_dict()
     save_checkpoint(tmp_path / "mismatch.pt", model=wrong, model_config=cfg.__dict__, tokenizer=meta)
-    for name, needle in [("junk.pt", "not a readable"), ("foreign.pt", "not a gptlab checkpoint"),
-                         ("mismatch.pt", "do not match"), ("missing.pt", "no run directory or checkpoint")]:
+    for name, needle in [
+        ("junk.pt", "not a readable"),
+        ("foreign.pt", "not a gptlab checkpoint"),
+        ("mismatch.pt", "do not match"),
+        ("missing.pt", "no run directory or checkpoint"),
+    ]:
         with pytest.raises(UserError, match=needle):
             load_run(tmp_path / name)
     with pytest.raises(UserError, match="no best.pt or ckpt.pt"):

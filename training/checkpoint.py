@@ -67,7 +67,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, unpicklable content, ...
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"{p} is not a readable gptlab checkpoint (truncated or foreign file: {reason})") from e
+        raise UserError(
+            f"{p} is not a readable gptlab checkpoint (truncated or foreign file: {reason})"
+        ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{p} is a torch file but not a gptlab checkpoint; pass a run trained by train.py")
     if ckpt.get("version", 0) > VERSION:
@@ -110,8 +112,10 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{ckpt_path}: its weights do not match this gptlab version's model "
-                        f"({str(e).splitlines()[0][:100]}); train it again or use the gptlab that wrote it") from e
+        raise UserError(
+            f"{ckpt_path}: its weights do not match this gptlab version's model "
+            f"({str(e).splitlines()[0][:100]}); train it again or use the gptlab that wrote it"
+        ) from e
     model.to(device).eval()
     meta = ckpt.get("tokenizer") or {}
     if not meta:

@@ -56,7 +56,9 @@ class OptimConfig:
         if self.decay not in ("cosine", "linear", "constant"):
             raise UserError(f"optim.decay must be cosine, linear or constant, got {self.decay!r}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
-            raise UserError(f"optim.lr must be > 0 and optim.min_lr in [0, lr]; got lr={self.lr}, min_lr={self.min_lr}")
+            raise UserError(
+                f"optim.lr must be > 0 and optim.min_lr in [0, lr]; got lr={self.lr}, min_lr={self.min_lr}"
+            )
         if self.warmup_iters < 0:
             raise UserError(f"optim.warmup_iters must be >= 0, got {self.warmup_iters}")
 

@@ -23,7 +23,9 @@ def pick_device(name: str = "auto") -> torch.device:
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} asked for, but this machine has no CUDA GPU; use device=cpu or auto")
+            raise UserError(
+                f"device {name!r} asked for, but this machine has no CUDA GPU; use device=cpu or auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UserError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPU(s)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

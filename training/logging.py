@@ -32,14 +32,17 @@ class MetricsFile:
 class Progress:
     """A tqdm bar (loss, tokens/s, ETA) on a terminal; plain log lines otherwise (files, CI, SLURM)."""
 
-    def __init__(self, total: int, start: int, enabled: bool = True, stream=None):
+    def __init__(self, total: int, enabled: bool = True, stream=None):
         self.stream = stream or sys.stderr
         self.total, self.enabled = total, enabled
         self.bar = None
-        if enabled and self.stream.isatty():
+
+    def start(self, step: int) -> None:
+        """Open the bar at `step` (a resumed run starts part way); before this, messages are plain lines."""
+        if self.enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, file=self.stream, dynamic_ncols=True, unit="it")
+            self.bar = tqdm(total=self.total, initial=step, file=self.stream, dynamic_ncols=True, unit="it")
 
     def step(self, n: int = 1) -> None:
         if self.bar is not None:
@@ -49,8 +52,11 @@ class Progress:
         """Show a train row: on the bar's postfix, or as one line."""
         if not self.enabled:
             return
-        parts = {"loss": f"{row['train_loss']:.4f}", "lr": f"{row['lr']:.2e}",
-                 "tok/s": f"{row['tokens_per_s'] / 1e3:.1f}k"}
+        parts = {
+            "loss": f"{row['train_loss']:.4f}",
+            "lr": f"{row['lr']:.2e}",
+            "tok/s": f"{row['tokens_per_s'] / 1e3:.1f}k",
+        }
         if row.get("mfu") is not None:
             parts["mfu"] = f"{100 * row['mfu']:.1f}%"
         if self.bar is not None:
@@ -91,17 +97,27 @@ class Wandb:
         id_file.write_text(run_id)
         try:
             self.run = wandb.init(
-                project=cfg.get("project"), entity=cfg.get("entity"), group=cfg.get("group"),
-                name=cfg.get("name") or Path(run_dir).name, config=config, dir=str(run_dir), mode=mode,
-                id=run_id, resume="allow",
+                project=cfg.get("project"),
+                entity=cfg.get("entity"),
+                group=cfg.get("group"),
+                name=cfg.get("name") or Path(run_dir).name,
+                config=config,
+                dir=str(run_dir),
+                mode=mode,
+                id=run_id,
+                resume="allow",
             )
         except Exception as e:  # no API key, no network: one line, not a traceback
-            raise UserError(f"wandb could not start in {mode} mode ({str(e).splitlines()[0][:100]}); "
-                            "use wandb.mode=offline or disabled, or run `wandb login`") from e
+            raise UserError(
+                f"wandb could not start in {mode} mode ({str(e).splitlines()[0][:100]}); "
+                "use wandb.mode=offline or disabled, or run `wandb login`"
+            ) from e
 
     def log(self, row: dict, step: int) -> None:
         if self.run is not None:
-            self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=step)
+            self.run.log(
+                {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=step
+            )
 
     def finish(self) -> None:
         if self.run is not None:

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data import BatchLoader, DataConfig, get_tokenizer, load_meta, prepare
 from gptlab_errors import UserError
+from model import GPT, GPTConfig
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import OptimConfig, TrainConfig, from_mapping
@@ -40,7 +42,9 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    atomic_write(Path(run_dir) / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    atomic_write(
+        Path(run_dir) / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2))
+    )
 
 
 class _StopFlag:
@@ -68,16 +72,16 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _model_config(cfg_model: dict, meta: dict):
-    from model import GPTConfig
-
+def _model_config(cfg_model: dict, meta: dict) -> GPTConfig:
     values = dict(cfg_model)
     vocab = int(meta["vocab_size"])
     if values.get("vocab_size") is None:
         values["vocab_size"] = vocab
     elif values["vocab_size"] < vocab:
-        raise UserError(f"model.vocab_size={values['vocab_size']} is smaller than the data's vocabulary ({vocab}); "
-                        "set model.vocab_size=null")
+        raise UserError(
+            f"model.vocab_size={values['vocab_size']} is smaller than the data's vocabulary ({vocab}); "
+            "set model.vocab_size=null"
+        )
     return from_mapping(GPTConfig, values, "model")
 
 
@@ -93,9 +97,6 @@ def _start_token(tok) -> list[int]:
 
 def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """Train (or resume, or skip a finished run) in `run_dir`; returns the run's summary dict."""
-    from data import BatchLoader, DataConfig, load_meta, prepare, get_tokenizer
-    from model import GPT
-
     run_dir = Path(run_dir)
     tcfg: TrainConfig = from_mapping(TrainConfig, OmegaConf.to_container(cfg.train, resolve=True), "train")
     ocfg: OptimConfig = from_mapping(OptimConfig, OmegaConf.to_container(cfg.optim, resolve=True), "optim")
@@ -104,16 +105,22 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     if dist_.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_.local_rank)
     try:
-        return _train(cfg, tcfg, ocfg, run_dir, overrides or [], device, dist_, GPT, BatchLoader, DataConfig,
-                      load_meta, prepare, get_tokenizer)
+        return _train(cfg, tcfg, ocfg, run_dir, overrides or [], device, dist_)
     finally:
         shutdown(dist_)
 
 
-def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchLoader, DataConfig, load_meta,
-           prepare, get_tokenizer) -> dict:
+def _train(
+    cfg,
+    tcfg: TrainConfig,
+    ocfg: OptimConfig,
+    run_dir: Path,
+    overrides: list[str],
+    device: torch.device,
+    dist_: Dist,
+) -> dict:
     main = dist_.is_main
-    say = Progress(tcfg.max_iters, 0, enabled=main)
+    say = Progress(tcfg.max_iters, enabled=main)
 
     # ---- resume, skip, or start -------------------------------------------------------------------
     previous = read_summary(run_dir)
@@ -125,8 +132,10 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
         if (run_dir / "ckpt.pt").exists():
             ckpt = load_checkpoint(run_dir / "ckpt.pt")
         elif tcfg.resume is True:
-            raise UserError(f"train.resume=true but {run_dir} has no ckpt.pt; point hydra.run.dir=<run dir> at the "
-                            "run to continue, or drop train.resume")
+            raise UserError(
+                f"train.resume=true but {run_dir} has no ckpt.pt; point hydra.run.dir=<run dir> at the "
+                "run to continue, or drop train.resume"
+            )
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
@@ -153,8 +162,15 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
     model = GPT(mcfg).to(device)
     optimizer = build_optimizer(model, ocfg, device.type)
     B, T = tcfg.batch_size, mcfg.block_size
-    loader = BatchLoader(data_dir / "train.bin", block_size=T, batch_size=B, seed=int(cfg.seed),
-                         rank=dist_.rank, world_size=dist_.world_size, device=device)
+    loader = BatchLoader(
+        data_dir / "train.bin",
+        block_size=T,
+        batch_size=B,
+        seed=int(cfg.seed),
+        rank=dist_.rank,
+        world_size=dist_.world_size,
+        device=device,
+    )
     step, best_val = 0, math.inf
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -178,18 +194,28 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
     tokens_per_step = B * T * tcfg.grad_accum * dist_.world_size
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     summary = {
-        "status": "running", "step": step, "max_iters": tcfg.max_iters, "params": n_params,
-        "best_val_loss": None if math.isinf(best_val) else best_val, "final_val_loss": None,
-        "tokens_per_s": None, "wall_s": previous.get("wall_s", 0.0) if ckpt is not None else 0.0,
-        "kv_cache_bytes_per_token": kv_bytes, "overrides": list(overrides), "device": str(device),
-        "dtype": str(dtype).removeprefix("torch."), "world_size": dist_.world_size,
+        "status": "running",
+        "step": step,
+        "max_iters": tcfg.max_iters,
+        "params": n_params,
+        "best_val_loss": None if math.isinf(best_val) else best_val,
+        "final_val_loss": None,
+        "tokens_per_s": None,
+        "wall_s": previous.get("wall_s", 0.0) if ckpt is not None else 0.0,
+        "kv_cache_bytes_per_token": kv_bytes,
+        "overrides": list(overrides),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "world_size": dist_.world_size,
     }
     metrics = MetricsFile(run_dir / "metrics.jsonl", enabled=main)
     wb = Wandb(config_dict.get("wandb", {}), run_dir, config_dict, enabled=main)
     if main:
         write_summary(run_dir, summary)
-        say.print(f"run dir {run_dir} | {n_params / 1e6:.2f}M params | {device} {summary['dtype']} | "
-                  f"{tokens_per_step} tokens/step | data {data_dir}")
+        say.print(
+            f"run dir {run_dir} | {n_params / 1e6:.2f}M params | {device} {summary['dtype']} | "
+            f"{tokens_per_step} tokens/step | data {data_dir}"
+        )
 
     def evaluate() -> dict[str, float]:
         """Mean loss on the same `eval_iters` batches of each split every time (averaged over ranks)."""
@@ -197,9 +223,15 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
         out = {}
         with torch.no_grad():
             for split in ("train", "val"):
-                eval_loader = BatchLoader(data_dir / f"{split}.bin", block_size=T, batch_size=B,
-                                          seed=int(cfg.seed) + 1, rank=dist_.rank, world_size=dist_.world_size,
-                                          device=device)
+                eval_loader = BatchLoader(
+                    data_dir / f"{split}.bin",
+                    block_size=T,
+                    batch_size=B,
+                    seed=int(cfg.seed) + 1,
+                    rank=dist_.rank,
+                    world_size=dist_.world_size,
+                    device=device,
+                )
                 total = 0.0
                 for _ in range(tcfg.eval_iters):
                     x, y = eval_loader.next()
@@ -214,15 +246,22 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
         if not main:
             return
         save_checkpoint(
-            path, model=raw_model.state_dict(), model_config=asdict(mcfg), optimizer=optimizer.state_dict(),
-            step=next_step, best_val_loss=None if math.isinf(best_val) else best_val, rng=get_rng_state(),
-            loader=loader.state_dict(), config=config_dict, tokenizer=meta,
+            path,
+            model=raw_model.state_dict(),
+            model_config=asdict(mcfg),
+            optimizer=optimizer.state_dict(),
+            step=next_step,
+            best_val_loss=None if math.isinf(best_val) else best_val,
+            rng=get_rng_state(),
+            loader=loader.state_dict(),
+            config=config_dict,
+            tokenizer=meta,
         )
 
     stop = _StopFlag()
     stop.install()
     head_metrics = _head_metrics_fn(tcfg, main)
-    say = Progress(tcfg.max_iters, step, enabled=main)
+    say.start(step)
     watch, wall_start = Stopwatch(), time.perf_counter()
     wall_before = summary["wall_s"]
     steps_this_call, lap_steps, lap_time, last_eval = 0, 0, 0.0, None
@@ -257,9 +296,17 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
             if step % tcfg.log_interval == 0 or step == tcfg.max_iters:
                 lap_time += watch.lap()
                 tps = lap_steps * tokens_per_step / max(lap_time, 1e-9)
-                row = {"kind": "train", "step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
-                       "tokens_per_s": tps, "ms_per_iter": 1000 * lap_time / lap_steps,
-                       "mfu": mfu(flops_tok, tps, peak), "elapsed_s": wall_before + time.perf_counter() - wall_start}
+                row = {
+                    "kind": "train",
+                    "step": step,
+                    "train_loss": train_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": tps,
+                    "ms_per_iter": 1000 * lap_time / lap_steps,
+                    "mfu": mfu(flops_tok, tps, peak),
+                    "elapsed_s": wall_before + time.perf_counter() - wall_start,
+                }
                 eta = (tcfg.max_iters - step) * lap_time / lap_steps
                 metrics.write(row)
                 wb.log(row, step)
@@ -275,9 +322,15 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
                 if not math.isfinite(losses["val"]):
                     raise _Diverged(step, losses["val"])
                 last_eval = losses
-                row = {"kind": "eval", "step": step, "train_loss": losses["train"], "val_loss": losses["val"],
-                       "lr": lr, "tokens_per_s": summary["tokens_per_s"],
-                       "elapsed_s": wall_before + time.perf_counter() - wall_start}
+                row = {
+                    "kind": "eval",
+                    "step": step,
+                    "train_loss": losses["train"],
+                    "val_loss": losses["val"],
+                    "lr": lr,
+                    "tokens_per_s": summary["tokens_per_s"],
+                    "elapsed_s": wall_before + time.perf_counter() - wall_start,
+                }
                 metrics.write(row)
                 wb.log({"eval/train_loss": losses["train"], "eval/val_loss": losses["val"]}, step)
                 say.print(f"step {step}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -290,8 +343,15 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
                 rows = head_metrics(raw_model, meta, device)
                 watch.lap()
                 metrics.write({"kind": "heads", "step": step, "heads": rows})
-                wb.log({f"heads/L{r['layer']}H{r['head']}/{k}": v for r in rows for k, v in r.items()
-                        if k not in ("layer", "head") and isinstance(v, (int, float))}, step)
+                wb.log(
+                    {
+                        f"heads/L{r['layer']}H{r['head']}/{k}": v
+                        for r in rows
+                        for k, v in r.items()
+                        if k not in ("layer", "head") and isinstance(v, (int, float))
+                    },
+                    step,
+                )
             ckpt_due = (step % tcfg.ckpt_interval == 0) if tcfg.ckpt_interval else is_eval
             stopping = stop.requested or (tcfg.stop_after_iters and steps_this_call >= tcfg.stop_after_iters)
             if ckpt_due or stopping or step == tcfg.max_iters:
@@ -302,8 +362,10 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
             if stopping and step < tcfg.max_iters:
                 why = stop.requested or f"train.stop_after_iters={tcfg.stop_after_iters}"
                 say.close()
-                say.print(f"stopped at step {step} ({why}); checkpoint saved. Continue with: "
-                          f"python train.py train.resume=true hydra.run.dir={run_dir}")
+                say.print(
+                    f"stopped at step {step} ({why}); checkpoint saved. Continue with: "
+                    f"python train.py train.resume=true hydra.run.dir={run_dir}"
+                )
                 summary.update(status="interrupted", stop_reason=why)
                 if main:
                     write_summary(run_dir, summary)
@@ -314,8 +376,10 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
         if main:
             write_summary(run_dir, summary)
         wb.finish()
-        raise UserError(f"{e}; stopped. The last good checkpoint is kept in {run_dir}; lower optim.lr or keep "
-                        "train.grad_clip on") from None
+        raise UserError(
+            f"{e}; stopped. The last good checkpoint is kept in {run_dir}; lower optim.lr or keep "
+            "train.grad_clip on"
+        ) from None
     except BaseException as e:
         summary.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed", step=step)
         if main:
@@ -331,14 +395,19 @@ def _train(cfg, tcfg, ocfg, run_dir, overrides, device, dist_: Dist, GPT, BatchL
     if main:
         write_summary(run_dir, summary)
         plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", title=run_dir.name)
-        print(f"done: {step} steps in {summary['wall_s']:.1f}s | best val loss {best_val:.4f} | "
-              f"{summary['tokens_per_s'] or 0:.0f} tokens/s | {run_dir}", flush=True)
+        print(
+            f"done: {step} steps in {summary['wall_s']:.1f}s | best val loss {best_val:.4f} | "
+            f"{summary['tokens_per_s'] or 0:.0f} tokens/s | {run_dir}",
+            flush=True,
+        )
         if tcfg.sample_tokens > 0:
             tok = get_tokenizer(meta)
             idx = torch.tensor([_start_token(tok)], device=device)
             out = raw_model.generate(idx, tcfg.sample_tokens, temperature=0.8, top_k=200)
-            print("---- sample ----\n" + tok.decode(out[0, idx.shape[1]:].tolist()) + "\n----------------",
-                  flush=True)
+            print(
+                "---- sample ----\n" + tok.decode(out[0, idx.shape[1] :].tolist()) + "\n----------------",
+                flush=True,
+            )
     wb.finish()
     return summary
 

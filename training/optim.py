@@ -21,7 +21,11 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device_type: str) 
         {"params": no_decay, "weight_decay": 0.0},
     ]
     kwargs = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
-    fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu", "mps")
+    fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in (
+        "cuda",
+        "cpu",
+        "mps",
+    )
     use_fused = fused_ok if cfg.fused == "auto" else bool(cfg.fused)
     if use_fused:
         kwargs["fused"] = True
