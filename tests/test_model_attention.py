@@ -8,16 +8,6 @@ import torch.nn.functional as F
 
 from model import GPT, POSITIONS, GPTConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a busy 2-core machine run ~20x faster single-threaded (no OpenMP spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 KV = {"mha": 4, "gqa": 2, "mqa": 1}
 WINDOWS = [None, 3]
 

@@ -10,15 +10,6 @@ from model import GPT, MLPS, NORMS, GPTConfig
 from model.config import swiglu_hidden
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a busy 2-core machine run ~20x faster single-threaded (no OpenMP spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cfg(**kw):
     base = dict(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32)
     base.update(kw)

@@ -7,16 +7,6 @@ from gptlab_errors import UserError
 from model import GPT, POSITIONS, GPTConfig, KVCache
 from model.generate import sample_next
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a busy 2-core machine run ~20x faster single-threaded (no OpenMP spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 BS = 8  # block_size of the test models: 20+ new tokens go well past it
 
 

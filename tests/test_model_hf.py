@@ -8,15 +8,6 @@ from model import GPT, GPTConfig
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a busy 2-core machine run ~20x faster single-threaded (no OpenMP spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_matches_hf_gpt2():
     """learned positions, MHA, layernorm with biases, exact-GELU MLP, tied embeddings."""
     V, T, C, L, H = 97, 24, 48, 2, 4
