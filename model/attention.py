@@ -82,7 +82,9 @@ class CausalSelfAttention(nn.Module):
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_dim
         window = self.window if window is None else window
         impl = impl or self.impl
-        q_pos = torch.arange(q0, q0 + T, device=x.device)  # (T,)
+        # position tensors only for schemes that read them (score bias / value term); rotate uses q0
+        relative = pos.has_score_bias or pos.has_value_term
+        q_pos = torch.arange(q0, q0 + T, device=x.device) if relative else None  # (T,)
 
         q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
@@ -94,9 +96,9 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v, k0 = cache.update(self.layer, k, v)  # (B, nkv, Tk, hs), keys from position k0
         Tk = k.shape[2]
-        k_pos = torch.arange(k0, k0 + Tk, device=x.device)  # (Tk,)
+        k_pos = torch.arange(k0, k0 + Tk, device=x.device) if relative else None  # (Tk,)
 
-        bias = pos.score_bias(self.layer, q, q_pos, k_pos)  # None or (1|B, nh, T, Tk)
+        bias = pos.score_bias(self.layer, q, q_pos, k_pos) if pos.has_score_bias else None  # (1|B, nh, T, Tk)
         need_causal = q0 < k0 + Tk - 1  # some key lies in the future of the first query
         need_window = window is not None and (q0 + T - 1) - k0 >= window
         if impl == "explicit" or pos.needs_probs:
@@ -104,7 +106,8 @@ class CausalSelfAttention(nn.Module):
         else:
             y = self._sdpa(q, k, v, bias, q0, k0, window, need_causal, need_window)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
-        return self.resid_drop(self.o_proj(y.reshape(B, T, nh * hs)))  # (B, T, C)
+        y = self.o_proj(y.reshape(B, T, nh * hs))  # (B, T, C)
+        return self.resid_drop(y) if self.training else y  # dropout is the identity in eval mode
 
     # ----------------------------------------------------------------------------------------------
     def _explicit(self, q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_mask):
@@ -120,7 +123,7 @@ class CausalSelfAttention(nn.Module):
         att = self.hook_pattern(att)
         att = self.attn_drop(att)
         y = att @ v  # (B, nh, Tq, hs)
-        extra = pos.value_term(self.layer, att, q_pos, k_pos)
+        extra = pos.value_term(self.layer, att, q_pos, k_pos) if pos.has_value_term else None
         return y if extra is None else y + extra
 
     def _sdpa(self, q, k, v, bias, q0, k0, window, need_causal, need_window):

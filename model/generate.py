@@ -79,7 +79,11 @@ def generate_iter(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
 ) -> Iterator[Tensor]:
-    """Yield each new token column (B, 1). See the module docstring for the context rule past block_size."""
+    """Yield each new token column (B, 1). See the module docstring for the context rule past block_size.
+
+    The tokens live in one preallocated (B, T + max_new_tokens) buffer; a KV cache is made once and reused
+    (``reset``) at every re-fill, with room for exactly the positions this call can feed it.
+    """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     if idx.dim() != 2 or idx.shape[1] < 1:
         raise UserError(
@@ -91,31 +95,39 @@ def generate_iter(
     W = bs if cfg.window is None else min(cfg.window, bs)  # sliding window for the relative schemes
     span = L * (W - 1) + 1  # receptive field of one prediction through L windowed layers
     keep = max(1, bs // 2)  # absolute schemes: tokens kept when the context is re-filled
-    seq = idx
-    start = max(0, idx.shape[1] - bs)
+    B, n = idx.shape
+    seq = idx.new_empty(B, n + max_new_tokens)  # (B, T + new): prompt, then each token as it is sampled
+    seq[:, :n] = idx
+    start = max(0, n - bs)
     cache: KVCache | None = None
+    if use_cache and max_new_tokens > 0:
+        # absolute: at most block_size positions (fewer for a short run); relative: a rolling window of W
+        cache = KVCache(L, capacity=min(bs, n - start + max_new_tokens - 1)) if absolute else KVCache(L, W)
+    fresh = True  # the cache holds nothing yet: feed the whole context
     for step in range(max_new_tokens):
-        n = seq.shape[1]
         if absolute:
-            refill = step > 0 and n - start > bs
-            if refill:
+            if (
+                step > 0 and n - start > bs
+            ):  # re-fill: keep the last `keep` tokens, re-encoded from position 0
                 start = n - keep
-            if not use_cache:
-                h = model.hidden_states(seq[:, start:])
-            elif cache is None or refill:
-                cache = KVCache(L)
-                h = model.hidden_states(seq[:, start:], cache=cache)
+                fresh = True
+            if cache is None:
+                h = model.hidden_states(seq[:, start:n])
+            elif fresh:
+                cache.reset()
+                h = model.hidden_states(seq[:, start:n], cache=cache)
             else:
-                h = model.hidden_states(seq[:, -1:], cache=cache)
+                h = model.hidden_states(seq[:, n - 1 : n], cache=cache)
         else:
-            if not use_cache:
-                h = model.hidden_states(seq[:, max(0, n - span) :], window=W)
-            elif cache is None:
-                cache = KVCache(L, max_len=W)
-                h = model.hidden_states(seq[:, max(0, n - span) :], cache=cache, window=W)
+            if cache is None:
+                h = model.hidden_states(seq[:, max(0, n - span) : n], window=W)
+            elif fresh:
+                h = model.hidden_states(seq[:, max(0, n - span) : n], cache=cache, window=W)
             else:
-                h = model.hidden_states(seq[:, -1:], cache=cache, window=W)
+                h = model.hidden_states(seq[:, n - 1 : n], cache=cache, window=W)
+        fresh = False
         logits = model.lm_head(h[:, -1, :])  # (B, V)
         nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-        seq = torch.cat((seq, nxt), dim=1)
+        seq[:, n : n + 1] = nxt
+        n += 1
         yield nxt

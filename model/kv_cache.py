@@ -1,9 +1,18 @@
-"""The key/value cache used by generation: per layer (B, n_kv_head, T, hs) tensors plus their positions."""
+"""The key/value cache used by generation: per layer (B, n_kv_head, T, hs) buffers written in place.
+
+Each layer owns one preallocated key buffer and one value buffer of ``capacity`` positions. A forward writes
+its new keys/values into the free slots right after the cached ones and attends to a view of the filled part,
+so a decode step copies one position per layer instead of re-concatenating the whole cache (``torch.cat``
+every step). All layers share one layout (``_lo``: buffer slot of the oldest cached position), decided once
+per forward in ``begin``.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from gptlab_errors import UserError
 
 
 class KVCache:
@@ -12,41 +21,119 @@ class KVCache:
     Positions are contiguous: the cached keys hold positions ``start .. next_pos - 1``. With ``max_len`` set the
     cache rolls: after each forward only the last ``max_len`` positions are kept (a sliding window), which is
     exact for attention whose window is at most ``max_len``.
+
+    ``capacity`` is the number of positions each buffer is allocated for (at the first forward, with that
+    forward's batch, dtype and device). Default: ``max_len + max(16, max_len // 4)`` for a rolling cache (the
+    slack lets the window slide in place; the kept positions move back to slot 0 once the slack is used up, a
+    copy every ``slack`` steps), else grow by doubling as needed. A forward that needs more than the
+    capacity still works: a full buffer grows, except that a rolling cache concatenates once for that forward
+    (a prompt longer than the window) and keeps only the last ``max_len`` positions.
     """
 
-    def __init__(self, n_layer: int, max_len: int | None = None):
-        self.k: list[Tensor | None] = [None] * n_layer
+    def __init__(self, n_layer: int, max_len: int | None = None, capacity: int | None = None):
+        self.k: list[Tensor | None] = [None] * n_layer  # (B, nkv, capacity, hs) buffers
         self.v: list[Tensor | None] = [None] * n_layer
         self.max_len = max_len
+        if capacity is None and max_len is not None:
+            capacity = max_len + max(16, max_len // 4)
+        self.capacity = capacity  # None: decided by the first forward, then grows by doubling
         self.start = 0  # position of the oldest cached key
         self.next_pos = 0  # position the next token will get
+        self._lo = 0  # buffer slot holding position `start`
         self._pending = 0  # tokens added by the forward in progress
+        self._mode = "append"  # this forward: append | shift | grow | concat
+
+    def reset(self) -> None:
+        """Forget every position (keeping the buffers for reuse): the next forward starts at position 0."""
+        self.start = self.next_pos = self._lo = self._pending = 0
+        self._mode = "append"
 
     def __len__(self) -> int:
         return self.next_pos - self.start
 
     def begin(self, T: int) -> int:
-        """Start a forward of T new tokens; returns the position of the first one."""
+        """Start a forward of T new tokens (choosing where they go); returns the position of the first one."""
+        n = len(self)
+        need = n + T  # positions this forward attends to
         self._pending = T
+        cap = self.capacity
+        if cap is None:
+            self.capacity = max(need, 64)
+            self._mode = "append"
+        elif self._lo + need <= cap:
+            self._mode = "append"
+        elif need <= cap:
+            self._mode = "shift"  # move the cached positions back to slot 0, then append
+        elif self.max_len is None:
+            self.capacity = max(2 * cap, need)
+            self._mode = "grow"
+        else:  # a rolling cache fed more than fits: attend to a concatenation, keep the tail afterwards
+            self._mode = "concat"
         return self.next_pos
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, int]:
-        """Append this forward's k, v (B, nkv, T, hs); return all keys, values to attend to and their first position."""
-        old_k, old_v = self.k[layer], self.v[layer]
-        k_all = k if old_k is None else torch.cat((old_k, k), dim=2)  # (B, nkv, Tk, hs)
-        v_all = v if old_v is None else torch.cat((old_v, v), dim=2)
-        keep = k_all.shape[2] if self.max_len is None else min(self.max_len, k_all.shape[2])
-        self.k[layer] = k_all[:, :, -keep:]
-        self.v[layer] = v_all[:, :, -keep:]
-        return k_all, v_all, self.start
+        """Store this forward's k, v (B, nkv, T, hs); return all keys, values to attend to and their first position.
+
+        The returned tensors are views of the buffers (no copy); they stay valid until the next forward.
+        """
+        T, n, lo = k.shape[2], len(self), self._lo
+        kb, vb = self.k[layer], self.v[layer]
+        if kb is not None and kb.shape[0] != k.shape[0]:  # copy_ would broadcast silently
+            raise UserError(
+                f"this KVCache holds a batch of {kb.shape[0]}, got {k.shape[0]}; use a new KVCache per batch"
+            )
+        if self._mode == "concat":
+            k_all = k if n == 0 else torch.cat((kb[:, :, lo : lo + n], k), dim=2)  # (B, nkv, n + T, hs)
+            v_all = v if n == 0 else torch.cat((vb[:, :, lo : lo + n], v), dim=2)
+            keep = min(self.max_len, n + T)
+            if kb is None or kb.shape[2] < keep:
+                kb, vb = self._alloc(k, max(keep, self.capacity)), self._alloc(v, max(keep, self.capacity))
+            kb[:, :, :keep].copy_(k_all[:, :, -keep:])
+            vb[:, :, :keep].copy_(v_all[:, :, -keep:])
+            self.k[layer], self.v[layer] = kb, vb
+            return k_all, v_all, self.start
+        if kb is None or self._mode == "grow":
+            nk, nv = self._alloc(k, self.capacity), self._alloc(v, self.capacity)
+            if kb is not None and n:
+                nk[:, :, :n].copy_(kb[:, :, lo : lo + n])
+                nv[:, :, :n].copy_(vb[:, :, lo : lo + n])
+            kb, vb, lo = nk, nv, 0
+        elif self._mode == "shift":
+            if n:  # clone: source and destination may overlap
+                kb[:, :, :n].copy_(kb[:, :, lo : lo + n].clone())
+                vb[:, :, :n].copy_(vb[:, :, lo : lo + n].clone())
+            lo = 0
+        self.k[layer], self.v[layer] = kb, vb
+        kb[:, :, lo + n : lo + n + T].copy_(k)
+        vb[:, :, lo + n : lo + n + T].copy_(v)
+        return kb[:, :, lo : lo + n + T], vb[:, :, lo : lo + n + T], self.start
+
+    @staticmethod
+    def _alloc(like: Tensor, cap: int) -> Tensor:
+        B, nkv, _, hs = like.shape
+        return like.new_empty(B, nkv, cap, hs)
 
     def end(self) -> None:
         """Finish the forward: advance positions and drop what rolled out of the window."""
+        n = len(self) + self._pending
+        if self._mode in ("grow", "shift"):
+            self._lo = 0
+        elif self._mode == "concat":
+            self._lo, n = 0, min(n, self.max_len)
+            self.start = self.next_pos + self._pending - n
         self.next_pos += self._pending
         self._pending = 0
-        if self.max_len is not None:
-            self.start = max(self.start, self.next_pos - self.max_len)
+        self._mode = "append"
+        if self.max_len is not None and n > self.max_len:
+            drop = n - self.max_len
+            self._lo += drop
+            self.start += drop
 
     def bytes(self) -> int:
-        """Memory held by the cached tensors."""
+        """Memory of the cached keys and values: the positions held (``len(self)``), not the spare capacity."""
+        used = len(self)
+        return sum(t[:, :, :used].numel() * t.element_size() for t in self.k + self.v if t is not None)
+
+    def allocated_bytes(self) -> int:
+        """Memory allocated for the buffers (``capacity`` positions per layer)."""
         return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)

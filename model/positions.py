@@ -32,12 +32,23 @@ class PositionScheme(nn.Module):
     max_len: int | None = None  # longest sequence the scheme supports (None = any)
     needs_probs = False  # True: the attention probabilities are needed (value term), no fused kernel
 
+    @property
+    def has_score_bias(self) -> bool:
+        """Whether score_bias is overridden (attention then builds the position tensors and calls it)."""
+        return type(self).score_bias is not PositionScheme.score_bias
+
+    @property
+    def has_value_term(self) -> bool:
+        """Whether value_term is overridden (it may still return None, e.g. Shaw with rel_values=False)."""
+        return type(self).value_term is not PositionScheme.value_term
+
     def embed(self, pos: Tensor) -> Tensor | None:
         return None
 
     def rotate(self, x: Tensor, pos: Tensor, start: int | None = None) -> Tensor:
         """x (B, h, T, hs) at positions pos (T,); ``start`` (= pos[0] as an int, pos contiguous) lets a scheme
-        reuse cached tables without reading the tensor."""
+        reuse cached tables without reading the tensor. Attention always passes ``start`` and passes
+        ``pos=None`` for schemes without a score bias or value term."""
         return x
 
     def score_bias(self, layer: int, q: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:

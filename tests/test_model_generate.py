@@ -159,3 +159,58 @@ def test_bad_sampling_arguments_raise_user_error(kw, match):
     m = tiny("rope")
     with pytest.raises(UserError, match=match):
         m.generate(torch.zeros(1, 2, dtype=torch.long), 3, **kw)
+
+
+class _NaiveCache:
+    """Reference KV cache: concatenate every step, keep the last max_len positions after each forward."""
+
+    def __init__(self, n_layer, max_len):
+        self.k, self.v, self.max_len = [None] * n_layer, [None] * n_layer, max_len
+        self.start = self.next_pos = self.pending = 0
+
+    def begin(self, T):
+        self.pending = T
+
+    def update(self, layer, k, v):
+        k_all = k if self.k[layer] is None else torch.cat((self.k[layer], k), dim=2)
+        v_all = v if self.v[layer] is None else torch.cat((self.v[layer], v), dim=2)
+        keep = k_all.shape[2] if self.max_len is None else min(self.max_len, k_all.shape[2])
+        self.k[layer], self.v[layer] = k_all[:, :, -keep:], v_all[:, :, -keep:]
+        return k_all, v_all, self.start
+
+    def end(self):
+        self.next_pos += self.pending
+        if self.max_len is not None:
+            self.start = max(self.start, self.next_pos - self.max_len)
+
+
+def test_kv_cache_buffers_match_a_naive_concatenating_cache():
+    """In-place buffers (slot shifts, growth, long prompts, reset) return exactly what concatenation would."""
+    import random
+
+    from model.kv_cache import KVCache
+
+    rng = random.Random(0)
+    for _ in range(120):
+        max_len = rng.choice([None, 1, 3, 8, 20])
+        capacity = rng.choice([None, 1, 5, 12, 40])
+        cache, ref = KVCache(2, max_len, capacity), _NaiveCache(2, max_len)
+        for _ in range(25):
+            if rng.random() < 0.08:  # a re-fill: the buffers are kept, every position forgotten
+                cache.reset()
+                ref = _NaiveCache(2, max_len)
+            T = rng.choice([1, 1, 1, 2, 5, 30])
+            cache.begin(T)
+            ref.begin(T)
+            for layer in range(2):
+                k, v = torch.randn(2, 3, T, 4), torch.randn(2, 3, T, 4)
+                ka, va, sa = cache.update(layer, k, v)
+                kb, vb, sb = ref.update(layer, k, v)
+                assert torch.equal(ka, kb) and torch.equal(va, vb) and sa == sb
+            cache.end()
+            ref.end()
+            assert (cache.start, cache.next_pos) == (ref.start, ref.next_pos)
+            held = ref.next_pos - ref.start
+            assert (
+                len(cache) == held and cache.bytes() == 2 * 2 * held * 2 * 3 * 4 * 4
+            )  # k+v, layers, B, nkv, hs, fp32
