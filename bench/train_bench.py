@@ -7,7 +7,7 @@ Runs on ../shared/data/tinyshakespeare/input.txt (never committed; the split is 
   nanogpt    nanoGPT's README CPU recipe: 4 layers, 4 heads, 128 wide, block 64, batch 12, 2000 iterations
   same       gptlab on the identical shape and schedule (learned positions, LayerNorm, GELU, no bias), fp32
   same_bf16  the same in bf16 autocast with the explicit attention path
-  fast       gptlab's laptop recipe: the tiny defaults (RoPE, SwiGLU, RMSNorm, lr 2e-3), 800 steps, bf16
+  fast       gptlab's laptop recipe: the tiny defaults (RoPE, SwiGLU, RMSNorm, lr 2e-3), 700 steps, bf16
 It prints val loss, wall time and median ms/iteration of each, and the ratios the training issue asks for:
   time per iteration of `same*` / nanogpt (goal <= 0.9), wall time of `fast` / nanogpt (goal <= 0.5) at a
   val loss no higher than nanogpt's. Run it on a quiet machine: a second busy core distorts every number.
@@ -62,11 +62,11 @@ SAME = [
 ]
 # The same, with bf16 autocast and the explicit attention path (faster than SDPA's bf16 backward on CPUs).
 SAME_BF16 = [*SAME, "train.dtype=bfloat16", "model.attn_impl=explicit"]
-# gptlab's laptop recipe: the tiny defaults (RoPE, SwiGLU, RMSNorm, lr 2e-3) for 800 steps in bf16.
+# gptlab's laptop recipe: the tiny defaults (RoPE, SwiGLU, RMSNorm, lr 2e-3) for 700 steps in bf16.
 FAST = [
     "model=tiny",
-    "train.max_iters=800",
-    "train.eval_interval=200",
+    "train.max_iters=700",
+    "train.eval_interval=350",
     "train.eval_iters=20",
     "train.dtype=bfloat16",
     "model.attn_impl=explicit",

@@ -77,6 +77,9 @@ def test_resume_is_bit_exact(tmp_path, data_dir):
     train(cfg_with(data_dir, *extra), tmp_path / "straight")
     first = train(cfg_with(data_dir, *extra, "train.stop_after_iters=6"), tmp_path / "resumed")
     assert first["status"] == "interrupted" and first["step"] == 6
+    # a hard kill after the checkpoint can leave rows for steps the resumed run will log again
+    with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 7, "train_loss": 9.9}) + "\n")
     train(cfg_with(data_dir, *extra, "train.resume=true"), tmp_path / "resumed")
     a, b = rows(tmp_path / "straight", "train"), rows(tmp_path / "resumed", "train")
     assert [r["step"] for r in b] == list(range(1, 13))

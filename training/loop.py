@@ -139,8 +139,11 @@ def _train(
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
-        if ckpt is None and (run_dir / "metrics.jsonl").exists():
-            (run_dir / "metrics.jsonl").unlink()  # a fresh start in a reused directory
+        metrics_path = run_dir / "metrics.jsonl"
+        if ckpt is None and metrics_path.exists():
+            metrics_path.unlink()  # a fresh start in a reused directory
+        elif ckpt is not None and metrics_path.exists():
+            _truncate_metrics(metrics_path, int(ckpt["step"]))
 
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
@@ -410,6 +413,15 @@ def _train(
             )
     wb.finish()
     return summary
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from (a hard kill can leave some), so a resumed
+    run's metrics.jsonl has each step once."""
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in rows if json.loads(line).get("step", 0) <= step]
+    if len(keep) != len(rows):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in keep)))
 
 
 class _Diverged(Exception):
