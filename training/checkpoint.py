@@ -103,8 +103,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run directory or checkpoint file: model (eval mode, on `device`), tokenizer, config."""
     from data import get_tokenizer
 
-    ckpt = load_checkpoint(path, map_location="cpu")
     ckpt_path = resolve_checkpoint(path)
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     if not isinstance(ckpt.get("model_config"), dict) or not isinstance(ckpt.get("model"), dict):
         raise UserError(f"{ckpt_path} has no model or model_config; it was not written by train.py")
     model = build_model(ckpt["model_config"])

@@ -220,28 +220,32 @@ def _train(
             f"{tokens_per_step} tokens/step | data {data_dir}"
         )
 
+    # The same `eval_iters` batches of each split at every evaluation (and after a resume), built once.
+    eval_batches = {
+        split: BatchLoader(
+            data_dir / f"{split}.bin",
+            block_size=T,
+            batch_size=B,
+            seed=int(cfg.seed) + 1,
+            rank=dist_.rank,
+            world_size=dist_.world_size,
+            device=device,
+        ).fixed_batches(tcfg.eval_iters)
+        for split in ("train", "val")
+    }
+
     def evaluate() -> dict[str, float]:
-        """Mean loss on the same `eval_iters` batches of each split every time (averaged over ranks)."""
+        """Mean loss on the fixed evaluation batches of each split (averaged over ranks)."""
         model.eval()
         out = {}
         with torch.no_grad():
-            for split in ("train", "val"):
-                eval_loader = BatchLoader(
-                    data_dir / f"{split}.bin",
-                    block_size=T,
-                    batch_size=B,
-                    seed=int(cfg.seed) + 1,
-                    rank=dist_.rank,
-                    world_size=dist_.world_size,
-                    device=device,
-                )
+            for split, batches in eval_batches.items():
                 total = 0.0
-                for _ in range(tcfg.eval_iters):
-                    x, y = eval_loader.next()
+                for x, y in batches:
                     with autocast(device, dtype):
                         _, loss = raw_model(x, y)
                     total += loss.item()
-                out[split] = dist_.mean(total / tcfg.eval_iters, device)
+                out[split] = dist_.mean(total / len(batches), device)
         model.train()
         return out
 
