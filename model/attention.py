@@ -138,12 +138,7 @@ class CausalSelfAttention(nn.Module):
             allowed = causal_mask(q0, Tq, k0, Tk, window if need_window else None, q.device)  # (Tq, Tk)
             mask = allowed if bias is None else bias.masked_fill(~allowed, float("-inf"))
         dp = self.dropout if self.training else 0.0
-        if self.n_kv_head != self.n_head:
-            try:
-                return F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, dropout_p=dp, is_causal=is_causal, enable_gqa=True
-                )
-            except (RuntimeError, TypeError):  # kernels without GQA support: expand the kv heads
-                n_rep = self.n_head // self.n_kv_head
-                k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dp, is_causal=is_causal)
+        # GQA/MQA: sdpa reads kv head h // (nh / nkv) itself (torch >= 2.5, the project's minimum)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dp, is_causal=is_causal, enable_gqa=self.n_kv_head != self.n_head
+        )
