@@ -2,13 +2,17 @@
 
 Library code raises :class:`UserError` for anything a user can fix (a bad config value, a missing file,
 a prompt the tokenizer cannot encode). Entry points catch it with :func:`exit_on_user_error`, print one
-line and exit with status 2, so a user never reads a traceback for their own mistake.
+line and exit with status 2, so a user never reads a traceback for their own mistake. A full disk is
+treated the same way: it is the user's to fix, and the tools keep what they wrote before it.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 class UserError(ValueError):
@@ -16,7 +20,7 @@ class UserError(ValueError):
 
 
 def exit_on_user_error(fn):
-    """Decorator for entry points: turn a UserError into `error: <message>` on stderr and exit code 2."""
+    """Decorator for entry points: a UserError (or a full disk) becomes `error: <message>` and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -24,6 +28,12 @@ def exit_on_user_error(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            print(f"error: no space left on the device (writing {e.filename or 'a file'}); free some space "
+                  "and run again", file=sys.stderr)  # fmt: skip
             sys.exit(2)
 
     return wrapper

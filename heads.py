@@ -15,34 +15,40 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cli import check_overrides, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 
 PAGE_MAX_TOKENS = 1024  # heads.html stores n_layer * n_head * T^2 / 2 weights: keep it openable
 
 
 def _val_dir(run, cfg) -> Path | None:
-    """The prepared data folder holding the run's val.bin, or None (with the reason on stderr)."""
+    """The prepared data folder holding the run's val.bin, or None (with the reason on stderr).
+
+    ``data_dir=`` names one; otherwise the run's own prepared folder is used read-only, and only when it holds
+    the data the run was trained on. Nothing is prepared or written, and no file the checkpoint names is read
+    unless it is that verified folder.
+    """
+    from data import find_prepared, load_meta
+
     if cfg.data_dir:
         d = Path(cfg.data_dir).expanduser()
         if not (d / "val.bin").is_file():
             raise UserError(
                 f"data_dir={d} has no val.bin; pass a prepared data folder (data/prepared/<name>)"
             )
+        load_meta(d)
         return d
     data_cfg = (run.config or {}).get("data")
-    if not data_cfg:
+    found = find_prepared(data_cfg, run.meta) if isinstance(data_cfg, dict) else None
+    if found is None:
+        name = data_cfg.get("name") if isinstance(data_cfg, dict) else None
+        how = f"python -m data data={name}" if name else "python -m data"
         print(
-            "note: the checkpoint has no data config; skipping val-based metrics (pass data_dir=...)",
+            "note: the run's prepared data is not here (or is not the data it trained on); skipping val-based "
+            f"metrics (prepare it with `{how}`, or pass data_dir=<prepared folder>)",
             file=sys.stderr,
         )
-        return None
-    from data import prepare
-
-    try:
-        return prepare(data_cfg, quiet=True)
-    except UserError as e:
-        print(f"note: cannot prepare the run's data ({e}); skipping val-based metrics", file=sys.stderr)
-        return None
+    return found
 
 
 def _batches(ddir: Path | None, split: str, block: int, batch_size: int, n: int, seed: int, device="cpu"):
@@ -60,16 +66,18 @@ def _text_ids(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
     """The token ids to draw, and where they came from."""
     import numpy as np
 
+    if cfg.max_tokens is not None and (not isinstance(cfg.max_tokens, int) or cfg.max_tokens < 2):
+        raise UserError(f"max_tokens={cfg.max_tokens!r} must be an integer >= 2 (a pattern needs two tokens)")
     given = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
     if len(given) > 1:
         raise UserError(f"pass only one of text=, text_file=, split= (got {', '.join(given)})")
     block = run.model.config.block_size
     if cfg.text is not None or cfg.text_file is not None:
         if cfg.text_file is not None:
-            p = Path(str(cfg.text_file)).expanduser()
-            if not p.is_file():
-                raise UserError(f"text_file={p} does not exist")
-            text, source = p.read_text(encoding="utf-8"), f"file {p.name}"
+            text, source = (
+                read_text_file(str(cfg.text_file), "text_file"),
+                f"file {Path(str(cfg.text_file)).name}",
+            )
         else:
             text, source = str(cfg.text), "text"
         ids = run.tokenizer.encode(text) if text else []
@@ -89,9 +97,9 @@ def _text_ids(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
         raise UserError(
             f"split={split} needs the run's prepared data; pass data_dir=<prepared folder> or text=..."
         )
-    import json
+    from data import load_meta
 
-    meta = json.loads((ddir / "meta.json").read_text())
+    meta = load_meta(ddir)
     n = int(cfg.max_tokens or min(block, 256))
     arr = np.memmap(ddir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
     return [int(t) for t in arr[:n]], f"the first {n} tokens of {split}.bin"
@@ -146,7 +154,7 @@ def report(cfg: DictConfig) -> dict:
 
     from interp.report import analyse, summary_lines, write_report
     from interp.tracking import probe_for
-    from training.checkpoint import load_run
+    from rundir.load import load_run
     from training.device import pick_device
 
     t_start = time.perf_counter()
@@ -249,4 +257,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_user_error(check_overrides)("heads", sys.argv[1:])
     main()

@@ -23,6 +23,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cli import check_overrides, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 from training.device import pick_device, pick_dtype
 
@@ -128,15 +129,7 @@ def read_prompt(prompt: str, prompt_file: str | None, stdin=None) -> str:
     """The prompt text: from `prompt_file` when set, else `prompt`; "-" for either reads stdin."""
     stdin = sys.stdin if stdin is None else stdin
     if prompt_file is not None:
-        if prompt_file == "-":
-            return stdin.read()
-        path = Path(prompt_file).expanduser()
-        if not path.is_file():
-            raise UserError(f"prompt_file {path} does not exist; give a UTF-8 text file")
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"prompt_file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+        return stdin.read() if prompt_file == "-" else read_text_file(prompt_file, "prompt_file")
     if prompt == "-":
         return stdin.read()
     return prompt
@@ -305,11 +298,6 @@ def cache_positions(model, prompt_len: int, steps: int) -> int:
     return min(prompt_len + steps - 1, cache_capacity(model))
 
 
-def kv_cache_bytes(model, dtype: torch.dtype, prompt_len: int, steps: int, batch: int) -> int:
-    """Bytes of KV cache a generation used: bytes/token x cached positions x batch."""
-    return model.kv_cache_bytes_per_token(dtype) * cache_positions(model, prompt_len, steps) * batch
-
-
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -348,7 +336,7 @@ def _write(out, text: str) -> None:
 
 def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
     """Load the run, generate, print the text to `stdout` and the closing line to `stderr`."""
-    from training.checkpoint import load_run
+    from rundir.load import load_run
 
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
@@ -411,4 +399,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_user_error(check_overrides)("sample", sys.argv[1:])
     main()

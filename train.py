@@ -1,6 +1,6 @@
 """Train a GPT: `python train.py [overrides]` (config: configs/config.yaml).
 
-python train.py                                        # tiny model, Shakespeare chars, CPU, ~3 minutes
+python train.py                                        # tiny model, Shakespeare chars, CPU, a few minutes
 python train.py model=small train.device=cuda           # nanoGPT's shakespeare_char GPU recipe shape
 python train.py model.position=alibi model.n_kv_head=1  # any model field: model.<field>=...
 python train.py train.resume=true hydra.run.dir=runs/2026-11-22_10-00-00_123   # continue a run
@@ -11,6 +11,7 @@ python train.py -m +experiment=positions                # a sweep (see docs/swee
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 
 import hydra
@@ -18,7 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from cli import check_overrides
 from gptlab_errors import exit_on_user_error
+from training.loop import train
 
 
 def _run_id() -> str:
@@ -35,8 +38,6 @@ if not OmegaConf.has_resolver("run_id"):
 
 
 def _run(cfg: DictConfig) -> float | None:
-    from training.loop import train
-
     hc = HydraConfig.get()
     summary = train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
     if hc.mode == RunMode.MULTIRUN and summary.get("stop_reason") in ("SIGINT", "SIGTERM"):
@@ -52,4 +53,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(check_overrides)("config", sys.argv[1:])
+    try:
+        main()
+    except KeyboardInterrupt:  # a second Ctrl-C, or a signal that stops a sweep: the loop said where it is
+        print("stopped.", file=sys.stderr)
+        sys.exit(130)

@@ -26,7 +26,7 @@ def make_run(run_dir: Path, n_layer: int, n_head: int, n_embd: int, block: int, 
 
     from data import get_tokenizer, load_meta, prepare
     from model import GPT, GPTConfig
-    from training.checkpoint import save_checkpoint
+    from rundir.checkpoint import save_checkpoint
 
     data_cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
     meta = load_meta(prepare(data_cfg, quiet=True))

@@ -2,14 +2,14 @@
 
     from data import DataConfig, prepare, load_meta, get_tokenizer, BatchLoader
 
-``BatchLoader`` is imported on first use, so ``python -m data.prepare`` does not pay for importing torch.
+``BatchLoader`` is imported on first use, so ``python -m data`` does not pay for importing torch.
 """
 
-from .build import load_meta, prepare
+from .build import find_prepared, load_meta, prepare
 from .config import DataConfig
 from .tokenizers import get_tokenizer
 
-__all__ = ["BatchLoader", "DataConfig", "get_tokenizer", "load_meta", "prepare"]
+__all__ = ["BatchLoader", "DataConfig", "find_prepared", "get_tokenizer", "load_meta", "prepare"]
 
 
 def __getattr__(name: str):

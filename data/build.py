@@ -1,10 +1,15 @@
 """Prepare a corpus: tokenize it into ``train.bin`` / ``val.bin`` (flat memmaps) and ``meta.json``.
 
-The command line is data/prepare.py (``python -m data.prepare data=<name>``).
+The command line is data/__main__.py (``python -m data data=<name>``).
 ``prepare(cfg)`` is idempotent and cheap when nothing changed (train.py calls it at every start): it compares
 the settings and a stamp of the input (file sizes and times) with ``meta.json`` and returns at once. Writes go
 to a temporary folder inside the output folder and are renamed into place when complete; ``meta.json`` comes
 last, so a folder with a ``meta.json`` is always whole.
+
+Integrity: ``meta.json`` records a fingerprint of each ``.bin`` (sha256 of its size and 64 evenly spaced 4 KiB
+blocks, first and last included: a few hundred KiB read whatever the size) and a checksum of its own content.
+A truncated, zeroed or edited file, or a hand-edited ``meta.json``, fails the check, and ``prepare`` makes the
+folder again (saying why). Concurrent ``prepare`` calls on one folder take turns on its lock.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from gptlab_errors import UserError
+from rundir.files import DirLock, read_json, remove_stale_temps, write_json
 
 from .config import DataConfig
 from .tokenizers import get_tokenizer, tokenizer_choices
 
 FORMAT = "gptlab-data"
 VERSION = 1
+FINGERPRINT_BLOCKS, FINGERPRINT_BYTES = 64, 4096
 MIN_SPLIT_TOKENS = 16  # fewer tokens than this in train or val is surely a mistake
 AUTO_PARALLEL_CHARS = 16 << 20  # inputs larger than this are tokenized with all cores when num_proc is null
 
@@ -43,7 +50,7 @@ def load_meta(ddir) -> dict:
     f = ddir / "meta.json"
     if not f.is_file():
         raise UserError(
-            f"{ddir} is not a prepared data folder (no meta.json); run python -m data.prepare first"
+            f"{ddir} is not a prepared data folder (no meta.json); prepare the data first (python -m data)"
         )
     try:
         meta = json.loads(f.read_text())
@@ -54,24 +61,58 @@ def load_meta(ddir) -> dict:
     return meta
 
 
-def _existing_meta(out: Path) -> dict | None:
-    """meta.json of a whole prepared folder (bins present with the sizes it names), else None."""
+def fingerprint(path: Path) -> str:
+    """sha256 of a file's size and FINGERPRINT_BLOCKS evenly spaced blocks (cheap at any size)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for i in range(FINGERPRINT_BLOCKS):
+            f.seek(max(0, size - FINGERPRINT_BYTES) * i // (FINGERPRINT_BLOCKS - 1))
+            h.update(f.read(FINGERPRINT_BYTES))
+    return h.hexdigest()
+
+
+def _meta_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_prepared(out: Path) -> tuple[dict | None, str]:
+    """(meta, "") for a whole, unaltered prepared folder, else (None, why it is not)."""
     try:
         meta = load_meta(out)
+    except UserError as e:
+        return None, str(e)
+    try:
+        if meta.get("meta_sha256") != _meta_checksum(meta):
+            return None, "meta.json was edited"
         itemsize = np.dtype(meta["dtype"]).itemsize
         for split in ("train", "val"):
             f = out / f"{split}.bin"
             if not f.is_file() or f.stat().st_size != meta[f"{split}_tokens"] * itemsize:
-                return None
-    except (UserError, KeyError, TypeError):
+                return None, f"{split}.bin is missing or has the wrong size"
+            if fingerprint(f) != meta["fingerprints"][split]:
+                return None, f"{split}.bin does not match its fingerprint (damaged or edited)"
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        return None, f"meta.json is incomplete ({e})"
+    return meta, ""
+
+
+def find_prepared(data_cfg: dict, expect: dict) -> Path | None:
+    """The prepared folder of a run's data config, read-only: never prepared or written here.
+
+    Returned only when it is whole and holds the same data the run trained on (``expect`` is the run's data
+    meta: same tokenizer, vocabulary and source checksum); None otherwise. For tools that read a run.
+    """
+    try:
+        out = DataConfig.from_dict(data_cfg).resolved_out_dir()
+    except (UserError, TypeError, ValueError):
         return None
-    return meta
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    meta, _ = check_prepared(out)
+    same = meta is not None and all(
+        meta.get(k) == expect.get(k) for k in ("tokenizer", "vocab_size", "source_sha256")
+    )
+    return out if same else None
 
 
 # ---------------------------------------------------------------- tokenization (runs in datasets workers)
@@ -256,10 +297,10 @@ def _build_induction(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
 
 
 def prepare(cfg, *, quiet: bool = False) -> Path:
-    """Make sure ``cfg``'s prepared folder is up to date and return it (a no-op when nothing changed).
+    """Make sure ``cfg``'s prepared folder is up to date and whole, and return it (cheap when nothing changed).
 
     ``cfg`` is a DataConfig, a dict or the Hydra ``cfg.data`` node. In multi-process training call it on rank 0
-    only, then wait at a barrier.
+    only, then wait at a barrier. A damaged or edited folder is prepared again.
     """
     from .sources import source_stamp
 
@@ -267,34 +308,53 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
     out = cfg.resolved_out_dir()
     settings = cfg.settings()
     stamp = source_stamp(cfg)  # resolves files (clear errors for missing paths) without reading them
-    old = _existing_meta(out)
-    old_any = _raw_json(out / "meta.json")
-    if old_any.get("tokenizer") not in (None, cfg.tokenizer):
+    found = read_json(out / "meta.json", {})
+    if found.get("tokenizer") not in (None, cfg.tokenizer):
         raise UserError(
-            f"{out} holds data prepared with tokenizer {old_any['tokenizer']}, not {cfg.tokenizer}; "
+            f"{out} holds data prepared with tokenizer {found['tokenizer']}, not {cfg.tokenizer}; "
             "set data.out_dir to another folder (or data.name), or delete that folder"
         )
+    old, _ = check_prepared(out)
     if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
         return out  # fast path: nothing changed
-
-    t0 = time.time()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        # the lock file sits beside the folder, which then holds only train.bin, val.bin and meta.json
+        lock = out.parent / f".{out.name}.lock"
+        with DirLock(lock, "data prepare", what="prepared-data folder", blocking=True):
+            return _prepare_locked(cfg, out, settings, stamp, quiet)
+    except BaseException:  # nothing half-written: a folder we created goes away again
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bool) -> Path:
+    """prepare() under the folder's lock: another process may have just done the work."""
+    for leftover in out.glob(".tmp-prepare-*"):  # from a killed prepare: no one else is writing now
+        shutil.rmtree(leftover, ignore_errors=True)
+    remove_stale_temps(out)
+    old, why = check_prepared(out)
+    if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
+        return out
+    if old is not None and old.get("settings") == settings and cfg.source == "files":
+        # the file stamps changed (e.g. touched): if the contents did not, only refresh the stamp
+        from .sources import files_sha256, resolve_files
+
+        files = resolve_files(cfg.path)[: int(cfg.max_documents or 0) or None]
+        if files_sha256(files)[0] == old.get("source_sha256"):
+            _write_meta(out, {**old, "source_stamp": stamp})
+            return out
+    if not quiet:
+        again = f" (again: {why})" if (out / "meta.json").exists() and old is None else ""
+        print(
+            f"preparing data {cfg.name!r} ({cfg.source}, tokenizer {cfg.tokenizer}) into {out}{again}",
+            file=sys.stderr,
+        )
+    t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix=".tmp-prepare-", dir=out))
     try:
-        if old is not None and old.get("settings") == settings and cfg.source == "files":
-            # the file stamps changed (e.g. touched): if the contents did not, only refresh the stamp
-            from .sources import files_sha256, resolve_files
-
-            files = resolve_files(cfg.path)[: int(cfg.max_documents or 0) or None]
-            if files_sha256(files)[0] == old.get("source_sha256"):
-                _write_json_atomic(out / "meta.json", {**old, "source_stamp": stamp})
-                return out
-        if not quiet:
-            print(
-                f"preparing data {cfg.name!r} ({cfg.source}, tokenizer {cfg.tokenizer}) into {out}",
-                file=sys.stderr,
-            )
         if cfg.source == "induction":
             meta, train_f, val_f = _build_induction(cfg, work)
         else:
@@ -315,18 +375,13 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
             "val_fraction": float(cfg.val_fraction),
             "settings": settings,
             "source_stamp": stamp,
+            "fingerprints": {"train": fingerprint(train_f), "val": fingerprint(val_f)},
             "prepare_s": round(time.time() - t0, 3),
         }
-        (out / "meta.json").unlink(
-            missing_ok=True
-        )  # from here until meta.json is back, the folder is "unprepared"
+        (out / "meta.json").unlink(missing_ok=True)  # from here until meta.json is back, "unprepared"
         os.replace(train_f, out / "train.bin")
         os.replace(val_f, out / "val.bin")
-        _write_json_atomic(out / "meta.json", meta)
-    except BaseException:  # nothing half-written: a folder we created goes away again
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+        _write_meta(out, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not quiet:
@@ -338,10 +393,5 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
     return out
 
 
-def _raw_json(f: Path) -> dict:
-    """A JSON file's dict, or {} if it is missing or unreadable."""
-    try:
-        d = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
+def _write_meta(out: Path, meta: dict) -> None:
+    write_json(out / "meta.json", {**meta, "meta_sha256": _meta_checksum(meta)})

@@ -15,25 +15,6 @@ PREPARED_ROOT = Path(__file__).resolve().parent / "prepared"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def data_config_choices() -> list[str]:
-    """Names of the data configs in configs/data/."""
-    return sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
-
-
-def check_data_choice(argv: list[str]) -> None:
-    """Turn Hydra's multi-line 'could not find data/<x>' into one clear UserError line before Hydra starts.
-
-    Entry points call it with ``sys.argv[1:]`` (a sweep's comma list ``data=a,b`` is checked name by name).
-    """
-    for a in argv:
-        if a.startswith("data="):
-            for name in a.split("=", 1)[1].split(","):
-                if name and name not in data_config_choices():
-                    raise UserError(
-                        f"unknown data config {name!r}; choose one of {', '.join(data_config_choices())}"
-                    )
-
-
 @dataclass
 class DataConfig:
     """One corpus + tokenizer. Every field is a key of configs/data/<name>.yaml (``data.<field>=...`` in Hydra)."""

@@ -21,7 +21,6 @@ sequence boundary, so a window of ``block_size <= S - 1`` tokens always holds on
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def repeated_sequences(
@@ -52,14 +51,6 @@ def sequence_lengths(cfg) -> tuple[int | None, int, int]:
     L, k = int(cfg.induction_len), int(cfg.induction_repeats)
     lo = None if lo is None or int(lo) == L else int(lo)
     return lo, L, L * k
-
-
-def make_induction_batch(
-    batch: int, seg_len: int, vocab: int, repeats: int = 2, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """A (batch, seg_len*repeats) long tensor of repeated random segments, for head-study evaluation."""
-    seg = torch.randint(0, vocab, (batch, seg_len), generator=generator)  # (B, L)
-    return seg.repeat(1, repeats)  # (B, L*k)
 
 
 def induction_splits(cfg) -> tuple[np.ndarray, np.ndarray]:

@@ -16,13 +16,14 @@ stream, even with a different ``world_size`` or ``batch_size`` (the cursor count
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gptlab_errors import UserError
+
+from .build import load_meta
 
 
 class BatchLoader:
@@ -42,7 +43,7 @@ class BatchLoader:
         self.path = Path(path)
         meta = _meta_beside(self.path)
         if not self.path.is_file():
-            raise UserError(f"{self.path} does not exist; prepare the data first (python -m data.prepare)")
+            raise UserError(f"{self.path} does not exist; prepare the data first (python -m data)")
         self.block_size, self.batch_size = int(block_size), int(batch_size)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         if self.block_size < 1 or self.batch_size < 1:
@@ -50,6 +51,7 @@ class BatchLoader:
         if not 0 <= self.rank < self.world_size:
             raise UserError(f"rank {rank} must be in [0, world_size={world_size})")
         self.data = np.memmap(self.path, dtype=np.dtype(meta["dtype"]), mode="r")
+        self.vocab_size = int(meta["vocab_size"])
         self.align = int(align if align is not None else meta.get("sample_align") or 0)  # 0 = random shift
         self.device = torch.device(device)
         self._pin = self.device.type == "cuda"
@@ -97,6 +99,11 @@ class BatchLoader:
     def _gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         offsets = starts[:, None] + np.arange(self.block_size + 1)  # (B, T+1)
         buf = self.data[offsets]  # (B, T+1) in the file's dtype
+        if buf.max() >= self.vocab_size:  # a damaged file: one line, not an IndexError deep in the model
+            raise UserError(
+                f"{self.path} holds token id {int(buf.max())}, outside the vocabulary of {self.vocab_size}: the "
+                f"prepared data is damaged; delete {self.path.parent} and run again (it is prepared anew)"
+            )
         # numpy makes the contiguous int64 copies (torch's .contiguous() is much slower on a busy CPU)
         x = torch.from_numpy(buf[:, :-1].astype(np.int64))  # (B, T)
         y = torch.from_numpy(buf[:, 1:].astype(np.int64))  # (B, T)
@@ -157,11 +164,5 @@ class BatchLoader:
 
 
 def _meta_beside(path: Path) -> dict:
-    """meta.json of the prepared folder holding ``path`` (its dtype and sample_align)."""
-    f = path.parent / "meta.json"
-    if not f.is_file():
-        raise UserError(f"{path.parent} has no meta.json: prepare the data first (python -m data.prepare)")
-    try:
-        return json.loads(f.read_text())
-    except ValueError:
-        raise UserError(f"{f} is corrupt; delete {path.parent} and prepare again") from None
+    """meta.json of the prepared folder holding ``path`` (its dtype, vocabulary and sample_align)."""
+    return load_meta(path.parent)

@@ -5,5 +5,5 @@ probe     the repeated-random-tokens probe batch
 ablation  zero / mean ablation importance through blocks.{l}.attn.hook_z
 tracking  head_metrics_snapshot: the cheap per-step snapshot train.py logs
 report    analyse a model, write heads.csv/json, PNGs and heads.html, the terminal summary
-plots, html, steps, study
+plots, html, steps
 """

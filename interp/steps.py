@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import glob
-import json
 from pathlib import Path
 
 import numpy as np
 
 from gptlab_errors import UserError
+from rundir.files import read_jsonl
+from rundir.load import load_run
 
 
 def read_head_rows(metrics_path: str | Path) -> list[dict]:
     """The `{"kind": "heads", "step", "heads": [...]}` rows of a metrics.jsonl, in step order."""
-    out = []
-    p = Path(metrics_path)
-    if not p.is_file():
-        return out
-    for line in p.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a half-written last line while training runs
-        if isinstance(row, dict) and row.get("kind") == "heads" and row.get("heads"):
-            out.append(row)
-    return sorted(out, key=lambda r: r["step"])
+    rows = [r for r in read_jsonl(metrics_path) if r.get("kind") == "heads" and r.get("heads")]
+    return sorted(rows, key=lambda r: r["step"])
 
 
 def stack_over_steps(rows: list[dict], metric: str) -> tuple[list[int], np.ndarray]:
@@ -42,8 +33,6 @@ def stack_over_steps(rows: list[dict], metric: str) -> tuple[list[int], np.ndarr
 
 def snapshot_checkpoints(pattern: str, device="cpu") -> list[dict]:
     """Measure `interp.tracking.head_metrics_snapshot` on every checkpoint matching the glob `pattern`."""
-    from training.checkpoint import load_run
-
     from .tracking import head_metrics_snapshot
 
     paths = sorted(glob.glob(str(Path(pattern).expanduser())))

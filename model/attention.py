@@ -140,5 +140,11 @@ class CausalSelfAttention(nn.Module):
         dp = self.dropout if self.training else 0.0
         # GQA/MQA: sdpa reads kv head h // (nh / nkv) itself (torch >= 2.5, the project's minimum)
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dp, is_causal=is_causal, enable_gqa=self.n_kv_head != self.n_head
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=dp,
+            is_causal=is_causal,
+            enable_gqa=self.n_kv_head != self.n_head,
         )

@@ -19,8 +19,6 @@ Register it in a config (the experiment configs do):
 from __future__ import annotations
 
 import atexit
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,9 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rundir.files import read_json, write_json
 from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS
 from sweep.runs import JOB_STATUS_FILE, collect_runs
-
-
-def _read_job_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / JOB_STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _one_line(e: BaseException) -> str:
@@ -73,10 +65,7 @@ class SweepSummary(Callback):
             record = {"status": status, "overrides": list(job_return.overrides or [])}
             if status == "failed":
                 record["error"] = _one_line(getattr(job_return, "_return_value", None) or RuntimeError())
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / f".{JOB_STATUS_FILE}.tmp"
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, out / JOB_STATUS_FILE)
+            write_json(out / JOB_STATUS_FILE, record)
         except Exception as e:  # pragma: no cover - bookkeeping must not break a sweep
             print(f"warning: could not record the job status: {_one_line(e)}", file=sys.stderr)
 
@@ -128,7 +117,9 @@ class SweepSummary(Callback):
             # complete, evaluate it fully. Otherwise it was interrupted (Ctrl-C skips on_job_end): start no
             # new evaluations, only show what is there.
             runs = collect_runs([self._sweep_dir])
-            hydra_failed = any(_read_job_status(r.run_dir).get("status") == "failed" for r in runs)
+            hydra_failed = any(
+                read_json(r.run_dir / JOB_STATUS_FILE, {}).get("status") == "failed" for r in runs
+            )
             self.write(cached_only=not hydra_failed)
         except (Exception, KeyboardInterrupt) as e:
             print(f"warning: no sweep summary ({_one_line(e)}); run: python compare.py {self._sweep_dir}")

@@ -13,8 +13,6 @@ the reason. The result is cached in `<run>/extrapolation.json` and reused while 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from gptlab_errors import UserError, exit_on_user_error
+from rundir.checkpoint import CHECKPOINT_NAMES
+from rundir.files import read_json, write_json
 
 CACHE_FILE = "extrapolation.json"
 CACHE_VERSION = 1
@@ -91,23 +91,26 @@ def evaluate_lengths(
     return out
 
 
-def _val_tokens(ckpt: dict, data_dir: str | Path | None) -> tuple[np.ndarray, Path]:
-    """The val split the run was trained against, as a memmap (prepared again if it is missing)."""
-    from data import DataConfig, load_meta, prepare
+def _val_tokens(run, data_dir: str | Path | None) -> tuple[np.ndarray, Path]:
+    """The val split the run was trained against, as a read-only memmap: the folder given, or the run's own
+    prepared folder when it holds the data the run trained on (nothing is prepared or written here)."""
+    from data import find_prepared, load_meta
 
     if data_dir is None:
-        data_cfg = (ckpt.get("config") or {}).get("data")
-        if not data_cfg:
-            raise UserError("the checkpoint's config has no data section; pass --data-dir=<prepared folder>")
-        data_dir = prepare(DataConfig.from_dict(data_cfg))
+        data_cfg = run.config.get("data")
+        found = find_prepared(data_cfg, run.meta) if isinstance(data_cfg, dict) else None
+        if found is None:
+            name = data_cfg.get("name") if isinstance(data_cfg, dict) else "<name>"
+            raise UserError(
+                f"the run's prepared data is not here (or is not what it trained on); prepare it with "
+                f"`python -m data data={name}` or pass --data-dir=<prepared folder>"
+            )
+        data_dir = found
     data_dir = Path(data_dir)
     if not (data_dir / "val.bin").is_file():
-        raise UserError(
-            f"{data_dir} has no val.bin; pass --data-dir=<a folder made by python -m data.prepare>"
-        )
+        raise UserError(f"{data_dir} has no val.bin; pass --data-dir=<a folder made by python -m data>")
     meta = load_meta(data_dir)
-    trained = ckpt.get("tokenizer") or {}
-    if trained.get("source_sha256") and meta.get("source_sha256") != trained.get("source_sha256"):
+    if run.meta.get("source_sha256") and meta.get("source_sha256") != run.meta.get("source_sha256"):
         raise UserError(
             f"{data_dir} holds other data than the run was trained on; pass --data-dir=<its folder>"
         )
@@ -124,25 +127,19 @@ def read_cache(
 ) -> dict | None:
     """The cached result of `run_dir` if it is still valid for its best checkpoint and these settings."""
     run_dir = Path(run_dir)
-    try:
-        with open(run_dir / CACHE_FILE) as f:
-            cached = json.load(f)
-    except (OSError, ValueError):
-        return None
-    ckpt = _run_checkpoint(run_dir)
-    if ckpt is None or cached.get("version") != CACHE_VERSION or cached.get("windows") != windows:
+    cached = read_json(run_dir / CACHE_FILE)
+    ckpt = next((run_dir / n for n in CHECKPOINT_NAMES if (run_dir / n).is_file()), None)
+    if (
+        cached is None
+        or ckpt is None
+        or cached.get("version") != CACHE_VERSION
+        or cached.get("windows") != windows
+    ):
         return None
     if {k: cached.get(k) for k in ("checkpoint", "ckpt_size", "ckpt_mtime_ns")} != _ckpt_stamp(ckpt):
         return None
     have = {r["multiplier"] for r in cached.get("results", [])}
     return cached if set(multipliers) <= have else None
-
-
-def _run_checkpoint(run_dir: Path) -> Path | None:
-    for name in ("best.pt", "ckpt.pt"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    return None
 
 
 def extrapolate_run(
@@ -154,40 +151,34 @@ def extrapolate_run(
     use_cache: bool = True,
 ) -> dict:
     """Evaluate a run's best checkpoint at each multiple of its block size; cache and return the result."""
-    from training.checkpoint import build_model, load_checkpoint, resolve_checkpoint
+    from rundir.checkpoint import resolve_checkpoint
+    from rundir.load import load_run
     from training.device import pick_device
 
     ckpt_path = resolve_checkpoint(run)
     run_dir = ckpt_path.parent
-    if use_cache and ckpt_path.name in ("best.pt", "ckpt.pt") and _run_checkpoint(run_dir) == ckpt_path:
+    if use_cache and ckpt_path.name in CHECKPOINT_NAMES and resolve_checkpoint(run_dir) == ckpt_path:
         cached = read_cache(run_dir, multipliers, windows)
         if cached is not None:
             return cached
     dev = pick_device(device)
-    ckpt = load_checkpoint(ckpt_path)
-    model = build_model(ckpt["model_config"])
-    model.load_state_dict(
-        {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-    )
-    model.to(dev).eval()
-    tokens, data_dir = _val_tokens(ckpt, data_dir)
-    block_size = int(ckpt["model_config"]["block_size"])
-    position = ckpt["model_config"].get("position")
+    loaded = load_run(ckpt_path, device=dev)
+    tokens, data_dir = _val_tokens(loaded, data_dir)
+    block_size = loaded.model.config.block_size
+    position = loaded.model.config.position
     result = {
         "version": CACHE_VERSION,
         **_ckpt_stamp(ckpt_path),
-        "step": int(ckpt.get("step", 0)),
+        "step": loaded.step,
         "block_size": block_size,
         "position": position,
         "windows": windows,
         "val_tokens": len(tokens),
         "data_dir": str(data_dir),
-        "results": evaluate_lengths(model, tokens, block_size, multipliers, windows, dev, position),
+        "results": evaluate_lengths(loaded.model, tokens, block_size, multipliers, windows, dev, position),
     }
     if use_cache:
-        tmp = run_dir / f".{CACHE_FILE}.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, run_dir / CACHE_FILE)
+        write_json(run_dir / CACHE_FILE, result)
     return result
 
 

@@ -7,18 +7,17 @@ train.py wrote anything is still listed). Nothing here needs torch or a model.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gptlab_errors import UserError
+from rundir.files import read_json, read_yaml
+from rundir.layout import RunDir
 
-RUN_MARKERS = ("summary.json", "config.yaml", "metrics.jsonl", "job_status.json")
+RUN_MARKERS = (RunDir.SUMMARY, RunDir.CONFIG, RunDir.METRICS, "job_status.json")
 JOB_STATUS_FILE = "job_status.json"
 SKIP_DIRS = {".hydra", ".submitit", ".git", ".venv", "venv", "wandb", "heads", "__pycache__", "node_modules"}
 
@@ -86,55 +85,18 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     return out
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-        return obj if isinstance(obj, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
-    rows = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except OSError:
-        pass
-    return rows
-
-
 def read_run(run_dir: str | Path) -> RunRecord:
     """Read one run directory; never raises for a half-written run (it is reported, not dropped)."""
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
-    job = _read_json(run_dir / JOB_STATUS_FILE)
-    config = _read_yaml(run_dir / "config.yaml")
-    config = config if isinstance(config, dict) else {}
-    evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+    layout = RunDir(run_dir)
+    summary = layout.read_summary()
+    job = read_json(run_dir / JOB_STATUS_FILE, {})
+    config = layout.read_config()
+    evals = layout.read_metrics("eval")
 
     overrides = summary.get("overrides") or job.get("overrides")
     if overrides is None:
-        hydra_overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml")
+        hydra_overrides = read_yaml(run_dir / ".hydra" / "overrides.yaml")
         overrides = hydra_overrides if isinstance(hydra_overrides, list) else []
     overrides = [str(o) for o in overrides]
 

@@ -296,11 +296,19 @@ def test_corpus_file_roundtrip_is_plain_gzip_jsonl():
     assert len(lines) == 8 and set(json.loads(lines[0])) == {"title", "file", "text"}
 
 
-def test_data_prepare_stays_callable_after_importing_the_cli_module(tmp_path):
+def test_the_library_function_and_the_command_line_are_separate(tmp_path):
+    """data.prepare is the function; the command line is `python -m data` (data/__main__.py), no module swap."""
+    import importlib
+    import subprocess
+    import sys
+
     import data
-    import data.prepare  # noqa: F401  (binds the submodule over the function name)
 
-    assert callable(data.prepare)
-    from data import prepare as p
-
-    assert p(DataConfig(max_documents=1, out_dir=str(tmp_path)), quiet=True) == tmp_path
+    importlib.import_module("data.__main__")
+    assert callable(data.prepare) and data.prepare.__module__ == "data.build"
+    r = subprocess.run(
+        [sys.executable, "-m", "data", f"data.out_dir={tmp_path}", "data.max_documents=1"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path) and (tmp_path / "meta.json").is_file()

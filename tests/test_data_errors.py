@@ -147,14 +147,14 @@ def test_load_meta_of_a_non_prepared_folder(tmp_path):
 
 def test_cli_unknown_data_config_and_override(tmp_path, good):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "data.prepare", "data=shakspeare"], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, "-m", "data", "data=shakspeare"], cwd=REPO, env=env,
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2
     assert (
         r.stderr.strip().splitlines()[-1].startswith("error: unknown data config 'shakspeare'; choose one of")
     )
     out = tmp_path / "o"
-    r = subprocess.run([sys.executable, "-m", "data.prepare", "data=text_files", f"data.path={good}",
+    r = subprocess.run([sys.executable, "-m", "data", "data=text_files", f"data.path={good}",
                         f"data.out_dir={out}", "data.tokenizer=gpt2"], cwd=REPO, env=env, capture_output=True,
                        text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr

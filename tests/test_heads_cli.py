@@ -17,7 +17,7 @@ from gptlab_errors import UserError
 from interp import metrics as M
 from interp.tracking import head_metrics_snapshot, probe_for
 from model import GPT, GPTConfig
-from training.checkpoint import save_checkpoint
+from rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ def test_report_writes_every_file(run_dir, tmp_path):
     assert len(doc["heads"]) == 8 and "icl_score" in doc["model_scores"]
     assert len(doc["text_tokens"]) == 32  # split=val by default: block_size tokens of val.bin
     # the table agrees with the metrics measured directly on the same probe
-    from training.checkpoint import load_run
+    from rundir.load import load_run
 
     run = load_run(run_dir)
     probe = probe_for(run.model, run.meta, 2)
@@ -169,7 +169,7 @@ def test_cli_exit_code_and_no_litter(run_dir, tmp_path):
 
 
 def test_snapshot_for_training(run_dir, char_data):
-    from training.checkpoint import load_run
+    from rundir.load import load_run
 
     model = load_run(run_dir).model
     model.train()

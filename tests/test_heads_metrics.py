@@ -244,9 +244,9 @@ def test_entropy_formula_on_a_small_row():
 def test_study_data_has_one_period_per_row():
     import numpy as np
 
-    from interp.study import varied_repeats
+    from data.induction import varied_sequences
 
-    rows = varied_repeats(20, 65, 256, 8, 32, np.random.default_rng(0))
+    rows, _ = varied_sequences(20, 8, 32, 65, 256, np.random.default_rng(0))
     periods = set()
     for r in rows:
         P = next(

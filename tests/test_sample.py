@@ -20,7 +20,7 @@ import torch
 import sample
 from data import get_tokenizer
 from model import GPT, GPTConfig
-from training.checkpoint import save_checkpoint
+from rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

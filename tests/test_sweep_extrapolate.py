@@ -13,7 +13,7 @@ import sweep.extrapolate as ex
 from data import DataConfig, load_meta, prepare
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
-from training.checkpoint import save_checkpoint
+from rundir.checkpoint import save_checkpoint
 
 BLOCK = 16
 

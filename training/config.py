@@ -1,7 +1,13 @@
-"""Training and optimizer settings as dataclasses, mirrored field for field by configs/train and configs/optim."""
+"""Training and optimizer settings as dataclasses, mirrored field for field by configs/train and configs/optim.
+
+``from_mapping`` builds one from a config section and checks every value's type against the field's
+annotation, so ``optim.lr=abc`` gets "optim.lr must be a number, got 'abc'" rather than a TypeError later.
+"""
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -21,6 +27,7 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     resume: Any = False  # False | True | "auto"
+    overwrite: bool = False  # start over in a run directory that already holds a run
     ckpt_interval: int | None = None
     stop_after_iters: int | None = None
     sample_tokens: int = 300
@@ -29,8 +36,12 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UserError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
+            _at_least(f"train.{name}", getattr(self, name), 1)
+        for name in ("ckpt_interval", "stop_after_iters", "num_threads"):
+            if getattr(self, name) is not None:
+                _at_least(f"train.{name}", getattr(self, name), 1, "or null")
+        _at_least("train.sample_tokens", self.sample_tokens, 0)
+        _at_least("train.head_metrics_interval", self.head_metrics_interval, 0, "(0 = off)")
         if self.resume not in (True, False, "auto"):
             raise UserError(f"train.resume must be false, true or auto, got {self.resume!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -59,17 +70,49 @@ class OptimConfig:
             raise UserError(
                 f"optim.lr must be > 0 and optim.min_lr in [0, lr]; got lr={self.lr}, min_lr={self.min_lr}"
             )
-        if self.warmup_iters < 0:
-            raise UserError(f"optim.warmup_iters must be >= 0, got {self.warmup_iters}")
+        _at_least("optim.warmup_iters", self.warmup_iters, 0)
+        if self.lr_decay_iters is not None:
+            _at_least("optim.lr_decay_iters", self.lr_decay_iters, 1, "or null")
+        if self.fused not in ("auto", True, False):
+            raise UserError(f"optim.fused must be auto, true or false, got {self.fused!r}")
+
+
+def _at_least(name: str, value: int, low: int, extra: str = "") -> None:
+    if value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise UserError(f"{name} must be {what}{' ' + extra if extra else ''}, got {value!r}")
+
+
+def _type_error(name: str, value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint`` (int, float, bool, str, X | None, Any), or None."""
+    if hint is Any:
+        return None
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        return None if type(None) in options else "must not be null"
+    for t in options:
+        if t is bool and isinstance(value, bool):
+            return None
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return None
+        if t is str and isinstance(value, str):
+            return None
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    wanted = " or ".join(names.get(t, "null") for t in options)
+    return f"must be {wanted}"
 
 
 def from_mapping(cls, values: dict, group: str):
-    """Build dataclass `cls` from a config mapping; unknown keys get one line listing the valid ones."""
+    """Build dataclass ``cls`` from a config mapping: unknown keys and mistyped values get one line each."""
     known = [f.name for f in fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise UserError(f"unknown key(s) {unknown} in {group}; valid keys: {', '.join(known)}")
-    try:
-        return cls(**values)
-    except TypeError as e:
-        raise UserError(f"bad value in {group}: {e}") from e
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        problem = _type_error(key, value, hints[key])
+        if problem:
+            raise UserError(f"{group}.{key} {problem}, got {value!r}")
+    return cls(**values)

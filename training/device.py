@@ -1,12 +1,28 @@
-"""Device and precision choice: cuda, then mps, then cpu; bf16 autocast where it pays; TF32 on."""
+"""Device and precision: cuda, then mps, then cpu; bf16 autocast where the hardware does bf16 natively.
+
+CPU bf16 is only fast on CPUs with bf16 instructions: an AMD EPYC with AVX2 only ran the laptop recipe 13x
+slower in bf16 than in fp32. ``cpu_native_bf16`` reads the CPU's flags (Linux /proc/cpuinfo: ``avx512_bf16``
+or ``amx_bf16`` on x86, ``bf16`` on Arm; macOS: the ``hw.optional.arm.FEAT_BF16`` sysctl). Even there, bf16
+only pays with the written-out attention: PyTorch's fused CPU attention kernel (sdpa) ran its backward about
+4x slower in bf16 than in fp32 on an AVX512-BF16 EPYC, so the whole laptop step was 1.2x slower in bf16 with
+sdpa and 1.5x faster with ``attn_impl=explicit``. Hence ``dtype=auto`` on a CPU: bf16 where the CPU has native
+bf16 and the caller says its workload gains from it (training with explicit attention), float32 elsewhere.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
+import subprocess
+import sys
 
 import torch
 
 from gptlab_errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of native bf16 arithmetic
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -33,14 +49,73 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on CUDA GPUs that support it, float32 elsewhere (on CPU bf16 autocast is not a
-    clear win for small models: see bench/train_bench.py)."""
-    if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+@functools.cache
+def cpu_info() -> dict:
+    """{"model": CPU model name, "flags": set of feature flags} (empty where the OS does not say)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and value.strip():
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags |= set(value.split())
+    except OSError:
+        if sys.platform == "darwin":
+            model = _sysctl("machdep.cpu.brand_string") or model
+            if _sysctl("hw.optional.arm.FEAT_BF16") == "1":
+                flags.add("bf16")
+    return {"model": model, "flags": flags}
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (x86 AVX512_BF16 / AMX_BF16, Arm BF16)."""
+    flags = cpu_info()["flags"]
+    return any(f in flags for f in BF16_FLAGS) or "bf16" in flags
+
+
+def cpu_description() -> str:
+    """The CPU model and the flags that decide its speed, for every benchmark line."""
+    info = cpu_info()
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "bf16") if f in info["flags"]]
+    return f"{info['model']} ({', '.join(shown) or 'no AVX2/AVX-512/bf16 flags'}; {torch.get_num_threads()} threads)"
+
+
+def pick_dtype(name: str, device: torch.device, cpu_bf16_pays: bool = False) -> torch.dtype:
+    """'auto' -> bfloat16 on CUDA GPUs that support it, and on CPUs with native bf16 when ``cpu_bf16_pays``
+    (the caller's workload is one that bf16 speeds up there, see the module doc); float32 elsewhere."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_bf16_pays and cpu_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+@functools.cache
+def warn_slow_dtype(dtype: torch.dtype, device: torch.device) -> None:
+    """Warn once when a precision asked for is much slower than float32 on this CPU."""
+    if device.type != "cpu":
+        return
+    if dtype == torch.bfloat16 and not cpu_native_bf16():
+        why = f"this CPU ({cpu_info()['model']}) has no native bf16 instructions: bfloat16 can run many times"
+    elif dtype == torch.float16:
+        why = "float16 autocast on a CPU is emulated: it runs about 10x"
+    else:
+        return
+    print(f"warning: {why} slower than float32; use dtype=auto or float32", file=sys.stderr, flush=True)
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -48,6 +123,11 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled for float16 only (bf16 and fp32 have float32's range and need none)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def enable_tf32() -> None:

@@ -1,8 +1,7 @@
-"""Where a run's numbers go: metrics.jsonl, the terminal (tqdm bar or plain lines) and wandb."""
+"""Where a run's numbers go besides metrics.jsonl (rundir): the terminal (tqdm bar or plain lines) and wandb."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,18 +14,6 @@ def _fmt_time(seconds: float) -> str:
     m, s = divmod(seconds, 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-class MetricsFile:
-    """Append-only metrics.jsonl: one JSON object per line, flushed at once so nothing is lost."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
-
-    def write(self, row: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
 
 
 class Progress:
@@ -92,9 +79,11 @@ class Wandb:
             return
         import wandb
 
+        from rundir.files import atomic_write
+
         id_file = Path(run_dir) / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
-        id_file.write_text(run_id)
+        atomic_write(id_file, run_id)
         try:
             self.run = wandb.init(
                 project=cfg.get("project"),

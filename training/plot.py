@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
-def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> Path | None:
-    """Train loss (every logged step) and val loss (every evaluation) against step."""
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["train_loss"]) for r in rows if r.get("kind") == "train"]
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval"]
+def plot_losses(rows: list[dict], out_path: Path, title: str = "") -> Path | None:
+    """Train loss (every logged step) and val loss (every evaluation) of metrics rows, against step."""
+    train = [(r["step"], r["train_loss"]) for r in rows if r.get("kind") == "train" and "train_loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("kind") == "eval" and "val_loss" in r]
     if not train and not val:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from rundir.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
@@ -29,6 +29,6 @@ def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> Path | N
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_path, dpi=110)
+    atomic_write(out_path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return out_path

@@ -1,0 +1,36 @@
+"""Command line: tokenize a corpus into data/prepared/<name>/ (train.bin, val.bin, meta.json).
+
+    python -m data                      # the default: data=shakespeare_char
+    python -m data data=shakespeare_gpt2
+    python -m data data=text_files data.path='~/books/*.txt' data.name=books
+
+The library function is ``data.prepare(cfg)`` (data/build.py); train.py calls it at every start.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+
+from cli import check_overrides
+from gptlab_errors import exit_on_user_error
+
+from .build import prepare
+from .config import CONFIG_DIR
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="prepare")
+@exit_on_user_error
+def _run(cfg) -> None:
+    print(prepare(cfg.data))
+
+
+@exit_on_user_error
+def main() -> None:
+    check_overrides("prepare", sys.argv[1:])
+    _run()
+
+
+if __name__ == "__main__":
+    main()

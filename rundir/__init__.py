@@ -1,0 +1,11 @@
+"""The run directory: the one owner of every file a run writes and every tool reads.
+
+    files       atomic writes (temp file + rename, umask honoured) and tolerant readers (JSON, JSONL, YAML)
+    checkpoint  save / load / resolve checkpoints (``torch.save`` dicts, always loaded ``weights_only``)
+    layout      ``RunDir``: the files of one run (config, checkpoints, metrics, summary, lock) and their rules
+    load        ``load_run``: a run directory or checkpoint -> model, tokenizer and config, ready to use
+
+``files``, ``checkpoint`` and ``layout`` import nothing from the project (so ``data`` can use them); ``load``
+sits above ``model`` and ``data``. Import the module you need (``from rundir.load import load_run``): this
+package file imports nothing, so no import cycle can hide here.
+"""

@@ -1,0 +1,87 @@
+"""RunDir: the files of one run directory and the rules for writing them (docs/architecture.md, "Runs").
+
+    config.yaml      the run's resolved config (written once the start or resume is accepted)
+    ckpt.pt          the latest checkpoint;  best.pt: the one with the lowest val loss
+    metrics.jsonl    one JSON object per line (train / eval / heads rows), appended as the run goes
+    summary.json     status (running, finished, failed, interrupted), step, losses, speed, overrides
+    loss.png         the loss curves
+    .lock            held (flock) by the one process training in this directory
+
+Every write is atomic or an append; every read tolerates a torn last line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .files import DirLock, append_jsonl, atomic_write, read_json, read_jsonl, read_yaml, write_json
+
+
+class RunDir:
+    """One run directory. Paths: ``config``, ``ckpt``, ``best``, ``metrics``, ``summary``, ``loss_png``."""
+
+    CONFIG, CKPT, BEST = "config.yaml", "ckpt.pt", "best.pt"
+    METRICS, SUMMARY, LOSS_PNG, LOCK = "metrics.jsonl", "summary.json", "loss.png", ".lock"
+    # what a run leaves behind; a fresh start with train.overwrite=true removes exactly these
+    RUN_FILES = (CONFIG, CKPT, BEST, METRICS, SUMMARY, LOSS_PNG, "extrapolation.json", "wandb_id.txt")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / self.CONFIG
+        self.ckpt = self.path / self.CKPT
+        self.best = self.path / self.BEST
+        self.metrics = self.path / self.METRICS
+        self.summary = self.path / self.SUMMARY
+        self.loss_png = self.path / self.LOSS_PNG
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------------------------------ reading
+    def existing_files(self) -> list[str]:
+        """The run files present (a directory Hydra just made holds none of them)."""
+        return [name for name in self.RUN_FILES if (self.path / name).exists()]
+
+    def read_summary(self) -> dict:
+        return read_json(self.summary, {})
+
+    def read_config(self) -> dict:
+        cfg = read_yaml(self.config)
+        return cfg if isinstance(cfg, dict) else {}
+
+    def read_metrics(self, kind: str | None = None) -> list[dict]:
+        rows = read_jsonl(self.metrics)
+        return rows if kind is None else [r for r in rows if r.get("kind") == kind]
+
+    # ------------------------------------------------------------------------------------------ writing
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary, summary)
+
+    def write_config(self, config: dict) -> None:
+        import yaml
+
+        atomic_write(self.config, yaml.safe_dump(config, sort_keys=False))
+
+    def append_metrics(self, row: dict) -> None:
+        append_jsonl(self.metrics, row)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only rows up to ``step`` (a resumed run logs each later step again); drops a torn line."""
+        if not self.metrics.exists():
+            return
+        rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if text != self.metrics.read_text(encoding="utf-8", errors="replace"):
+            atomic_write(self.metrics, text)
+
+    def remove_run_files(self) -> list[str]:
+        """Delete every run file (a fresh start over an old run, asked for with train.overwrite=true)."""
+        gone = self.existing_files()
+        for name in gone:
+            (self.path / name).unlink(missing_ok=True)
+        return gone
+
+    def lock(self, holder: str = "train.py") -> DirLock:
+        """The exclusive lock a trainer holds on this directory (a second trainer gets one line)."""
+        return DirLock(self.path / self.LOCK, holder, what="run directory")
