@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 from gptlab_errors import UserError
 
-POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi", "relative", "t5")
+from .positions import SCHEMES
+
+POSITIONS = tuple(SCHEMES)  # the position-scheme registry lives in positions.py
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "relu2", "none")
 ATTN_IMPLS = ("sdpa", "explicit")
-
-# Schemes that give each token an absolute position: they are cropped-and-refilled during long generation.
-ABSOLUTE_POSITIONS = ("learned", "sinusoidal")
 
 
 def swiglu_hidden(n_embd: int) -> int:

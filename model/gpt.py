@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from gptlab_errors import UserError
 
 from . import generate as gen
-from .blocks import Block, make_norm
-from .config import GPTConfig
+from .blocks import Block, RMSNorm, make_norm
+from .config import ATTN_IMPLS, GPTConfig
 from .hooks import HookPoint
 from .kv_cache import KVCache
 from .positions import build_position
@@ -36,7 +36,7 @@ def init_weights(model: nn.Module, cfg: GPTConfig) -> None:
                 nn.init.zeros_(mod.bias)
         elif isinstance(mod, nn.Embedding):
             nn.init.normal_(mod.weight, mean=0.0, std=std)
-        elif isinstance(mod, nn.LayerNorm | nn.RMSNorm) or type(mod).__name__ == "RMSNorm":
+        elif isinstance(mod, nn.LayerNorm | RMSNorm):
             nn.init.ones_(mod.weight)
             if getattr(mod, "bias", None) is not None:
                 nn.init.zeros_(mod.bias)
@@ -111,8 +111,8 @@ class GPT(nn.Module):
         ``cache`` (a KVCache: idx continues the cached tokens), ``window`` (override the sliding window),
         ``attn_impl`` ('sdpa' | 'explicit', override the config for this call).
         """
-        if attn_impl is not None and attn_impl not in ("sdpa", "explicit"):
-            raise UserError(f"attn_impl={attn_impl!r} is not known; choose one of: sdpa, explicit")
+        if attn_impl is not None and attn_impl not in ATTN_IMPLS:
+            raise UserError(f"attn_impl={attn_impl!r} is not known; choose one of: {', '.join(ATTN_IMPLS)}")
         h = self.hidden_states(idx, cache=cache, window=window, attn_impl=attn_impl)
         logits = self.lm_head(h)  # (B, T, V)
         loss = None

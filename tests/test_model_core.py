@@ -212,3 +212,30 @@ def test_zero_ablating_a_head_via_hook_z(impl):
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
     assert (logits - m(idx)[0]).abs().max() > 1e-4  # the ablation changed the output
     assert not m.blocks[1].attn.hook_z._forward_hooks  # hooks are removed afterwards
+
+
+def test_hook_points_count_their_hooks_and_fire_every_kind():
+    """A hook point fires forward, pre and backward hooks registered on it; removing (even twice) undoes it."""
+    m = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    point = m.hook_points()["blocks.0.hook_resid_post"]
+    seen = []
+    h1 = point.register_forward_hook(lambda mod, inp, out: seen.append("fwd"))
+    h2 = point.register_forward_pre_hook(lambda mod, inp: seen.append("pre"))
+    h3 = point.register_full_backward_hook(lambda mod, gin, gout: seen.append("bwd"))
+    assert point.n_hooks == 3
+    idx = torch.randint(0, 17, (1, 8))
+    _, loss = m(idx, idx)
+    loss.backward()
+    assert seen == ["pre", "fwd", "bwd"]
+    for h in (h1, h2, h3, h1):  # removing one twice must not lower the count twice
+        h.remove()
+    assert point.n_hooks == 0
+    seen.clear()
+    m(idx)
+    assert seen == []
+    # a replacement returned by a forward hook is used downstream
+    with point.register_forward_hook(lambda mod, inp, out: torch.zeros_like(out)):
+        logits, _ = m(idx)
+    assert point.n_hooks == 0
+    ref = m.lm_head(m.ln_f(torch.zeros(1, 8, 16)))
+    torch.testing.assert_close(logits, ref)

@@ -221,3 +221,20 @@ def test_ddp_two_processes_on_gloo(tmp_path, data_dir):
     assert summary["status"] == "finished" and summary["world_size"] == 2
     assert len(rows(run, "train")) == 6  # one writer: rank 0
     assert torch.load(run / "ckpt.pt", weights_only=True)["step"] == 6
+
+
+def test_float16_trains_through_the_gradient_scaler(tmp_path, data_dir):
+    """float16 autocast uses a GradScaler: its state is checkpointed, and gradients are unscaled before
+    clipping (the logged grad norm is the true one, not 2**16 times it)."""
+    fp32 = train(cfg_with(data_dir, "train.dtype=float32", "train.max_iters=4"), tmp_path / "fp32")
+    fp16 = train(cfg_with(data_dir, "train.dtype=float16", "train.max_iters=4"), tmp_path / "fp16")
+    assert fp32["status"] == fp16["status"] == "finished" and fp16["dtype"] == "float16"
+    ckpt = torch.load(tmp_path / "fp16" / "ckpt.pt", weights_only=True)
+    assert ckpt["scaler"] is not None and ckpt["scaler"]["scale"] > 1  # the scaler ran (init scale 2**16)
+    assert torch.load(tmp_path / "fp32" / "ckpt.pt", weights_only=True)["scaler"] is None
+    g32 = [r["grad_norm"] for r in rows(tmp_path / "fp32", "train")]
+    g16 = [r["grad_norm"] for r in rows(tmp_path / "fp16", "train")]
+    assert g16[0] == pytest.approx(g32[0], rel=0.05)
+    l32 = [r["train_loss"] for r in rows(tmp_path / "fp32", "train")]
+    l16 = [r["train_loss"] for r in rows(tmp_path / "fp16", "train")]
+    assert l16 == pytest.approx(l32, rel=0.01) and l16[-1] < l16[0]

@@ -102,3 +102,32 @@ def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
             load_run(tmp_path / name)
     with pytest.raises(UserError, match="no best.pt or ckpt.pt"):
         load_run(tmp_path)
+
+
+def test_cpu_bf16_detection_and_the_auto_dtype(monkeypatch, capsys):
+    from training import device as D
+
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
+    avx2 = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2 fma\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+    assert D.parse_cpuinfo(x86) == {
+        "model": "AMD EPYC 9R14",
+        "flags": {"fpu", "avx2", "fma", "avx512f", "avx512_bf16"},
+    }
+    cpu = torch.device("cpu")
+    for text, native in ((x86, True), (avx2, False), (arm, True)):
+        monkeypatch.setattr(D, "cpu_info", lambda text=text: D.parse_cpuinfo(text))
+        assert D.cpu_native_bf16() is native
+        # auto: bf16 only where the CPU has it natively and the workload gains from it (explicit attention)
+        assert D.pick_dtype("auto", cpu, cpu_bf16_pays=True) == (torch.bfloat16 if native else torch.float32)
+        assert D.pick_dtype("auto", cpu, cpu_bf16_pays=False) == torch.float32
+        assert D.pick_dtype("bfloat16", cpu) == torch.bfloat16  # asked for: given, with a warning if slow
+    D.warn_slow_dtype.cache_clear()
+    D.warn_slow_dtype(torch.bfloat16, cpu)  # the Arm CPU (native bf16) is patched in last: no warning
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(D, "cpu_info", lambda: D.parse_cpuinfo(avx2))
+    D.warn_slow_dtype.cache_clear()
+    for _ in range(3):  # warned once, in one line
+        D.warn_slow_dtype(torch.bfloat16, cpu)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "AMD EPYC 7B13" in err[0] and "no native bf16" in err[0]

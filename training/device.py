@@ -49,25 +49,33 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def parse_cpuinfo(text: str) -> dict:
+    """{"model", "flags"} from the text of Linux's /proc/cpuinfo (x86 "flags", Arm "Features")."""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "Hardware") and value.strip() and not model:
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags |= set(value.split())
+    return {"model": model, "flags": flags}
+
+
 @functools.cache
 def cpu_info() -> dict:
     """{"model": CPU model name, "flags": set of feature flags} (empty where the OS does not say)."""
-    model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and value.strip():
-                    model = value.strip()
-                elif key in ("flags", "Features"):
-                    flags |= set(value.split())
+            info = parse_cpuinfo(f.read())
     except OSError:
+        info = {"model": "", "flags": set()}
         if sys.platform == "darwin":
-            model = _sysctl("machdep.cpu.brand_string") or model
+            info["model"] = _sysctl("machdep.cpu.brand_string") or ""
             if _sysctl("hw.optional.arm.FEAT_BF16") == "1":
-                flags.add("bf16")
-    return {"model": model, "flags": flags}
+                info["flags"].add("bf16")
+    info["model"] = info["model"] or platform.processor() or platform.machine()
+    return info
 
 
 def _sysctl(name: str) -> str | None:
