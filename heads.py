@@ -8,7 +8,12 @@ the top heads of each kind.
 
 from __future__ import annotations
 
+import signal
 import sys
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load: exit quietly, not with a traceback
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
 import time
 from pathlib import Path
 
@@ -257,5 +262,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
     exit_on_user_error(check_overrides)("heads", sys.argv[1:])
     main()

@@ -11,9 +11,14 @@ only the text. Options are in configs/sample.yaml; docs/sampling.md has the deta
 
 from __future__ import annotations
 
+import signal
+import sys
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load: exit quietly, not with a traceback
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
 import codecs
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +303,46 @@ def cache_positions(model, prompt_len: int, steps: int) -> int:
     return min(prompt_len + steps - 1, cache_capacity(model))
 
 
+def memory_needed(
+    model, dtype: torch.dtype, prompt_len: int, max_new: int, batch: int, use_cache: bool
+) -> int:
+    """A lower bound of the bytes one generation needs: KV cache, token buffer, logits and prefill scores."""
+    cfg = model.config
+    item = torch.empty((), dtype=dtype).element_size()
+    kv = model.kv_cache_bytes_per_token(dtype) * cache_capacity(model) * batch if use_cache else 0
+    tokens = batch * (prompt_len + max_new) * 8
+    logits = 3 * batch * cfg.vocab_size * 4  # logits, probabilities and the sampling work buffers, float32
+    ctx = min(prompt_len, cfg.block_size)
+    prefill = batch * ctx * (cfg.n_embd * 4 + cfg.n_head * ctx) * item  # activations and one layer's scores
+    return kv + tokens + logits + prefill
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (CUDA: the driver's count; CPU: MemAvailable), None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(model, dtype, device, opts: Options, prompt_len: int) -> None:
+    """Refuse, in one line, a generation that cannot fit in the free memory of ``device``."""
+    need = memory_needed(model, dtype, prompt_len, opts.max_new_tokens, opts.num_samples, opts.use_cache)
+    free = free_memory(device)
+    if free is not None and need > free:
+        raise UserError(
+            f"num_samples={opts.num_samples} x max_new_tokens={opts.max_new_tokens} needs at least "
+            f"{human_bytes(need)} on {device}, but {human_bytes(free)} is free; lower num_samples or "
+            "max_new_tokens"
+        )
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -352,6 +397,7 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
     eot_id = run.tokenizer.eot_id if opts.stop_at_eot else None
     top_k = min(opts.top_k, model.config.vocab_size) if opts.top_k else None
 
+    check_memory(model, dtype, device, opts, len(prompt_ids))
     torch.manual_seed(opts.seed)
     on_tokens = None
     if opts.stream:
@@ -362,18 +408,24 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
         def on_tokens(ids):
             _write(stdout, decoder.push(ids))
 
-    gen = generate(
-        model,
-        prompt_ids,
-        num_samples=opts.num_samples,
-        max_new_tokens=opts.max_new_tokens,
-        temperature=opts.temperature,
-        top_k=top_k,
-        top_p=opts.top_p,
-        use_cache=opts.use_cache,
-        eot_id=eot_id,
-        on_tokens=on_tokens,
-    )
+    try:
+        gen = generate(
+            model,
+            prompt_ids,
+            num_samples=opts.num_samples,
+            max_new_tokens=opts.max_new_tokens,
+            temperature=opts.temperature,
+            top_k=top_k,
+            top_p=opts.top_p,
+            use_cache=opts.use_cache,
+            eot_id=eot_id,
+            on_tokens=on_tokens,
+        )
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise UserError(
+            f"out of memory generating {opts.num_samples} sample(s) on {device} ({type(e).__name__}); "
+            "lower num_samples or max_new_tokens"
+        ) from None
     if opts.stream:
         _write(stdout, decoder.flush() + "\n")
     else:
@@ -399,5 +451,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
     exit_on_user_error(check_overrides)("sample", sys.argv[1:])
     main()

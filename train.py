@@ -10,8 +10,13 @@ python train.py -m +experiment=positions                # a sweep (see docs/swee
 
 from __future__ import annotations
 
-import os
+import signal
 import sys
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load: exit quietly, not with a traceback
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
+import os
 from datetime import datetime
 
 import hydra
@@ -53,6 +58,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
     exit_on_user_error(check_overrides)("config", sys.argv[1:])
     try:
         main()

@@ -225,7 +225,8 @@ def load_hub(cfg: DataConfig):
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        hint = " (offline: HF_HUB_OFFLINE is set and it is not in your HF cache)" if hub_offline() else ""
+        names = [n for n in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if _env_true(n)]
+        hint = f" (offline: {' and '.join(names)} set, and it is not in your HF cache)" if names else ""
         raise UserError(f"could not load dataset {path!r}{hint}: {type(e).__name__}: {first}") from None
     if cfg.text_column not in ds.column_names:
         raise UserError(

@@ -32,9 +32,10 @@ from data import BatchLoader, DataConfig, get_tokenizer, load_meta, prepare
 from gptlab_errors import DISK_FULL, UserError
 from interp.tracking import head_metrics_snapshot
 from model import GPT, GPTConfig
-from rundir.checkpoint import NonFiniteWeights, first_line, save_checkpoint
+from rundir.checkpoint import NonFiniteWeights, first_line, model_state, save_checkpoint
 from rundir.files import remove_stale_temps
 from rundir.layout import RunDir
+from rundir.load import shape_mismatch
 
 from .config import OptimConfig, TrainConfig, from_mapping
 from .ddp import Dist, init_distributed, shutdown
@@ -279,10 +280,12 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
 
 def _restore(ckpt: dict, model, optimizer, scaler, loader, run: RunDir) -> None:
     """Load a checkpoint's states; a mismatch (another model or data) is one line, not a traceback."""
-    from rundir.checkpoint import model_state
-
+    state = model_state(ckpt)
+    problem = shape_mismatch({k: v.shape for k, v in model.state_dict().items()}, state)
     try:
-        model.load_state_dict(model_state(ckpt))
+        if problem:
+            raise ValueError(problem)
+        model.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, KeyError, ValueError) as e:
         raise UserError(
