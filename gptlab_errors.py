@@ -37,3 +37,15 @@ def exit_on_user_error(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def quiet_ctrl_c_while_starting() -> None:
+    """Entry points call this before their slow imports: Ctrl-C then prints one line and exits 130 (no import
+    traceback). They hand Ctrl-C back to Python (KeyboardInterrupt) once they are loaded."""
+    import signal
+
+    def stop(*_):
+        print("interrupted while starting; nothing was written", file=sys.stderr)
+        sys.exit(130)
+
+    signal.signal(signal.SIGINT, stop)

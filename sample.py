@@ -14,8 +14,10 @@ from __future__ import annotations
 import signal
 import sys
 
-if __name__ == "__main__":  # Ctrl-C while the libraries below load: exit quietly, not with a traceback
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+from gptlab_errors import quiet_ctrl_c_while_starting
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
+    quiet_ctrl_c_while_starting()
 
 import codecs
 import os

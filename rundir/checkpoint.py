@@ -79,9 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, pickled objects weights_only refuses, ...
-        raise UserError(
-            f"{p} is not a readable gptlab checkpoint (truncated, foreign or unsafe file: {first_line(e)})"
-        ) from None
+        raise UserError(f"{p} is not a readable gptlab checkpoint ({_why_unreadable(p, e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{p} is a torch file but not a gptlab checkpoint; pass a run trained by train.py")
     if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:
@@ -91,6 +89,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
         raise UserError(f"{p} has no model or model_config; it was not written by train.py")
     return ckpt
+
+
+def _why_unreadable(path: Path, e: Exception) -> str:
+    """Why torch.load refused a file, in the user's terms (torch's own text suggests weights_only=False)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return "not a torch zip file: truncated, or not a checkpoint at all"
+    if "Unsupported global" in str(e) or "weights_only" in str(e):
+        return "it holds pickled Python objects, which could run code: refused (gptlab saves plain tensors)"
+    return f"a damaged torch file: {first_line(e, 160)}"
 
 
 def model_state(ckpt: dict) -> dict[str, torch.Tensor]:

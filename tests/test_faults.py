@@ -537,3 +537,27 @@ def test_sigterm_stops_a_sweep_with_one_line(tmp_path, data_dir):
     first = next(sweep.glob("*/summary.json")).parent
     assert RunDir(first).read_summary()["status"] == "interrupted"
     assert len(list(sweep.glob("*/summary.json"))) == 1  # the second job never started
+
+
+class _Payload:
+    """Pickles to a call that would create a marker file if any loader ran it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save(
+        {"format": "gptlab-checkpoint", "version": 1, "model": {}, "x": _Payload(marker)},
+        tmp_path / "evil.pt",
+    )
+    (tmp_path / "junk.pt").write_bytes(b"junk" * 100)
+    with pytest.raises(UserError, match="pickled Python objects, which could run code: refused"):
+        load_run(tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="not a torch zip file"):
+        load_run(tmp_path / "junk.pt")
+    assert not marker.exists()
