@@ -29,14 +29,30 @@ def exit_on_user_error(fn):
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        except OSError as e:
-            if e.errno not in DISK_FULL:
+        except Exception as e:
+            full = disk_full_cause(e)
+            if full is None:
                 raise
-            print(f"error: no space left on the device (writing {e.filename or 'a file'}); free some space "
+            print(f"error: no space left on the device (writing {full.filename or 'a file'}); free some space "
                   "and run again", file=sys.stderr)  # fmt: skip
             sys.exit(2)
 
     return wrapper
+
+
+def disk_full_cause(e: BaseException) -> OSError | None:
+    """The "no space left" OSError behind ``e`` (itself, or the cause a library wrapped it in), else None.
+
+    Libraries re-raise a full disk as their own error (``datasets`` as DatasetGenerationError), so the
+    chain of causes is searched, not just the exception itself.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def quiet_ctrl_c_while_starting() -> None:

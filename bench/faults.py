@@ -93,8 +93,8 @@ def main() -> None:
     b = tmp / "b"
     c.run("train, stopped after 4 steps", c.train_args(b, "train.stop_after_iters=4"))
     c.run(
-        "resume with model.position=rope (changes the model)",
-        c.train_args(b, "train.resume=true", "model.position=rope"),
+        "resume with model.position=alibi (changes the model)",
+        c.train_args(b, "train.resume=true", "model.position=alibi"),
     )
     c.run(
         "resume with optim.lr=0.01 and train.batch_size=8",
@@ -160,6 +160,10 @@ def main() -> None:
 
     (c.data / "train.bin").write_bytes(bytes((c.data / "train.bin").stat().st_size))
     c.run("zeroed train.bin", c.train_args(tmp / "zeroed"))
+    meta_f = c.data / "meta.json"
+    meta_f.write_text(meta_f.read_text().replace('"vocab_size": ', '"vocab_size": 1', 1))
+    c.run("edited meta.json vocab_size", c.train_args(tmp / "edited"))
+    more_cases(c, tmp)
 
     for case, extra in [
         ("seed=abc", ["seed=abc"]),
@@ -225,6 +229,87 @@ def main() -> None:
     print("| case | exit | what the user reads |\n|---|---|---|")
     for case, code, line in c.rows:
         print(f"| {case} | {code} | {line} |")
+
+
+def more_cases(c: Cases, tmp: Path) -> None:
+    """Divergence, leftovers, a finished run's summary, a full disk, a code-carrying checkpoint, sweeps."""
+    import json
+
+    import torch
+
+    nan = tmp / "nan-run"
+    c.run(
+        "loss diverges to NaN with train.ckpt_interval=1",
+        c.train_args(
+            nan, "train.max_iters=30", "train.ckpt_interval=1", "optim.lr=1e5", "optim.warmup_iters=0"
+        ),
+    )
+    ck = torch.load(nan / "ckpt.pt", weights_only=True)
+    finite = all(v.isfinite().all() for v in ck["model"].values() if v.is_floating_point())
+    c.rows[-1] = (*c.rows[-1][:2], c.rows[-1][2] + f" (ckpt.pt finite: {finite}, step {ck['step']})")
+
+    r = tmp / "left"
+    c.run("train, stopped after 4 steps", c.train_args(r, "train.stop_after_iters=4"))
+    (r / ".ckpt.pt.dead1234.tmp").write_bytes(bytes(4096))
+    c.run("resume with a kill's leftover .ckpt.pt.*.tmp", c.train_args(r, "train.resume=true"))
+    left = sorted(p.name for p in r.glob(".*.tmp"))
+    c.rows[-1] = (*c.rows[-1][:2], c.rows[-1][2] + f" (leftover temps now: {left or 'none'})")
+    before = json.loads((r / "summary.json").read_text())
+    c.run("resume a finished run (same settings)", c.train_args(r, "train.resume=true"))
+    after = json.loads((r / "summary.json").read_text())
+    kept = all(after.get(k) == before.get(k) for k in ("final_val_loss", "tokens_per_s", "overrides"))
+    c.rows[-1] = (*c.rows[-1][:2], c.rows[-1][2] + f" (final_val_loss, tokens_per_s, overrides kept: {kept})")
+
+    full = tmp / "tmpfs"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(full)],
+                             capture_output=True).returncode == 0  # fmt: skip
+    if mounted:
+        try:
+            c.run("disk full at the first checkpoint (160 KB tmpfs)", c.train_args(full / "run"))
+            status = json.loads((full / "run" / "summary.json").read_text()).get("status")
+            c.rows[-1] = (*c.rows[-1][:2], c.rows[-1][2] + f" (summary status: {status})")
+            c.run(
+                "disk full while preparing data (same tmpfs)", ["-m", "data", f"data.out_dir={full / 'prep'}"]
+            )
+            left = (full / "prep").exists()
+            c.rows[-1] = (*c.rows[-1][:2], c.rows[-1][2] + f" (half-prepared folder left: {left})")
+        finally:
+            subprocess.run(["umount", str(full)], capture_output=True)
+    else:
+        c.rows.append(("disk full (tmpfs)", "-", "not run: mounting a tmpfs needs root"))
+
+    evil = tmp / "evil.pt"
+    marker = tmp / "pwned"
+    evil.write_bytes(_code_carrying_checkpoint(marker))
+    c.run("sample.py run=<checkpoint carrying code>", ["sample.py", f"run={evil}"])
+    c.rows[-1] = (*c.rows[-1][:2], c.rows[-1][2] + f" (code ran: {marker.exists()})")
+
+    sweep = tmp / "sweep"
+    p = c.popen(["train.py", "-m", *SMALL, f"data.out_dir={c.data}", "train.max_iters=100000",
+                 "train.eval_interval=100000", "model.position=rope,alibi", f"hydra.sweep.dir={sweep}",
+                 "hydra.callbacks.sweep_summary.extrapolate=false"])  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(sweep.glob("*/metrics.jsonl")):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate()
+    c.record("SIGTERM during a sweep", p.returncode, out + err)
+
+
+def _code_carrying_checkpoint(marker: Path) -> bytes:
+    """A torch file whose unpickling would create ``marker`` (made in a child, so nothing here runs it)."""
+    code = (
+        "import io, pathlib, sys, torch\n"
+        "class P:\n"
+        "    def __reduce__(self):\n"
+        f"        return (pathlib.Path.touch, (pathlib.Path({str(marker)!r}),))\n"
+        "b = io.BytesIO()\n"
+        "torch.save({'format': 'gptlab-checkpoint', 'version': 1, 'model': {}, 'x': P()}, b)\n"
+        "sys.stdout.buffer.write(b.getvalue())\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
 
 
 if __name__ == "__main__":

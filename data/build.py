@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab_errors import UserError
+from gptlab_errors import UserError, disk_full_cause
 from rundir.files import DirLock, read_json, remove_stale_temps, write_json
 
 from .config import DataConfig
@@ -382,6 +382,11 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
         os.replace(train_f, out / "train.bin")
         os.replace(val_f, out / "val.bin")
         _write_meta(out, meta)
+    except Exception as e:
+        full = disk_full_cause(e)  # datasets wraps a full disk in its own error
+        if full is None:
+            raise
+        raise OSError(full.errno, full.strerror, full.filename or str(out)) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not quiet:

@@ -10,6 +10,8 @@ default, and a JSONL file's torn last line (a process killed mid-write) is skipp
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
@@ -26,6 +28,7 @@ except ImportError:  # pragma: no cover - Windows: no locking (documented in doc
     fcntl = None
 
 TEMP_SUFFIX = ".tmp"
+NO_ROOM_BYTES = 1 << 20  # a failed write with less than this left free is reported as a full disk
 
 
 @functools.cache
@@ -56,10 +59,25 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[str], Any]) 
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        # torch.save reports a full disk as a RuntimeError from its zip writer: name it for what it is
+        full = isinstance(e, Exception) and not isinstance(e, OSError) and _no_room(path.parent)
+        with contextlib.suppress(OSError):  # truncate first: a writer still holding the file open (torch's
+            os.truncate(tmp, 0)  # zip writer, kept alive by the traceback) would keep its blocks in use
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
     return path
+
+
+def _no_room(folder: Path) -> bool:
+    """True when the filesystem holding ``folder`` has (next to) no space left for an unprivileged writer."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < NO_ROOM_BYTES
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

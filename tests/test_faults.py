@@ -320,7 +320,7 @@ def test_disk_full_at_the_first_checkpoint(tmp_path, data_dir, monkeypatch):
     monkeypatch.setattr(checkpoint, "atomic_write", full)
     run = tmp_path / "r"
     with pytest.raises(
-        UserError, match=r"no space left on the device \(writing .*best.pt\).*train.resume=true"
+        UserError, match=r"no space left on the device \(writing .*best.pt\).*train.overwrite=true"
     ):
         run_train(data_dir, run)
     summary = RunDir(run).read_summary()
@@ -561,3 +561,75 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_run(tmp_path):
     with pytest.raises(UserError, match="not a torch zip file"):
         load_run(tmp_path / "junk.pt")
     assert not marker.exists()
+
+
+def test_a_writer_failing_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    """torch.save raises RuntimeError (not OSError) when the disk fills: atomic_write names it ENOSPC."""
+    from rundir import files
+
+    def torch_like_writer(tmp):
+        Path(tmp).write_bytes(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 704 vs 598")
+
+    class Full:
+        f_bavail, f_frsize = 3, 4096
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # room left: a real error, passed on
+        atomic_write(tmp_path / "a.pt", torch_like_writer)
+    monkeypatch.setattr(files.os, "statvfs", lambda _: Full())
+    with pytest.raises(OSError) as e:
+        atomic_write(tmp_path / "a.pt", torch_like_writer)
+    assert e.value.errno == errno.ENOSPC and e.value.filename.endswith("a.pt")
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone
+
+
+def test_disk_full_on_a_real_small_filesystem(tmp_path, data_dir):
+    """A 160 KB tmpfs (needs root to mount; skipped otherwise): one line, summary says failed, exit 2."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(full)], capture_output=True
+    ).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={full / 'run'}")
+        line = one_error_line(r.stderr)
+        assert r.returncode == 2 and "no space left on the device" in line and "overwrite=true" in line
+        assert RunDir(full / "run").read_summary()["status"] == "failed"
+        assert not list((full / "run").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+
+
+def test_disk_full_while_preparing_on_a_real_small_filesystem(tmp_path):
+    """datasets wraps ENOSPC in its own error: still one line, and no half-prepared folder is left."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(full)], capture_output=True
+    ).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        r = cli("-m", "data", f"data.out_dir={full / 'prep'}")
+        line = one_error_line(r.stderr)
+        assert r.returncode == 2 and f"no space left on the device (writing {full / 'prep'}" in line
+        assert not (full / "prep").exists()
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+
+
+def test_a_full_disk_is_found_behind_a_library_s_own_error():
+    from gptlab_errors import disk_full_cause
+
+    class LibraryError(Exception):
+        pass
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/x")
+        except OSError as inner:
+            raise LibraryError("An error occurred while generating the dataset") from inner
+    except LibraryError as e:
+        assert disk_full_cause(e).filename == "/x"
+    assert disk_full_cause(RuntimeError("other")) is None
+    assert disk_full_cause(OSError(errno.EACCES, "denied")) is None

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from data import get_tokenizer
-from gptlab_errors import DISK_FULL, UserError
+from gptlab_errors import UserError, disk_full_cause
 from interp.tracking import head_metrics_snapshot
 from rundir.checkpoint import NonFiniteWeights, save_checkpoint
 from rundir.layout import RunDir
@@ -71,14 +71,20 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         )
         print(f"interrupted; {kept}", file=sys.stderr)
         raise
-    except OSError as e:
-        if e.errno in DISK_FULL:
-            _mark(run, is_main, status="failed", error="disk full")
-            raise UserError(
-                f"no space left on the device (writing {e.filename or run.path}); free some space, then "
-                f"continue with: python train.py train.resume=true hydra.run.dir={run.path}"
-            ) from None
-        raise
+    except Exception as e:
+        full = disk_full_cause(e)
+        if full is None:
+            raise
+        _mark(run, is_main, status="failed", error="disk full")
+        if run.ckpt.is_file():
+            then = f"continue with: python train.py train.resume=true hydra.run.dir={run.path}"
+        elif run.existing_files():
+            then = "start the run again with train.overwrite=true (no checkpoint was saved yet)"
+        else:
+            then = "run the same command again"
+        raise UserError(
+            f"no space left on the device (writing {full.filename or run.path}); free some space, then {then}"
+        ) from None
     finally:
         stop.restore()
 
