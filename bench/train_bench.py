@@ -19,7 +19,6 @@ CPUs differ (an AVX2-only EPYC ran bf16 13x slower than fp32): every line names 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from rundir.layout import RunDir  # noqa: E402
 from training.device import cpu_description  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -105,12 +105,13 @@ def run_ours(extra: list[str], prepared: Path, label: str) -> dict:
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"{label} failed:\n{r.stderr[-2000:]}")
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    run = RunDir(run_dir)
+    rows = run.read_metrics()
     ms = [r["ms_per_iter"] for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     return {
         "label": label,
-        "dtype": json.loads((run_dir / "summary.json").read_text())["dtype"],
+        "dtype": run.read_summary()["dtype"],
         "val_loss": evals[-1]["val_loss"],
         "wall_s": wall,
         "ms_per_iter": statistics.median(ms),
