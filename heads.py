@@ -1,9 +1,12 @@
 """Inspect the learned attention heads of a run: `python heads.py run=<run dir or .pt> [text=... | text_file=... |
 split=val] [out=...]` (config: configs/heads.yaml; metric definitions: docs/heads.md).
 
-Writes into `<run>/heads/` (or `out=`): heads.csv, heads.json, heatmap_<metric>.png, patterns_grid.png,
-pattern_L<l>H<h>.png, heads.html, and heads_over_steps_<metric>.png when the run logged head metrics; prints
-the top heads of each kind.
+Writes into `<run>/heads/` (or `out=`): heads.csv, heads.json, composition.csv, heatmap_<metric>.png,
+patterns_grid.png, pattern_L<l>H<h>.png, composition.png, logit_lens.png, heads.html, and
+heads_over_steps_<metric>.png when the run logged head metrics; prints the top heads of each kind.
+
+`serve=true` instead starts the live viewer (interp/serve.py): a local page where any typed text is run
+through the model (`port=8765 host=127.0.0.1`).
 """
 
 from __future__ import annotations
@@ -255,7 +258,8 @@ def main(cfg: DictConfig) -> None:
         t = res["timings"]
         print(
             f"wrote {len(res['files'])} files to {res['out']} in {t['total_s']:.1f} s "
-            f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, PNGs {t['png_s']:.1f} s, "
+            f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, circuits {t['circuits_s']:.1f} s, "
+            f"PNGs {t['png_s']:.1f} s, "
             f"page {t['html_s']:.1f} s); open {res['out'] / 'heads.html'}"
         )
     else:

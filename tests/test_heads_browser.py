@@ -43,8 +43,29 @@ def _page(tmp_path, L=3, H=4, T=40, n_kv_head=2):
         for l in range(L)
         for h in range(H)
     ]
-    data = page_data(tokens, pats, rows, n_kv_head=n_kv_head, title="test page", info={"model": "random"})
-    return write_html(tmp_path / "heads.html", data), pats
+    rng = np.random.default_rng(1)
+    comp = {k: rng.uniform(0, 0.5, size=(L, H, L, H)) for k in "QKV"}
+    for k in comp:  # only earlier -> later layers compose
+        for la in range(L):
+            comp[k][la, :, : la + 1] = np.nan
+    circuits = {
+        "composition": {k: v.reshape(L * H, L * H) for k, v in comp.items()},
+        "baseline": {"Q": 0.1, "K": 0.11, "V": 0.12},
+        "logit_lens": [
+            {"layer": x, "loss": 3.0 - i, "rank": 9.0 - i, "top1": 0.1 * i}
+            for i, x in enumerate(["embed", 0, 1, 2])
+        ],
+    }
+    data = page_data(
+        tokens,
+        pats,
+        rows,
+        n_kv_head=n_kv_head,
+        title="test page",
+        info={"model": "random"},
+        circuits=circuits,
+    )
+    return write_html(tmp_path / "heads.html", data), pats, comp
 
 
 def test_pattern_encoding_roundtrip():
@@ -53,7 +74,7 @@ def test_pattern_encoding_roundtrip():
 
 
 def test_page_is_self_contained(tmp_path):
-    path, _ = _page(tmp_path)
+    path, _, _ = _page(tmp_path)
     text = path.read_text()
     assert "http://" not in text and "https://" not in text
     assert "<script src" not in text and "<link" not in text
@@ -96,7 +117,7 @@ def _shown_weights(page):
 @pytest.mark.browser
 def test_heads_page_in_chromium(tmp_path):
     sync_playwright = _browser()
-    path, pats = _page(tmp_path)
+    path, pats, comp = _page(tmp_path)
     L, H, T = pats.shape[:3]
     errors = []
     with sync_playwright() as p:
@@ -147,6 +168,17 @@ def test_heads_page_in_chromium(tmp_path):
         assert page.locator("#metrics tbody tr").count() == L * H
         page.click("#metrics tbody tr[data-l='1'][data-h='0']")
         assert page.input_value("#layer") == "1" and page.input_value("#head") == "0"
+        # circuits: the selected head's strongest K-composition partners, with the numbers of the data
+        pairs = page.eval_on_selector_all(
+            "#comp-top .cpair", "ps => ps.map(p => [+p.dataset.l, +p.dataset.h, +p.dataset.v])"
+        )
+        into = sorted(((0, ha, comp["K"][0, ha, 1, 0]) for ha in range(H)), key=lambda t: -t[2])[:4]
+        assert [(l, h) for l, h, _ in pairs[:4]] == [(l, h) for l, h, _ in into]
+        for (_, _, v), (_, _, w) in zip(pairs, into):
+            assert v == pytest.approx(w, abs=1e-4)
+        page.select_option("#ckind", "V")
+        assert "V-composition" in page.inner_text("#comp-top")
+        assert page.locator("#lens tbody tr").count() == 4
         ARTIFACTS.mkdir(exist_ok=True)
         page.hover("#tokens .tok[data-i='20']")
         page.screenshot(path=str(ARTIFACTS / "heads_page.png"), full_page=True)
