@@ -294,6 +294,60 @@ def _head_outputs(model, z: Tensor, l: int) -> Tensor:
     return torch.einsum("...nh,cnh->...nc", z.float(), Wo)
 
 
+def dla_hook_names(model) -> list[str]:
+    """The hook points :func:`attribution_from_cache` reads."""
+    L = model.config.n_layer
+    names = [f"blocks.{l}.attn.hook_z" for l in range(L)] + ["blocks.0.hook_resid_pre"]
+    names += [f"blocks.{l}.hook_mlp_out" for l in range(L) if model.blocks[l].mlp is not None]
+    return names + [f"blocks.{L - 1}.hook_resid_post"]
+
+
+@torch.no_grad()
+def attribution_from_cache(
+    model, logits: Tensor, cache: dict, positions: Tensor, targets: Tensor, center: bool = True
+) -> Attribution:
+    """DLA at `positions (n,)` of batch row 0 to the logits of `targets (n,)`, from a run_with_cache result.
+
+    `cache` holds at least :func:`dla_hook_names`; ln_f's scale is frozen at its value on the full residual.
+    """
+    L = model.config.n_layer
+    W_U = model.lm_head.weight.float()  # (V, C)
+    w = W_U[targets]  # (n, C)
+    if center:
+        w = w - W_U.mean(0)
+    g = model.ln_f.weight.float()
+    inv, mu = _final_scale(model, cache[f"blocks.{L - 1}.hook_resid_post"][0, positions])  # (n, 1)
+    centre = mu is not None
+    n = targets.shape[0]
+
+    def contrib(c: Tensor) -> Tensor:  # c (n, ..., C) -> (n, ...)
+        c = c.float()
+        if centre:
+            c = c - c.mean(-1, keepdim=True)
+        scale = inv.view(-1, *([1] * (c.dim() - 1)))
+        return torch.einsum("t...c,tc->t...", c * scale * g, w)
+
+    heads = torch.stack(
+        [contrib(_head_outputs(model, cache[f"blocks.{l}.attn.hook_z"][0, positions], l)) for l in range(L)],
+        1,
+    )  # (n, L, H)
+    embed = contrib(cache["blocks.0.hook_resid_pre"][0, positions])
+    mlp = torch.zeros(n, L)
+    bias = torch.zeros(n, device=w.device)
+    for l, block in enumerate(model.blocks):
+        if block.mlp is not None:
+            mlp[:, l] = contrib(cache[f"blocks.{l}.hook_mlp_out"][0, positions]).cpu()
+        if block.attn.o_proj.bias is not None:
+            bias += contrib(block.attn.o_proj.bias.float().expand(n, -1))
+    if getattr(model.ln_f, "bias", None) is not None:
+        bias += w @ model.ln_f.bias.float()
+    lg = logits[0, positions].float()  # (n, V)
+    logit = lg.gather(-1, targets[:, None])[:, 0]
+    if center:
+        logit = logit - lg.mean(-1)
+    return Attribution(heads.cpu(), embed.cpu(), mlp, bias.cpu(), logit.cpu())
+
+
 @torch.no_grad()
 def direct_logit_attribution(
     model, ids: Tensor, targets: Tensor | None = None, center: bool = True, ablate=()
@@ -302,47 +356,11 @@ def direct_logit_attribution(
 
     `ablate`: (layer, head) pairs zero-ablated at hook_z for the whole forward (their contribution is then 0).
     """
-    L = model.config.n_layer
-    names = [f"blocks.{l}.attn.hook_z" for l in range(L)] + ["blocks.0.hook_resid_pre"]
-    names += [f"blocks.{l}.hook_mlp_out" for l in range(L) if model.blocks[l].mlp is not None]
-    names += [f"blocks.{L - 1}.hook_resid_post"]
     with model.hooks(ablation_hooks(ablate)):
-        logits, cache = model.run_with_cache(ids[None], names=names)
+        logits, cache = model.run_with_cache(ids[None], names=dla_hook_names(model))
     tgt = ids[1:] if targets is None else targets  # (T-1,)
-    pos = slice(0, tgt.shape[0])
-    W_U = model.lm_head.weight.float()  # (V, C)
-    w = W_U[tgt]  # (T-1, C)
-    if center:
-        w = w - W_U.mean(0)
-    g = model.ln_f.weight.float()
-    inv, mu = _final_scale(model, cache[f"blocks.{L - 1}.hook_resid_post"][0, pos])  # (T-1, 1)
-    centre = mu is not None
-
-    def contrib(c: Tensor) -> Tensor:  # c (T-1, ..., C) -> (T-1, ...)
-        c = c.float()
-        if centre:
-            c = c - c.mean(-1, keepdim=True)
-        scale = inv.view(-1, *([1] * (c.dim() - 1)))
-        return torch.einsum("t...c,tc->t...", c * scale * g, w)
-
-    heads = torch.stack(
-        [contrib(_head_outputs(model, cache[f"blocks.{l}.attn.hook_z"][0, pos], l)) for l in range(L)], 1
-    )  # (T-1, L, H)
-    embed = contrib(cache["blocks.0.hook_resid_pre"][0, pos])
-    mlp = torch.zeros(tgt.shape[0], L)
-    bias = torch.zeros(tgt.shape[0], device=w.device)
-    for l, block in enumerate(model.blocks):
-        if block.mlp is not None:
-            mlp[:, l] = contrib(cache[f"blocks.{l}.hook_mlp_out"][0, pos]).cpu()
-        if block.attn.o_proj.bias is not None:
-            bias += contrib(block.attn.o_proj.bias.float().expand(tgt.shape[0], -1))
-    if getattr(model.ln_f, "bias", None) is not None:
-        bias += w @ model.ln_f.bias.float()
-    lg = logits[0, pos].float()
-    logit = lg.gather(-1, tgt[:, None])[:, 0]
-    if center:
-        logit = logit - lg.mean(-1)
-    return Attribution(heads.cpu(), embed.cpu(), mlp, bias.cpu(), logit.cpu())
+    positions = torch.arange(tgt.shape[0], device=ids.device)
+    return attribution_from_cache(model, logits, cache, positions, tgt, center)
 
 
 def ablation_hooks(ablate) -> list[tuple[str, Callable]]:
@@ -362,16 +380,18 @@ def ablation_hooks(ablate) -> list[tuple[str, Callable]]:
     return [(f"blocks.{l}.attn.hook_z", make(hs)) for l, hs in sorted(by_layer.items())]
 
 
+def lens_hook_names(model) -> list[str]:
+    """The hook points :func:`logit_lens_from_cache` reads: the residual before layer 0 and after each layer."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.config.n_layer)]
+
+
 @torch.no_grad()
-def logit_lens(model, ids: Tensor, targets: Tensor | None = None) -> list[dict]:
-    """Per layer (`"embed"`, 0..L-1): loss, mean rank (1 = top) and top-1 accuracy of the next tokens."""
-    L = model.config.n_layer
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(L)]
-    _, cache = model.run_with_cache(ids[None], names=names)
-    tgt = ids[1:] if targets is None else targets
+def logit_lens_from_cache(model, cache: dict, ids: Tensor) -> list[dict]:
+    """Per layer (`"embed"`, 0..L-1): loss, mean rank (1 = top) and top-1 accuracy of the next tokens ids[1:]."""
+    tgt = ids[1:]
     n = tgt.shape[0]
     rows = []
-    for label, name in zip(["embed", *range(L)], names):
+    for label, name in zip(["embed", *range(model.config.n_layer)], lens_hook_names(model)):
         logits = model.lm_head(model.ln_f(cache[name][0, :n])).float()  # (T-1, V)
         correct = logits.gather(-1, tgt[:, None])
         rank = (logits > correct).sum(-1).double() + 1  # (T-1,)
@@ -386,18 +406,29 @@ def logit_lens(model, ids: Tensor, targets: Tensor | None = None) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def logit_lens(model, ids: Tensor) -> list[dict]:
+    """The logit lens of `ids (T,)`: see :func:`logit_lens_from_cache`."""
+    _, cache = model.run_with_cache(ids[None], names=lens_hook_names(model))
+    return logit_lens_from_cache(model, cache, ids)
+
+
 __all__ = [
     "BASELINE_DRAWS",
     "KINDS",
     "Attribution",
     "LayerWeights",
     "ablation_hooks",
+    "attribution_from_cache",
     "composition_rows",
     "composition_scores",
     "copying_scores",
     "direct_logit_attribution",
+    "dla_hook_names",
     "layer_weights",
+    "lens_hook_names",
     "logit_lens",
+    "logit_lens_from_cache",
     "offsets_for",
     "ov_eigenvalues",
     "random_baseline",
