@@ -262,6 +262,12 @@ def start_server(cfg: DictConfig):
     port, host = cfg.port, str(cfg.host)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UserError(f"port={port!r} must be an integer from 0 to 65535 (0 = any free port)")
+    unused = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
+    if unused:
+        print(
+            f"note: {', '.join(unused)} is not used with serve=true: type the text on the page",
+            file=sys.stderr,
+        )
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     run = load_run(cfg.run, device=pick_device(str(cfg.device)))

@@ -30,7 +30,7 @@ earlier layer and head b in a later one,
 
 **RoPE** rotates q and k by their positions, so the QK circuit depends on the offset d = i - j:
 ``QK(d) = W_Q R_d W_K.T`` with R_d the rotation by d. For RoPE models the Q- and K-scores (and ||QK||) are
-taken over the stack of every offset the model sees, d = 0 .. block_size - 1: ``sqrt(mean_d ||OV QK(d)||^2) /
+taken over the stack of every offset the model sees, d = 0 .. block_size - 1 (or window - 1): ``sqrt(mean_d ||OV QK(d)||^2) /
 (||OV|| sqrt(mean_d ||QK(d)||^2))``, i.e. the same Frobenius ratio with the QK circuit read as one map from
 (residual, offset). Because R_d = diag(cos_d) + P_half diag(sin_d), the mean over d only needs the
 (hs, hs) averages of cos_d cos_d^T, cos_d sin_d^T, sin_d sin_d^T, so this costs no more than the plain score.
@@ -196,7 +196,8 @@ def composition_scores(weights: list[LayerWeights], offsets: _Offsets | None = N
 def offsets_for(model) -> _Offsets | None:
     """The RoPE offset averages for `model`, or None when its QK circuit does not depend on the offset."""
     if isinstance(model.pos, RotaryPosition):
-        return _Offsets(model.pos, model.config.block_size)
+        cfg = model.config
+        return _Offsets(model.pos, min(cfg.block_size, cfg.window or cfg.block_size))  # offsets a query sees
     return None
 
 
@@ -247,7 +248,9 @@ def ov_eigenvalues(model, weights: list[LayerWeights] | None = None) -> Tensor:
     """`(L, H, hs)` complex: the nonzero eigenvalues of each head's full OV circuit (token -> logit)."""
     weights = weights or layer_weights(model)
     W_U = _fold(model.ln_f, model.lm_head.weight.detach().float().cpu().T)  # (C, V), ln_f folded
-    core = W_U.double() @ model.tok_emb.weight.detach().cpu().double()  # (C, C): W_U E
+    core = (
+        W_U @ model.tok_emb.weight.detach().float().cpu()
+    ).double()  # (C, C): W_U E, one (C, V, C) product
     out = []
     for w in weights:
         small = w.W_O.double() @ core @ w.W_V.double()  # (H, hs, hs): W_O (W_U E) W_V

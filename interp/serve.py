@@ -10,7 +10,8 @@ Every error is a JSON object ``{"error": "..."}`` with a 4xx status, and the ser
 JSON or fields, 403 a Host header that is not this loopback server's (DNS rebinding), 404 unknown path, 405
 wrong method, 411 no Content-Length, 413 body over ``MAX_BODY``, 415 not ``application/json`` (which also
 stops cross-site form posts: a page elsewhere cannot send JSON here without a CORS preflight, which this
-server never grants). It binds 127.0.0.1 by default; anyone who can reach the port can run the model on
+server never grants); a failure inside the model is a 500 with one line (the traceback goes to stderr).
+It binds 127.0.0.1 by default; anyone who can reach the port can run the model on
 any text (and nothing else: no file is read or written for a request).
 """
 
@@ -20,6 +21,7 @@ import ipaddress
 import json
 import socket
 import sys
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .live import BadRequest, LiveModel, parse_request
@@ -125,6 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
             out = live.analyse(**req)
         except BadRequest as e:
             return self._error(400, str(e))
+        except Exception as e:  # the server's boundary: say so in one line, log the traceback, keep serving
+            traceback.print_exc(file=sys.stderr)
+            first = (str(e).splitlines() or [""])[0][:120]
+            return self._error(500, f"the model failed on this text ({type(e).__name__}: {first})")
         self._json(200, out)
 
     def _not_allowed(self) -> None:

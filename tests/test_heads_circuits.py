@@ -68,11 +68,8 @@ def _naive_composition(m):
     cfg = m.config
     L, H, hs = cfg.n_layer, cfg.n_head, cfg.head_dim
     rope = cfg.position == "rope"
-    Rs = (
-        [_rotation(hs, d, cfg.rope_theta) for d in range(cfg.block_size)]
-        if rope
-        else [torch.eye(hs).double()]
-    )
+    n_off = min(cfg.block_size, cfg.window or cfg.block_size)  # the offsets a query sees
+    Rs = [_rotation(hs, d, cfg.rope_theta) for d in range(n_off)] if rope else [torch.eye(hs).double()]
     fro = torch.linalg.matrix_norm
     out = {k: torch.full((L, H, L, H), float("nan"), dtype=torch.float64) for k in "QKV"}
     for la in range(L):
@@ -97,7 +94,7 @@ CONFIGS = [
     dict(),
     dict(norm="rmsnorm", n_kv_head=2),
     dict(position="rope", n_kv_head=1, bias=True),
-    dict(position="rope", norm="rmsnorm"),
+    dict(position="rope", norm="rmsnorm", window=5),
     dict(position="learned", mlp="gelu", bias=True),
     dict(position="alibi", n_kv_head=2, mlp="swiglu"),
 ]

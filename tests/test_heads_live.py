@@ -361,3 +361,17 @@ def test_live_page_in_chromium(server, chromium):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "heads_live.png"), full_page=True)
     assert not errors, errors
+
+
+def test_a_failing_model_is_a_500_line_and_the_server_goes_on(server, monkeypatch):
+    def boom(**kw):
+        raise RuntimeError("out of memory\nsecond line")
+
+    monkeypatch.setattr(server.live, "analyse", boom)
+    status, _, d = _post(server, {"text": "hi"})
+    assert status == 500 and d["error"].startswith(
+        "the model failed on this text (RuntimeError: out of memory"
+    )
+    assert "\n" not in d["error"]
+    monkeypatch.undo()
+    assert _post(server, {"text": "hi"})[0] == 200
