@@ -78,13 +78,28 @@ def live_bench(repeats: int, T: int = 128) -> None:
     chars = "\n !',.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     meta = {"tokenizer": "char", "chars": chars, "vocab_size": len(chars)}
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=len(chars), block_size=T, n_layer=4, n_head=4, n_embd=128, position="rope",
-                    norm="rmsnorm", mlp="swiglu", attn_impl="explicit")  # fmt: skip
+    cfg = GPTConfig(
+        vocab_size=len(chars),
+        block_size=T,
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        position="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        attn_impl="explicit",
+    )
     srv = HeadServer(LiveModel(GPT(cfg), get_tokenizer(meta), title="tiny (bench)"), "127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     rng = random.Random(0)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"]  # fmt: skip
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+    ]
     rows = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)

@@ -178,7 +178,7 @@ def composition_matrices(
     L, H = next(iter(scores.values())).shape[:2]
     n = (L - 1) * H
     vmax = max(float(np.nanmax(scores[k])) for k in kinds)
-    cell = min(0.45, 7.0 / n)
+    cell = min(0.45, 4.5 / n)
     fig, axes = plt.subplots(1, len(kinds), figsize=(len(kinds) * (1.6 + cell * n), 1.6 + cell * n), dpi=110)
     labels = [f"L{l}H{h}" for l in range(L) for h in range(H)]
     for ax, kind in zip(np.atleast_1d(axes), kinds):
@@ -188,8 +188,15 @@ def composition_matrices(
             for i in range(n):
                 for j in range(n):
                     if np.isfinite(m[i, j]):
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5,
-                                color="white" if m[i, j] < 0.6 * vmax else "black")  # fmt: skip
+                        ax.text(
+                            j,
+                            i,
+                            f"{m[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=5,
+                            color="white" if m[i, j] < 0.6 * vmax else "black",
+                        )
         step = max(1, n // 24)
         ax.set_xticks(range(0, n, step))
         ax.set_xticklabels(labels[H:][::step], rotation=90, fontsize=6)
@@ -201,8 +208,10 @@ def composition_matrices(
         cb = fig.colorbar(im, ax=ax, fraction=0.046)
         cb.ax.axhline(baseline[kind], color="cyan", lw=2)
         cb.ax.tick_params(labelsize=6)
-    fig.suptitle("composition scores ||W_OV^a W^b||_F / (||W_OV^a||_F ||W^b||_F); cyan line: random baseline",
-                 fontsize=8)  # fmt: skip
+    fig.suptitle(
+        "composition scores ||W_OV^a W^b||_F / (||W_OV^a||_F ||W^b||_F); cyan line: random baseline",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -291,7 +291,7 @@ def write_report(
             k: [
                 dict(zip(("layer_a", "head_a", "layer_b", "head_b", "score"), (*t[:4], round(t[4], 5))))
                 for t in top_compositions(rep, k, 10)
-            ]  # fmt: skip
+            ]
             for k in rep.composition
         },
         "logit_lens": rep.logit_lens,
