@@ -1,9 +1,12 @@
 """Inspect the learned attention heads of a run: `python heads.py run=<run dir or .pt> [text=... | text_file=... |
 split=val] [out=...]` (config: configs/heads.yaml; metric definitions: docs/heads.md).
 
-Writes into `<run>/heads/` (or `out=`): heads.csv, heads.json, heatmap_<metric>.png, patterns_grid.png,
-pattern_L<l>H<h>.png, heads.html, and heads_over_steps_<metric>.png when the run logged head metrics; prints
-the top heads of each kind.
+Writes into `<run>/heads/` (or `out=`): heads.csv, heads.json, composition.csv, heatmap_<metric>.png,
+patterns_grid.png, pattern_L<l>H<h>.png, composition.png, logit_lens.png, heads.html, and
+heads_over_steps_<metric>.png when the run logged head metrics; prints the top heads of each kind.
+
+`serve=true` instead starts the live viewer (interp/serve.py): a local page where any typed text is run
+through the model (`port=8765 host=127.0.0.1`).
 """
 
 from __future__ import annotations
@@ -243,9 +246,69 @@ def report(cfg: DictConfig) -> dict:
     }
 
 
+def start_server(cfg: DictConfig):
+    """The live viewer's server for cfg (serve=true), bound and ready; `serve_forever()` runs it."""
+    import errno
+
+    import torch
+
+    from interp.live import LiveModel
+    from interp.serve import HeadServer
+    from rundir.load import load_run
+    from training.device import pick_device
+
+    if not cfg.run:
+        raise UserError("pass run=<run directory or checkpoint .pt>")
+    port, host = cfg.port, str(cfg.host)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise UserError(f"port={port!r} must be an integer from 0 to 65535 (0 = any free port)")
+    unused = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
+    if unused:
+        print(
+            f"note: {', '.join(unused)} is not used with serve=true: type the text on the page",
+            file=sys.stderr,
+        )
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    run = load_run(cfg.run, device=pick_device(str(cfg.device)))
+    info = {"checkpoint": run.ckpt_path.name, "step": run.step}
+    live = LiveModel(run.model, run.tokenizer, title=f"heads of {run.run_dir.name}", info=info)
+    try:
+        return HeadServer(live, host, port)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} is in use; pass port=<another> (port=0 picks a free one)") from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise UserError(
+                f"port {port} needs privileges on this machine; pass port=8765 or another above 1023"
+            ) from None
+        raise UserError(
+            f"cannot listen on host={host} port={port} ({e.strerror or e}); pass host=127.0.0.1"
+        ) from None
+
+
+def serve(cfg: DictConfig) -> None:
+    """Run the live viewer until Ctrl-C."""
+    server = start_server(cfg)
+    exposed = (
+        ""
+        if server.loopback_only
+        else " (reachable from the network: anyone who can reach it can run the model)"
+    )
+    print(f"live head viewer: open {server.url}{exposed}; Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="heads")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    if cfg.serve:
+        return serve(cfg)
     res = report(cfg)
     for line in res["summary"]:
         print(line)
@@ -255,7 +318,8 @@ def main(cfg: DictConfig) -> None:
         t = res["timings"]
         print(
             f"wrote {len(res['files'])} files to {res['out']} in {t['total_s']:.1f} s "
-            f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, PNGs {t['png_s']:.1f} s, "
+            f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, circuits {t['circuits_s']:.1f} s, "
+            f"PNGs {t['png_s']:.1f} s, "
             f"page {t['html_s']:.1f} s); open {res['out'] / 'heads.html'}"
         )
     else:

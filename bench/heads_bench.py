@@ -1,11 +1,19 @@
-"""Time the whole head report (metrics, ablations, PNGs, HTML) for a random-init model of a given shape.
+"""Time the whole head report (metrics, ablations, circuits, PNGs, HTML), and the live viewer's update.
 
     python bench/heads_bench.py                 # the `small` shape: 6 layers x 6 heads, 384 wide, block 256
     python bench/heads_bench.py --n-layer 12 --n-head 12 --n-embd 768   # a 12 x 12 page
+    python bench/heads_bench.py --live --no-report   # only the live page: 128 tokens, tiny model, in Chromium
 
-Saves a checkpoint of an untrained model on Shakespeare chars into bench/results/heads_<shape>/, runs
-`python heads.py run=<that dir>` in-process with the default settings and prints the stage timings.
-The machine may be busy: treat the numbers as indicative and run it more than once.
+The report: saves a checkpoint of an untrained model on Shakespeare chars into bench/results/heads_<shape>/,
+runs `python heads.py run=<that dir>` in-process with the default settings and prints the stage timings.
+
+The live page (`--live`): the `tiny` model's shape (4 layers x 4 heads, 128 wide, RoPE, SwiGLU, RMSNorm) with
+block_size 128, random init, behind interp.serve.HeadServer on an ephemeral port; headless Chromium
+(Debian's /usr/bin/chromium via Playwright) replaces the text with a new 128-character text (one input
+event), and the page itself measures with performance.now() from that input event to the frame after the
+redraw (the debounce delay included), plus the request and the render alone; medians over `--live-repeats`.
+
+Every line names the CPU. The machine may be busy: treat the numbers as indicative and run it more than once.
 """
 
 from __future__ import annotations
@@ -52,24 +60,82 @@ def make_run(run_dir: Path, n_layer: int, n_head: int, n_embd: int, block: int, 
     return run_dir
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-layer", type=int, default=6)
-    ap.add_argument("--n-head", type=int, default=6)
-    ap.add_argument("--n-embd", type=int, default=384)
-    ap.add_argument("--block", type=int, default=256)
-    ap.add_argument("--position", default="learned")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of the report (the first also warms caches)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    args = ap.parse_args()
-    if args.threads:
-        import torch
+def live_bench(repeats: int, T: int = 128) -> None:
+    """Median end-to-end update time of the live page for a `T`-token text, measured in Chromium."""
+    import random
+    import statistics
+    import threading
 
-        torch.set_num_threads(args.threads)
+    import torch
+    from playwright.sync_api import sync_playwright
 
+    from data import get_tokenizer
+    from interp.live import LiveModel
+    from interp.serve import HeadServer
+    from model import GPT, GPTConfig
+    from training.device import cpu_description
+
+    chars = "\n !',.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    meta = {"tokenizer": "char", "chars": chars, "vocab_size": len(chars)}
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        vocab_size=len(chars),
+        block_size=T,
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        position="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        attn_impl="explicit",
+    )
+    srv = HeadServer(LiveModel(GPT(cfg), get_tokenizer(meta), title="tiny (bench)"), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    rng = random.Random(0)
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+    ]
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.url)
+        page.wait_for_selector("body[data-ready='1']")
+        for i in range(repeats + 2):  # the first two warm up the server and the page
+            text = "".join(rng.choice(chars[1:]) for _ in range(T))
+            page.fill("#text", text)
+            page.wait_for_function(f"() => +(document.body.dataset.updated || 0) >= {i + 1}", timeout=60_000)
+            u = page.evaluate("() => window.lastUpdate")
+            assert u["n_tokens"] == T, u
+            if i >= 2:
+                rows.append(u)
+        browser.close()
+    srv.shutdown()
+    cpu = cpu_description()
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
+    print(
+        f"live page, {T} tokens, tiny shape (4 x 4 heads, 128 wide, block {T}), median of {len(rows)} updates [CPU: {cpu}]:"
+    )
+    print(
+        f"  input event -> redrawn frame {med['input_to_painted_ms']:.0f} ms (goal < 300 ms; includes the "
+        f"{med['debounce_ms']:.0f} ms debounce)  = request {med['request_ms']:.0f} ms (server {med['server_ms']:.0f} ms)"
+        f" + render {med['render_ms']:.0f} ms + the rest (debounce, frame)  [CPU: {cpu}]"
+    )
+    worst = max(r["input_to_painted_ms"] for r in rows)
+    print(f"  slowest of the {len(rows)}: {worst:.0f} ms  [CPU: {cpu}]")
+
+
+def report_bench(args) -> None:
+    """Time `heads.report` on a random-init model of the shape in `args`."""
     from hydra import compose, initialize_config_dir
 
     import heads
+    from training.device import cpu_description
 
     shape = f"{args.n_layer}x{args.n_head}x{args.n_embd}_T{args.block}"
     run_dir = make_run(
@@ -82,24 +148,45 @@ def main() -> None:
     )
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("heads", overrides=[f"run={run_dir}"])
-    print(f"shape {shape} ({args.position} positions), CPU threads: ", end="")
-    import torch
-
-    print(torch.get_num_threads())
+    cpu = cpu_description()
+    print(f"shape {shape} ({args.position} positions) [CPU: {cpu}]")
     for r in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         res = heads.report(cfg)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         t = res["timings"]
         print(
-            f"run {r}: wall {wall:.1f} s (CPU time, all threads: {cpu:.1f} s) = load+data {wall - sum(v for k, v in t.items() if k != 'total_s'):.1f} s"
+            f"run {r}: wall {wall:.1f} s (CPU time, all threads: {cpu_s:.1f} s) = load+data {wall - sum(v for k, v in t.items() if k != 'total_s'):.1f} s"
             f", patterns+metrics {t['patterns_s']:.1f} s, icl {t['icl_s']:.1f} s, ablations {t['ablation_s']:.1f} s"
-            f", PNGs {t['png_s']:.1f} s, html {t['html_s']:.1f} s"
+            f", circuits {t['circuits_s']:.1f} s, PNGs {t['png_s']:.1f} s, html {t['html_s']:.1f} s  [CPU: {cpu}]"
         )
     html = res["files"]["html"]
-    print(f"heads.html: {html.stat().st_size / 1e6:.1f} MB at {html}")
+    print(f"heads.html: {html.stat().st_size / 1e6:.1f} MB at {html}  (goal for 6 x 6: whole report < 30 s)")
     for line in res["summary"]:
         print("  " + line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-layer", type=int, default=6)
+    ap.add_argument("--n-head", type=int, default=6)
+    ap.add_argument("--n-embd", type=int, default=384)
+    ap.add_argument("--block", type=int, default=256)
+    ap.add_argument("--position", default="learned")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of the report (the first also warms caches)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--live", action="store_true", help="also time the live page's update in Chromium")
+    ap.add_argument("--live-repeats", type=int, default=15)
+    ap.add_argument("--no-report", action="store_true", help="skip the report benchmark")
+    args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not args.no_report:
+        report_bench(args)
+    if args.live:
+        live_bench(args.live_repeats)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ metrics   pure functions on attention patterns (entropy, distance, previous-toke
 probe     the repeated-random-tokens probe batch
 ablation  zero / mean ablation importance through blocks.{l}.attn.hook_z
 tracking  head_metrics_snapshot: the cheap per-step snapshot train.py logs
-report    analyse a model, write heads.csv/json, PNGs and heads.html, the terminal summary
+circuits  from the weights: Q/K/V composition (+ random baseline), OV copying; on a text: DLA, logit lens
+report    analyse a model, write heads.csv/json, composition.csv, PNGs and heads.html, the terminal summary
+live      the live viewer's analysis of one text (patterns, metrics, DLA, ablations, predictions)
+serve     its HTTP server (heads.py serve=true); live_page its page
 plots, html, steps
 """

@@ -8,7 +8,9 @@ responsive with thousands of cells; the token strip and the weights panel are pl
 What the page shows: the text as tokens; a layer and head picker (or all heads of a layer overlaid in
 colours); hover or click a query token to see its attention over every earlier token (colours on the
 tokens, a bar chart, and a weights table whose cells carry `data-w` with the numbers shown); a thumbnail
-grid of all layers x heads; the metric table; and which query heads share a KV head under GQA/MQA.
+grid of all layers x heads; the metric table; which query heads share a KV head under GQA/MQA; and the
+circuits: a Q/K/V composition matrix (writing heads x reading heads, against the random baseline) with the
+strongest partners of the selected head, and the logit lens.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from rundir.files import atomic_write
 
 
 def encode_pattern(pattern: np.ndarray) -> str:
@@ -42,6 +46,11 @@ def token_label(tok: str) -> str:
     return tok.replace("\n", "\u21b5").replace("\t", "\u2192").replace("\r", "")
 
 
+def _finite_or_none(a: np.ndarray, digits: int = 4) -> list:
+    """A flat list of `a`'s values rounded, NaN as None (JSON null)."""
+    return [None if not np.isfinite(v) else round(float(v), digits) for v in np.asarray(a).reshape(-1)]
+
+
 def page_data(
     tokens: list[str],
     patterns: np.ndarray,
@@ -52,8 +61,12 @@ def page_data(
     info: dict | None = None,
     layer: int = 0,
     head: int = 0,
+    circuits: dict | None = None,
 ) -> dict:
-    """The JSON object the page reads. `patterns` is `(n_layer, n_head, T, T)`; `rows` the metric rows."""
+    """The JSON object the page reads. `patterns` is `(n_layer, n_head, T, T)`; `rows` the metric rows.
+
+    `circuits` (optional): `{"composition": {kind: (L*H, L*H)}, "baseline": {kind: float}, "logit_lens": rows}`.
+    """
     L, H, T, T2 = patterns.shape
     if T != T2 or T != len(tokens):
         raise ValueError(f"patterns {patterns.shape} do not match {len(tokens)} tokens")
@@ -70,6 +83,13 @@ def page_data(
         "rows": rows,
         "patterns": [encode_pattern(patterns[l, h]) for l in range(L) for h in range(H)],
         "initial": {"layer": layer, "head": head},
+        "circuits": {
+            "composition": {
+                k: _finite_or_none(v) for k, v in (circuits or {}).get("composition", {}).items()
+            },
+            "baseline": (circuits or {}).get("baseline", {}),
+            "logit_lens": (circuits or {}).get("logit_lens", []),
+        },
     }
 
 
@@ -79,9 +99,7 @@ def write_html(path: str | Path, data: dict) -> Path:
     blob = blob.replace("</", "<\\/")  # a token like "</script>" must not end the data block
     page = _TEMPLATE.replace("__TITLE__", html.escape(str(data.get("title", "heads"))))
     page = page.replace("__DATA__", blob)
-    path = Path(path)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write(path, page)
 
 
 _TEMPLATE = r"""<!doctype html>
@@ -121,6 +139,9 @@ td.tokcell{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;whi
 #top{font-size:12px;margin:4px 0;font-family:ui-monospace,Menlo,Consolas,monospace}
 .legend span{display:inline-block;margin-right:8px;font-size:11px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
+#comp{image-rendering:pixelated;border:1px solid #ccc;display:block;cursor:crosshair}
+#comp-info,#comp-top{font-size:12px;font-family:ui-monospace,Menlo,Consolas,monospace;margin-top:4px}
+#lens td,#lens th{padding:1px 8px}
 </style></head>
 <body>
 <header><h1 id="title"></h1><div class="info" id="info"></div></header>
@@ -157,6 +178,18 @@ td.tokcell{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;whi
   <section>
     <h2>Metrics per head (click a row to select; click a header to sort)</h2>
     <div id="metrics-wrap"><table id="metrics"></table></div>
+  </section>
+  <section id="circuits">
+    <h2>Composition from the weights <select id="ckind"></select>
+      <small>(rows: writing head, columns: reading head in a later layer; white = at or below the random
+      baseline)</small></h2>
+    <canvas id="comp"></canvas>
+    <div id="comp-info"></div>
+    <div id="comp-top"></div>
+  </section>
+  <section>
+    <h2>Logit lens <small>(the residual after each layer through ln_f and the unembedding, on this text)</small></h2>
+    <table id="lens"></table>
   </section>
 </div>
 </main>
@@ -306,6 +339,7 @@ function select(l, h) {
     (KV < H ? ` (kv head ${kvOf(bh)})` : "") + (h === "all" ? " \u2014 overlay selected, showing head 0" : "");
   drawPattern(big, l, bh, Math.min(T, 512));
   markSelected();
+  drawComposition();
   if (state.query === null) state.query = Math.min(T - 1, Math.max(0, Math.floor(T / 2)));
   setQuery(state.query);
 }
@@ -378,7 +412,89 @@ document.getElementById("big").addEventListener("mousemove", e => {
     `query #${q} "${D.tokens[q]}" \u2192 key #${k} "${D.tokens[k]}": ${fmt(w(state.layer, h, q, k))}`;
 });
 
-buildControls(); buildTokens(); buildGrid(); buildMetrics();
+// ---- circuits: composition matrix of the chosen kind, and the logit lens
+const C = D.circuits, KINDS = Object.keys(C.composition);
+const NW = (L - 1) * H;  // writers: layers 0..L-2; readers: layers 1..L-1
+function comp(kind, la, ha, lb, hb) { return C.composition[kind][(la * H + ha) * L * H + lb * H + hb]; }
+function compColor(v, base, vmax) {
+  if (v === null) return "#f5f5f5";
+  const t = Math.max(0, Math.min(1, (v - base) / Math.max(vmax - base, 1e-9)));
+  const c = Math.round(255 * (1 - t));
+  return `rgb(255,${c},${Math.round(c * 0.8)})`;
+}
+function buildCircuits() {
+  const ks = document.getElementById("ckind");
+  if (!KINDS.length) {
+    document.getElementById("comp-info").textContent = L === 1 ?
+      "one layer: no heads in different layers to compose" : "no composition scores in this page";
+    ks.style.display = "none"; return;
+  }
+  for (const k of KINDS) ks.add(new Option(`${k}-composition`, k));
+  ks.value = KINDS.includes("K") ? "K" : KINDS[0];
+  ks.onchange = drawComposition;
+  const cv = document.getElementById("comp");
+  cv.addEventListener("mousemove", e => {
+    const r = cv.getBoundingClientRect(), n = NW;
+    const i = Math.floor((e.clientY - r.top) / r.height * n), j = Math.floor((e.clientX - r.left) / r.width * n);
+    if (i < 0 || j < 0 || i >= n || j >= n) return;
+    const la = Math.floor(i / H), ha = i % H, lb = 1 + Math.floor(j / H), hb = j % H, k = ks.value;
+    const v = comp(k, la, ha, lb, hb);
+    document.getElementById("comp-info").textContent = v === null ?
+      `L${la}H${ha} → L${lb}H${hb}: same or later layer` :
+      `L${la}H${ha} → L${lb}H${hb}  ${k}-composition ${v.toFixed(3)}  (random ${C.baseline[k].toFixed(3)})`;
+  });
+  cv.addEventListener("click", e => {
+    const r = cv.getBoundingClientRect();
+    const j = Math.floor((e.clientX - r.left) / r.width * NW);
+    if (j >= 0 && j < NW) select(1 + Math.floor(j / H), j % H);
+  });
+}
+function drawComposition() {
+  if (!KINDS.length) return;
+  const k = document.getElementById("ckind").value, base = C.baseline[k];
+  const cv = document.getElementById("comp"), px = Math.min(40, Math.max(3, Math.floor(420 / NW)));
+  cv.width = cv.height = NW * px;
+  const ctx = cv.getContext("2d");
+  let vmax = base;
+  for (const v of C.composition[k]) if (v !== null && v > vmax) vmax = v;
+  for (let i = 0; i < NW; i++) for (let j = 0; j < NW; j++) {
+    ctx.fillStyle = compColor(comp(k, Math.floor(i / H), i % H, 1 + Math.floor(j / H), j % H), base, vmax);
+    ctx.fillRect(j * px, i * px, px, px);
+  }
+  if (px >= 30) {  // room for the numbers
+    ctx.font = "10px sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "middle"; ctx.fillStyle = "#333";
+    for (let i = 0; i < NW; i++) for (let j = 0; j < NW; j++) {
+      const v = comp(k, Math.floor(i / H), i % H, 1 + Math.floor(j / H), j % H);
+      if (v !== null) ctx.fillText(v.toFixed(2), (j + 0.5) * px, (i + 0.5) * px);
+    }
+  }
+  ctx.strokeStyle = "#90a4ae"; ctx.lineWidth = 1;
+  for (let l = 1; l < L - 1; l++) {
+    ctx.beginPath(); ctx.moveTo(l * H * px, 0); ctx.lineTo(l * H * px, NW * px); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(0, l * H * px); ctx.lineTo(NW * px, l * H * px); ctx.stroke();
+  }
+  const hsel = state.head === "all" ? 0 : state.head, l = state.layer;
+  ctx.strokeStyle = "#d32f2f"; ctx.lineWidth = 2;
+  if (l >= 1) ctx.strokeRect(((l - 1) * H + hsel) * px, 0, px, NW * px);  // its column: who writes into it
+  if (l <= L - 2) ctx.strokeRect(0, (l * H + hsel) * px, NW * px, px);      // its row: who reads it
+  // the selected head's strongest partners
+  const into = [], out = [];
+  for (let la = 0; la < l; la++) for (let ha = 0; ha < H; ha++) into.push([la, ha, comp(k, la, ha, l, hsel)]);
+  for (let lb = l + 1; lb < L; lb++) for (let hb = 0; hb < H; hb++) out.push([lb, hb, comp(k, l, hsel, lb, hb)]);
+  const fmtList = xs => xs.sort((a, b) => b[2] - a[2]).slice(0, 4).map(([x, y, v]) =>
+    `<span class="cpair" data-l="${x}" data-h="${y}" data-v="${v.toFixed(4)}">L${x}H${y} ${v.toFixed(3)}</span>`).join(", ") || "none";
+  document.getElementById("comp-top").innerHTML =
+    `L${l}H${hsel}, ${k}-composition (random ${base.toFixed(3)}):<br>reads from: ${fmtList(into)}<br>read by: ${fmtList(out)}`;
+}
+function buildLens() {
+  const rows = C.logit_lens, tb = document.getElementById("lens");
+  if (!rows.length) return;
+  tb.innerHTML = "<thead><tr><th>after</th><th>loss</th><th>mean rank</th><th>top-1</th></tr></thead><tbody>" +
+    rows.map(r => `<tr data-layer="${r.layer}"><td>${r.layer === "embed" ? "embeddings" : "layer " + r.layer}</td>` +
+      `<td>${r.loss.toFixed(3)}</td><td>${r.rank.toFixed(1)}</td><td>${r.top1.toFixed(3)}</td></tr>`).join("") + "</tbody>";
+}
+
+buildControls(); buildTokens(); buildGrid(); buildMetrics(); buildCircuits(); buildLens();
 select(state.layer, state.head);
 document.body.dataset.ready = "1";
 </script>

@@ -165,3 +165,77 @@ def metric_over_steps(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def composition_matrices(
+    scores: dict[str, np.ndarray], baseline: dict[str, float], path: str | Path, kinds=("Q", "K", "V")
+) -> Path:
+    """One panel per kind: rows = writing head (layer_a, head_a), columns = reading head (layer_b, head_b).
+
+    `scores[kind]` is `(L, H, L, H)` (NaN unless layer_a < layer_b). Rows run over layers 0..L-2, columns over
+    1..L-1; cells are the score, the colour scale starts at 0 and the random baseline is marked on the colour bar.
+    """
+    L, H = next(iter(scores.values())).shape[:2]
+    n = (L - 1) * H
+    vmax = max(float(np.nanmax(scores[k])) for k in kinds)
+    cell = min(0.45, 4.5 / n)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(len(kinds) * (1.6 + cell * n), 1.6 + cell * n), dpi=110)
+    labels = [f"L{l}H{h}" for l in range(L) for h in range(H)]
+    for ax, kind in zip(np.atleast_1d(axes), kinds):
+        m = scores[kind].reshape(L * H, L * H)[:n, H:]  # writers in layers < L-1, readers in layers > 0
+        im = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax or 1.0, interpolation="nearest")
+        if n <= 24:
+            for i in range(n):
+                for j in range(n):
+                    if np.isfinite(m[i, j]):
+                        ax.text(
+                            j,
+                            i,
+                            f"{m[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=5,
+                            color="white" if m[i, j] < 0.6 * vmax else "black",
+                        )
+        step = max(1, n // 24)
+        ax.set_xticks(range(0, n, step))
+        ax.set_xticklabels(labels[H:][::step], rotation=90, fontsize=6)
+        ax.set_yticks(range(0, n, step))
+        ax.set_yticklabels(labels[:n][::step], fontsize=6)
+        ax.set_xlabel("reading head (later layer)", fontsize=8)
+        ax.set_ylabel("writing head (earlier layer)", fontsize=8)
+        ax.set_title(f"{kind}-composition (random: {baseline[kind]:.3f})", fontsize=9)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046)
+        cb.ax.axhline(baseline[kind], color="cyan", lw=2)
+        cb.ax.tick_params(labelsize=6)
+    fig.suptitle(
+        "composition scores ||W_OV^a W^b||_F / (||W_OV^a||_F ||W^b||_F); cyan line: random baseline",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def logit_lens(rows: list[dict], path: str | Path) -> Path:
+    """Loss and mean rank of the correct next token after each layer (the logit lens)."""
+    labels = [str(r["layer"]) for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2), 3.4), dpi=110)
+    ax.plot(x, [r["loss"] for r in rows], "o-", color="C0", label="loss")
+    ax.set_ylabel("loss of the next token (nats)", color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(x, [r["rank"] for r in rows], "s--", color="C3", label="mean rank")
+    ax2.set_ylabel("mean rank (1 = top)", color="C3")
+    ax2.set_ylim(bottom=0)
+    ax.set_xticks(x)
+    ax.set_xticklabels(["embed" if t == "embed" else f"after L{t}" for t in labels], fontsize=7)
+    ax.set_title(
+        "logit lens: the residual after each layer\nthrough ln_f and the unembedding, on the text", fontsize=9
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,12 +1,15 @@
 """The head report: every metric for every head of a model, the files heads.py writes, the terminal summary.
 
-`analyse(...)` measures; `write_report(...)` writes heads.csv, heads.json, one heatmap PNG per metric,
-the pattern grid PNG, one large head PNG and heads.html; `summary_lines(...)` gives the top heads per kind.
+`analyse(...)` measures (patterns, metrics, ablations, and the circuits of interp/circuits.py);
+`write_report(...)` writes heads.csv, heads.json, composition.csv, one heatmap PNG per metric, the pattern grid
+PNG, one large head PNG, composition.png, logit_lens.png and heads.html; `summary_lines(...)` gives the top
+heads per kind.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -17,6 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rundir.files import atomic_write
+
+from . import circuits as CI
 from . import metrics as M
 from . import plots
 from .ablation import ablation_importance
@@ -41,6 +47,10 @@ METRIC_ORDER = (
     "mean_distance",
     "zero_ablation",
     "mean_ablation",
+    "copying",
+    "copying_ratio",
+    "dla",
+    "dla_share",
 )
 
 
@@ -56,6 +66,10 @@ class HeadReport:
     model_scores: dict = field(default_factory=dict)  # icl_score, val_loss, ...
     timings: dict = field(default_factory=dict)  # seconds per stage
     notes: list[str] = field(default_factory=list)  # what was skipped and why
+    composition: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> (L, H, L, H); {} for 1 layer
+    composition_baseline: dict[str, float] = field(default_factory=dict)  # kind -> random-matrix score
+    logit_lens: list[dict] = field(default_factory=list)  # per layer: loss, rank, top1 on the text
+    dla_parts: dict = field(default_factory=dict)  # mean logit and the non-head components on the text
 
 
 def classify(row: dict) -> str:
@@ -126,6 +140,12 @@ def analyse(
         notes.append("no val data or ablation disabled: ablation importance skipped")
     timings["ablation_s"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    circ = circuits(model, text_ids)
+    tables.update(circ.pop("tables"))
+    notes.extend(circ.pop("notes"))
+    timings["circuits_s"] = time.perf_counter() - t0
+
     L, H = cfg.n_layer, cfg.n_head
     n_kv = cfg.kv_heads
     rows = []
@@ -138,7 +158,58 @@ def analyse(
                     row[name] = None if math.isnan(v) else round(v, 5)
             row["kind"] = classify(row)
             rows.append(row)
-    return HeadReport(tables, rows, pats, tokens, n_kv, scores, timings, notes)
+    return HeadReport(tables, rows, pats, tokens, n_kv, scores, timings, notes, **circ)
+
+
+@torch.no_grad()
+def circuits(model, text_ids: torch.Tensor) -> dict:
+    """Composition scores and their baseline, copying scores, DLA and the logit lens on `text_ids (T,)`.
+
+    Returns `{"tables": {metric: (L, H)}, "notes": [...], "composition", "composition_baseline",
+    "logit_lens", "dla_parts"}` (the last four are HeadReport fields).
+    """
+    notes = []
+    weights = CI.layer_weights(model)
+    comp, base = {}, {}
+    if len(weights) > 1:
+        comp = {k: v.numpy() for k, v in CI.composition_scores(weights, CI.offsets_for(model)).items()}
+        base = CI.random_baseline(model)
+    else:
+        notes.append("one layer: no pairs of heads in different layers, so no composition scores")
+    tables = {k: v.numpy() for k, v in CI.copying_scores(CI.ov_eigenvalues(model, weights)).items()}
+    att = CI.direct_logit_attribution(model, text_ids)
+    mean_logit = float(att.logit.mean())
+    tables["dla"] = att.heads.mean(0).double().numpy()
+    if mean_logit > 0:
+        tables["dla_share"] = tables["dla"] / mean_logit
+    else:
+        tables["dla_share"] = np.full_like(tables["dla"], np.nan)
+        notes.append(
+            f"the correct next token's centred logit averages {mean_logit:.3f} <= 0 on the text: dla_share left out"
+        )
+    parts = {
+        "mean_logit": round(mean_logit, 5),
+        "embed": round(float(att.embed.mean()), 5),
+        "mlp": [round(float(v), 5) for v in att.mlp.mean(0)],
+        "bias": round(float(att.bias.mean()), 5),
+        "heads_total": round(float(att.heads.sum((1, 2)).mean()), 5),
+    }
+    return {
+        "tables": tables,
+        "notes": notes,
+        "composition": comp,
+        "composition_baseline": base,
+        "logit_lens": CI.logit_lens(model, text_ids),
+        "dla_parts": parts,
+    }
+
+
+def top_compositions(rep: HeadReport, kind: str, top: int = 3) -> list[tuple[int, int, int, int, float]]:
+    """The `top` (layer_a, head_a, layer_b, head_b, score) pairs of one composition kind, highest first."""
+    s = rep.composition[kind]
+    flat = np.nan_to_num(s, nan=-np.inf).reshape(-1)
+    order = np.argsort(-flat)[:top]
+    return [(*map(int, np.unravel_index(i, s.shape)), float(flat[i])) for i in order]
 
 
 def summary_lines(rep: HeadReport, top: int = 3) -> list[str]:
@@ -159,6 +230,26 @@ def summary_lines(rep: HeadReport, top: int = 3) -> list[str]:
             "most important     (val loss rise, zero-ablated)  top: "
             + ", ".join(f"L{l}H{h} {t[l, h]:+.3f}" for l, h in order)
         )
+    for kind in rep.composition:
+        items = [f"L{a}H{b}->L{c}H{d} {v:.2f}" for a, b, c, d, v in top_compositions(rep, kind, top)]
+        lines.append(
+            f"{kind}-composition      (random {rep.composition_baseline[kind]:.2f})  top: " + ", ".join(items)
+        )
+    for name, label in (
+        ("copying", "OV copying       (share of eigenvalues Re > 0)"),
+        ("dla", "direct logit attr (mean on the text)"),
+    ):
+        t = rep.tables[name]
+        order = np.dstack(np.unravel_index(np.argsort(-t, axis=None), t.shape))[0][:top]
+        lines.append(f"{label}  top: " + ", ".join(f"L{l}H{h} {t[l, h]:+.2f}" for l, h in order))
+    if rep.logit_lens:
+        lines.append(
+            "logit lens (loss of the next token): "
+            + ", ".join(
+                f"{'embed' if r['layer'] == 'embed' else 'L' + str(r['layer'])} {r['loss']:.2f}"
+                for r in rep.logit_lens
+            )
+        )
     if "icl_score" in rep.model_scores:
         e, la = rep.model_scores["icl_positions"]
         lines.append(
@@ -176,11 +267,18 @@ def write_report(
     files = {}
     t0 = time.perf_counter()
     cols = ["layer", "head", "kv_head", "kind"] + [m for m in METRIC_ORDER if m in rep.tables]
-    with open(out / "heads.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rep.rows)
+    files["csv"] = atomic_write(out / "heads.csv", buf.getvalue())
+    if rep.composition:
+        comp_rows = CI.composition_rows({k: torch.from_numpy(v) for k, v in rep.composition.items()})
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(comp_rows[0]))
         w.writeheader()
-        w.writerows(rep.rows)
-    files["csv"] = out / "heads.csv"
+        w.writerows(comp_rows)
+        files["composition"] = atomic_write(out / "composition.csv", buf.getvalue())
     doc = {
         "title": title,
         "info": info,
@@ -188,10 +286,19 @@ def write_report(
         "heads": rep.rows,
         "text_tokens": rep.tokens,
         "kind_rules": [{"kind": k, "metric": m, "threshold": t} for k, m, t in KIND_RULES],
+        "composition_baseline": rep.composition_baseline,
+        "composition_top": {
+            k: [
+                dict(zip(("layer_a", "head_a", "layer_b", "head_b", "score"), (*t[:4], round(t[4], 5))))
+                for t in top_compositions(rep, k, 10)
+            ]
+            for k in rep.composition
+        },
+        "logit_lens": rep.logit_lens,
+        "dla_parts": rep.dla_parts,
         "notes": rep.notes,
     }
-    (out / "heads.json").write_text(json.dumps(doc, indent=1))
-    files["json"] = out / "heads.json"
+    files["json"] = atomic_write(out / "heads.json", json.dumps(doc, indent=1))
     L, H = rep.patterns.shape[:2]
     kv_of = [M.kv_head_of(h, H, rep.n_kv_head) for h in range(H)] if rep.n_kv_head < H else None
     for name in METRIC_ORDER:
@@ -206,6 +313,11 @@ def write_report(
         out / f"pattern_L{layer}H{head}.png",
         f"layer {layer} head {head}",
     )
+    if rep.composition:
+        files["composition_png"] = plots.composition_matrices(
+            rep.composition, rep.composition_baseline, out / "composition.png"
+        )
+    files["logit_lens_png"] = plots.logit_lens(rep.logit_lens, out / "logit_lens.png")
     rep.timings["png_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     page_info = {
@@ -225,6 +337,11 @@ def write_report(
         info=page_info,
         layer=layer,
         head=head,
+        circuits={
+            "composition": {k: v.reshape(L * H, L * H) for k, v in rep.composition.items()},
+            "baseline": rep.composition_baseline,
+            "logit_lens": rep.logit_lens,
+        },
     )
     files["html"] = write_html(out / "heads.html", data)
     rep.timings["html_s"] = time.perf_counter() - t0

@@ -4,7 +4,6 @@ Skipped when /usr/bin/chromium or playwright is missing, unless GPTLAB_REQUIRE_B
 The screenshot goes to test-artifacts/heads_page.png.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,7 @@ import pytest
 
 from interp.html import decode_pattern, encode_pattern, page_data, write_html
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-REQUIRED = os.environ.get("GPTLAB_REQUIRE_BROWSER") == "1"
 
 
 def _random_patterns(L, H, T, seed=0):
@@ -43,8 +40,29 @@ def _page(tmp_path, L=3, H=4, T=40, n_kv_head=2):
         for l in range(L)
         for h in range(H)
     ]
-    data = page_data(tokens, pats, rows, n_kv_head=n_kv_head, title="test page", info={"model": "random"})
-    return write_html(tmp_path / "heads.html", data), pats
+    rng = np.random.default_rng(1)
+    comp = {k: rng.uniform(0, 0.5, size=(L, H, L, H)) for k in "QKV"}
+    for k in comp:  # only earlier -> later layers compose
+        for la in range(L):
+            comp[k][la, :, : la + 1] = np.nan
+    circuits = {
+        "composition": {k: v.reshape(L * H, L * H) for k, v in comp.items()},
+        "baseline": {"Q": 0.1, "K": 0.11, "V": 0.12},
+        "logit_lens": [
+            {"layer": x, "loss": 3.0 - i, "rank": 9.0 - i, "top1": 0.1 * i}
+            for i, x in enumerate(["embed", 0, 1, 2])
+        ],
+    }
+    data = page_data(
+        tokens,
+        pats,
+        rows,
+        n_kv_head=n_kv_head,
+        title="test page",
+        info={"model": "random"},
+        circuits=circuits,
+    )
+    return write_html(tmp_path / "heads.html", data), pats, comp
 
 
 def test_pattern_encoding_roundtrip():
@@ -53,35 +71,11 @@ def test_pattern_encoding_roundtrip():
 
 
 def test_page_is_self_contained(tmp_path):
-    path, _ = _page(tmp_path)
+    path, _, _ = _page(tmp_path)
     text = path.read_text()
     assert "http://" not in text and "https://" not in text
     assert "<script src" not in text and "<link" not in text
     assert text.count("</script>") == 2  # the token "</script>" was escaped inside the JSON
-
-
-def _browser():
-    if not os.path.exists(CHROMIUM):
-        if REQUIRED:
-            pytest.fail(f"GPTLAB_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install -y chromium)")
-        pytest.skip(f"{CHROMIUM} not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if REQUIRED:
-            pytest.fail("GPTLAB_REQUIRE_BROWSER=1 but playwright is not installed")
-        pytest.skip("playwright not installed")
-    return sync_playwright
-
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def _shown_weights(page):
@@ -94,61 +88,68 @@ def _shown_weights(page):
 
 
 @pytest.mark.browser
-def test_heads_page_in_chromium(tmp_path):
-    sync_playwright = _browser()
-    path, pats = _page(tmp_path)
+def test_heads_page_in_chromium(tmp_path, chromium):
+    path, pats, comp = _page(tmp_path)
     L, H, T = pats.shape[:3]
     errors = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(path.as_uri())
-        page.wait_for_selector("body[data-ready='1']", timeout=10_000)
-        assert page.locator("#grid canvas").count() == L * H
-        assert page.locator("#tokens .tok").count() == T
-        assert "heads 0, 1" in page.inner_text("#gqa") and "kv 1: heads 2, 3" in page.inner_text("#gqa")
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    assert page.locator("#grid canvas").count() == L * H
+    assert page.locator("#tokens .tok").count() == T
+    assert "heads 0, 1" in page.inner_text("#gqa") and "kv 1: heads 2, 3" in page.inner_text("#gqa")
 
-        # switch layer and head, hover a query token, compare the table with the data
-        page.select_option("#layer", "2")
-        page.select_option("#head", "3")
-        q = 23
-        page.hover(f"#tokens .tok[data-i='{q}']")
-        cells = _shown_weights(page)
-        assert len(cells) == q + 1
-        for h, k, qq, l, w, text in cells:
-            assert (l, h, qq) == (2, 3, q)
-            assert w == text
-            assert float(w) == pytest.approx(pats[2, 3, q, k], abs=1.1e-4)
-        # the token strip colours carry the same numbers
-        w_tok = float(page.get_attribute(f"#tokens .tok[data-i='{q - 1}']", "data-w"))
-        assert w_tok == pytest.approx(pats[2, 3, q, q - 1], abs=1.1e-4)
-        assert page.get_attribute(f"#tokens .tok[data-i='{q + 1}']", "data-w") is None  # future: no weight
+    # switch layer and head, hover a query token, compare the table with the data
+    page.select_option("#layer", "2")
+    page.select_option("#head", "3")
+    q = 23
+    page.hover(f"#tokens .tok[data-i='{q}']")
+    cells = _shown_weights(page)
+    assert len(cells) == q + 1
+    for h, k, qq, l, w, text in cells:
+        assert (l, h, qq) == (2, 3, q)
+        assert w == text
+        assert float(w) == pytest.approx(pats[2, 3, q, k], abs=1.1e-4)
+    # the token strip colours carry the same numbers
+    w_tok = float(page.get_attribute(f"#tokens .tok[data-i='{q - 1}']", "data-w"))
+    assert w_tok == pytest.approx(pats[2, 3, q, q - 1], abs=1.1e-4)
+    assert page.get_attribute(f"#tokens .tok[data-i='{q + 1}']", "data-w") is None  # future: no weight
 
-        # clicking a thumbnail selects that head; clicking a token pins the query
-        page.click("#thumb-0-1")
-        assert page.input_value("#layer") == "0" and page.input_value("#head") == "1"
-        page.click("#tokens .tok[data-i='30']")
-        page.hover("#tokens .tok[data-i='3']")  # pinned: hovering elsewhere keeps query 30
-        cells = _shown_weights(page)
-        assert {c[2] for c in cells} == {30}
-        got = {c[1]: float(c[4]) for c in cells}
-        assert got[29] == pytest.approx(pats[0, 1, 30, 29], abs=1.1e-4)  # the previous-token head
+    # clicking a thumbnail selects that head; clicking a token pins the query
+    page.click("#thumb-0-1")
+    assert page.input_value("#layer") == "0" and page.input_value("#head") == "1"
+    page.click("#tokens .tok[data-i='30']")
+    page.hover("#tokens .tok[data-i='3']")  # pinned: hovering elsewhere keeps query 30
+    cells = _shown_weights(page)
+    assert {c[2] for c in cells} == {30}
+    got = {c[1]: float(c[4]) for c in cells}
+    assert got[29] == pytest.approx(pats[0, 1, 30, 29], abs=1.1e-4)  # the previous-token head
 
-        # overlay: every head of the layer, coloured, same numbers
-        page.select_option("#head", "all")
-        cells = _shown_weights(page)
-        assert len(cells) == 31 * H
-        for h, k, _q, _l, w, _ in cells:
-            assert float(w) == pytest.approx(pats[0, h, 30, k], abs=1.1e-4)
+    # overlay: every head of the layer, coloured, same numbers
+    page.select_option("#head", "all")
+    cells = _shown_weights(page)
+    assert len(cells) == 31 * H
+    for h, k, _q, _l, w, _ in cells:
+        assert float(w) == pytest.approx(pats[0, h, 30, k], abs=1.1e-4)
 
-        # the metric table has a row per head, and clicking one selects it
-        assert page.locator("#metrics tbody tr").count() == L * H
-        page.click("#metrics tbody tr[data-l='1'][data-h='0']")
-        assert page.input_value("#layer") == "1" and page.input_value("#head") == "0"
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.hover("#tokens .tok[data-i='20']")
-        page.screenshot(path=str(ARTIFACTS / "heads_page.png"), full_page=True)
-        browser.close()
+    # the metric table has a row per head, and clicking one selects it
+    assert page.locator("#metrics tbody tr").count() == L * H
+    page.click("#metrics tbody tr[data-l='1'][data-h='0']")
+    assert page.input_value("#layer") == "1" and page.input_value("#head") == "0"
+    # circuits: the selected head's strongest K-composition partners, with the numbers of the data
+    pairs = page.eval_on_selector_all(
+        "#comp-top .cpair", "ps => ps.map(p => [+p.dataset.l, +p.dataset.h, +p.dataset.v])"
+    )
+    into = sorted(((0, ha, comp["K"][0, ha, 1, 0]) for ha in range(H)), key=lambda t: -t[2])[:4]
+    assert [(l, h) for l, h, _ in pairs[:4]] == [(l, h) for l, h, _ in into]
+    for (_, _, v), (_, _, w) in zip(pairs, into):
+        assert v == pytest.approx(w, abs=1e-4)
+    page.select_option("#ckind", "V")
+    assert "V-composition" in page.inner_text("#comp-top")
+    assert page.locator("#lens tbody tr").count() == 4
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.hover("#tokens .tok[data-i='20']")
+    page.screenshot(path=str(ARTIFACTS / "heads_page.png"), full_page=True)
     assert not errors, errors

@@ -99,6 +99,29 @@ def test_report_writes_every_file(run_dir, tmp_path):
     ind = M.induction(run.model.attention_patterns(probe), probe)
     assert float(rows[5]["induction"]) == pytest.approx(ind[1, 1].item(), abs=1e-4)
     assert len(res["summary"]) >= 5 and res["summary"][0].startswith("induction")
+    # circuits: composition.csv, the new columns, the baseline and the logit lens
+    for f in (
+        "composition.csv",
+        "composition.png",
+        "logit_lens.png",
+        "heatmap_copying.png",
+        "heatmap_dla.png",
+    ):
+        assert f in names, f
+    comp = list(csv.DictReader(open(out / "composition.csv")))
+    assert list(comp[0]) == ["layer_a", "head_a", "layer_b", "head_b", "kind", "score"]
+    assert len(comp) == 3 * 4 * 4  # Q, K, V for every (layer-0 head, layer-1 head)
+    from interp import circuits as CI
+
+    want = CI.composition_scores(CI.layer_weights(run.model), CI.offsets_for(run.model))
+    for r in comp[::7]:
+        v = want[r["kind"]][int(r["layer_a"]), int(r["head_a"]), int(r["layer_b"]), int(r["head_b"])]
+        assert float(r["score"]) == pytest.approx(float(v), abs=1e-5)
+    assert {"copying", "copying_ratio", "dla", "dla_share"} <= set(rows[0])
+    assert 0 <= float(rows[0]["copying"]) <= 1
+    assert set(doc["composition_baseline"]) == {"Q", "K", "V"}
+    assert [r["layer"] for r in doc["logit_lens"]] == ["embed", 0, 1]
+    assert any(line.startswith("K-composition") for line in res["summary"])
     html = (out / "heads.html").read_text()
     assert "https://" not in html and "http://" not in html
 

@@ -1,0 +1,197 @@
+"""The live viewer's analysis of one text: patterns, per-head metrics, logit attribution and predictions.
+
+:class:`LiveModel` wraps a loaded model and its tokenizer. ``parse_request(obj)`` checks a decoded JSON request
+and ``LiveModel.analyse(...)`` answers it with a JSON-ready dict (the API of ``POST /api/attention``,
+documented in docs/heads.md). Nothing here knows about HTTP: interp/serve.py does that.
+
+One forward on the explicit attention path (with any zero-ablations as hook_z hooks) records the patterns and
+everything the logit attribution and the logit lens need; with ablations a second, clean forward gives the
+predictions without them for comparison. Calls are serialised by a lock: hooks are registered on the one model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+
+from gptlab_errors import UserError
+
+from . import circuits as CI
+from . import metrics as M
+from .html import encode_pattern, token_label
+
+MAX_TOKENS = 1024  # the page draws n_layer * n_head * T^2 weights: past this it is no longer live
+ENCODINGS = ("json", "b64")
+FIELDS = {"text", "ablate", "encoding", "top_k"}
+MAX_TOP_K = 50
+DIGITS = 6  # attention weights in the JSON encoding are rounded to this many decimals
+
+
+class BadRequest(ValueError):
+    """A request the API cannot answer; the message says what to send instead (a 400 for the server)."""
+
+
+def parse_request(obj, n_layer: int, n_head: int) -> dict:
+    """Check a decoded JSON request: `{"text": str, "ablate": [[l, h], ...], "encoding": ..., "top_k": int}`."""
+    if not isinstance(obj, dict):
+        raise BadRequest(f'send a JSON object like {{"text": "..."}}, not a JSON {type(obj).__name__}')
+    unknown = sorted(set(obj) - FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(FIELDS))}")
+    if "text" not in obj:
+        raise BadRequest('missing "text": send {"text": "..."}')
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise BadRequest(f'"text" must be a string, got {type(text).__name__}')
+    ablate = obj.get("ablate", [])
+    if not isinstance(ablate, list):
+        raise BadRequest('"ablate" must be a list of [layer, head] pairs')
+    pairs = []
+    for p in ablate:
+        ok = (
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
+        )
+        if not ok or not (0 <= p[0] < n_layer and 0 <= p[1] < n_head):
+            raise BadRequest(
+                f'"ablate" entries are [layer, head] with layer in 0..{n_layer - 1} and head in 0..{n_head - 1}; '
+                f"got {str(p)[:40]}"
+            )
+        pairs.append((p[0], p[1]))
+    encoding = obj.get("encoding", "json")
+    if encoding not in ENCODINGS:
+        raise BadRequest(f'"encoding" must be one of {", ".join(ENCODINGS)}, got {str(encoding)[:20]!r}')
+    top_k = obj.get("top_k", 10)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+        raise BadRequest(f'"top_k" must be an integer from 1 to {MAX_TOP_K}, got {str(top_k)[:20]}')
+    return {"text": text, "ablate": sorted(set(pairs)), "encoding": encoding, "top_k": top_k}
+
+
+def _nested(a: np.ndarray, digits: int = 4):
+    """`a` as nested lists, rounded, NaN as None."""
+    a = np.round(np.asarray(a, dtype=np.float64), digits)
+    out = a.tolist()
+    if np.isnan(a).any():
+        out = np.where(np.isnan(a), None, a.astype(object)).tolist()
+    return out
+
+
+class LiveModel:
+    """A model and tokenizer answering live-viewer requests (see :func:`parse_request` for the fields)."""
+
+    def __init__(self, model, tokenizer, title: str = "heads", info: dict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        cfg = model.config
+        self.max_tokens = min(cfg.block_size, MAX_TOKENS)
+        self.title = title
+        self.extra_info = info or {}
+        self.device = next(model.parameters()).device
+        self.lock = threading.Lock()  # hooks live on the one model: one request at a time
+
+    def info(self) -> dict:
+        cfg = self.model.config
+        return {
+            "title": self.title,
+            "n_layer": cfg.n_layer,
+            "n_head": cfg.n_head,
+            "n_kv_head": cfg.kv_heads,
+            "block_size": cfg.block_size,
+            "max_tokens": self.max_tokens,
+            "position": cfg.position,
+            "vocab_size": cfg.vocab_size,
+            "tokenizer": self.tokenizer.name,
+            "info": self.extra_info,
+        }
+
+    def _labels(self, ids: list[int]) -> list[str]:
+        toks = [self.tokenizer.decode([i]) for i in ids]
+        if self.tokenizer.name == "ids":  # integer ids: keep a space between them
+            toks = [t + " " for t in toks]
+        return [token_label(t) for t in toks]
+
+    def _predictions(self, logits: torch.Tensor, k: int) -> list[dict]:
+        """Top-k next tokens after the last position: token, id, probability, logit."""
+        p = torch.softmax(logits.float(), -1)
+        top = torch.topk(p, min(k, p.shape[-1]))
+        labels = self._labels(top.indices.tolist())
+        return [
+            {"token": t, "id": int(i), "prob": round(float(pr), 6), "logit": round(float(logits[i]), 4)}
+            for t, i, pr in zip(labels, top.indices.tolist(), top.values.tolist())
+        ]
+
+    @torch.no_grad()
+    def analyse(self, text: str, ablate=(), encoding: str = "json", top_k: int = 10) -> dict:
+        """Everything the page shows for `text` with the `ablate` heads zero-ablated (see docs/heads.md)."""
+        t0 = time.perf_counter()
+        try:
+            ids = self.tokenizer.encode(text)
+        except UserError as e:
+            raise BadRequest(str(e)) from None
+        if not ids:
+            raise BadRequest("the text encodes to no tokens; type something")
+        total = len(ids)
+        notice = None
+        if total > self.max_tokens:
+            ids = ids[: self.max_tokens]
+            notice = (
+                f"the text has {total} tokens; only the first {self.max_tokens} are shown "
+                f"(the model's context is {self.model.config.block_size} tokens)"
+            )
+        m, L = self.model, self.model.config.n_layer
+        x = torch.tensor(ids, dtype=torch.long, device=self.device)
+        pat_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
+        names = list(dict.fromkeys(pat_names + CI.dla_hook_names(m) + CI.lens_hook_names(m)))
+        with self.lock:
+            t1 = time.perf_counter()
+            with m.hooks(CI.ablation_hooks(ablate)):
+                logits, cache = m.run_with_cache(x[None], names=names, attn_impl="explicit")
+            clean = m(x[None])[0][0, -1] if ablate else None
+            t2 = time.perf_counter()
+        T = len(ids)
+        pats = torch.stack([cache[n] for n in pat_names])  # (L, 1, H, T, T)
+        metrics = M.pattern_metrics(pats.float(), window=m.config.window)
+        metrics.update(M.probe_metrics(pats.float(), x[None]))  # induction / duplicate on the text itself
+        top1 = int(logits[0, -1].argmax())
+        positions = torch.arange(
+            T, device=self.device
+        )  # positions 0..T-2: next token; T-1: the top prediction
+        targets = torch.cat([x[1:], torch.tensor([top1], device=self.device)])
+        att = CI.attribution_from_cache(m, logits, cache, positions, targets)
+        dla = att.heads[:-1].mean(0).numpy() if T > 1 else np.full(att.heads.shape[1:], np.nan)
+        p = pats[:, 0].float().cpu().numpy()  # (L, H, T, T)
+        out = {
+            "tokens": self._labels(ids),
+            "ids": ids,
+            "n_tokens": T,
+            "total_tokens": total,
+            "truncated": notice is not None,
+            "notice": notice,
+            "n_layer": L,
+            "n_head": m.config.n_head,
+            "n_kv_head": m.config.kv_heads,
+            "ablate": [list(a) for a in ablate],
+            "metrics": {k: _nested(v.cpu().numpy()) for k, v in sorted(metrics.items())},
+            "dla": _nested(dla),
+            "dla_last": {
+                "token": self._labels([top1])[0],
+                "id": top1,
+                "heads": _nested(att.heads[-1].numpy()),
+            },
+            "predictions": self._predictions(logits[0, -1], top_k),
+            "predictions_clean": self._predictions(clean, top_k) if clean is not None else None,
+            "logit_lens": CI.logit_lens_from_cache(m, cache, x) if T > 1 else [],
+        }
+        if encoding == "b64":
+            out["patterns_b64"] = [encode_pattern(p[l, h]) for l in range(L) for h in range(p.shape[1])]
+        else:
+            out["patterns"] = np.round(p.astype(np.float64), DIGITS).tolist()
+        out["timing_ms"] = {
+            "model": round(1000 * (t2 - t1), 2),
+            "total": round(1000 * (time.perf_counter() - t0), 2),
+        }
+        return out

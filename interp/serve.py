@@ -1,0 +1,166 @@
+"""The live head viewer's HTTP server: the page and a small JSON API over :class:`interp.live.LiveModel`.
+
+Standard library only (``http.server.ThreadingHTTPServer``): three endpoints do not need a framework.
+
+    GET  /                 the page (self-contained: inline CSS/JS, loads nothing from the network)
+    GET  /api/info         the model: layers, heads, context, tokenizer
+    POST /api/attention    {"text": ..., "ablate": [[l, h], ...], "encoding": "json"|"b64", "top_k": 10}
+
+Every error is a JSON object ``{"error": "..."}`` with a 4xx status, and the server keeps serving: 400 bad
+JSON or fields, 403 a Host header that is not this loopback server's (DNS rebinding), 404 unknown path, 405
+wrong method, 411 no Content-Length, 413 body over ``MAX_BODY``, 415 not ``application/json`` (which also
+stops cross-site form posts: a page elsewhere cannot send JSON here without a CORS preflight, which this
+server never grants); a failure inside the model is a 500 with one line (the traceback goes to stderr).
+It binds 127.0.0.1 by default; anyone who can reach the port can run the model on
+any text (and nothing else: no file is read or written for a request).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import sys
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .live import BadRequest, LiveModel, parse_request
+from .live_page import page
+
+MAX_BODY = 1 << 20  # bytes of request body (a text of ~1 MB; the model sees at most its context anyway)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "gptlab-heads"
+    protocol_version = "HTTP/1.1"  # keep-alive: the page sends a request per pause in typing
+    timeout = 30  # seconds a client may take to send its request
+
+    # ------------------------------------------------------------------------------------------ replies
+    def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj) -> None:
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8")
+
+    def _error(self, status: int, message: str, close: bool = False) -> None:
+        if close:  # the body was not read: the connection cannot carry another request
+            self.close_connection = True
+        self._json(status, {"error": message, "status": status})
+
+    def _host_ok(self) -> bool:
+        """A loopback server answers only requests addressed to a loopback name (no DNS rebinding)."""
+        if not self.server.loopback_only:
+            return True
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+        if _is_loopback(host):
+            return True
+        self._error(403, f"Host {host!r} is not this loopback server; open http://127.0.0.1:<port>/")
+        return False
+
+    def log_message(self, fmt, *args) -> None:  # quiet: one line per error only
+        pass
+
+    def log_error(self, fmt, *args) -> None:
+        print(f"heads server: {fmt % args}", file=sys.stderr)
+
+    # ------------------------------------------------------------------------------------------ routes
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if not self._host_ok():
+            return
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._send(200, self.server.page, "text/html; charset=utf-8", {"Content-Security-Policy": CSP})
+        elif path == "/api/info":
+            self._json(200, self.server.live.info())
+        elif path == "/api/attention":
+            self._error(405, 'use POST /api/attention with a JSON body {"text": "..."}')
+        else:
+            self._error(
+                404,
+                f"no such page {path[:80]!r}; the endpoints are GET /, GET /api/info, POST /api/attention",
+            )
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._host_ok():
+            return
+        path = self.path.split("?", 1)[0]
+        if path != "/api/attention":
+            return self._error(404, f"no such endpoint {path[:80]!r}; POST to /api/attention", close=True)
+        if self.headers.get("Transfer-Encoding"):
+            return self._error(411, "send the body with a Content-Length (no chunked encoding)", close=True)
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return self._error(411, "send a Content-Length header with the JSON body", close=True)
+        n = int(length)
+        if n > MAX_BODY:
+            return self._error(413, f"the body has {n} bytes; send at most {MAX_BODY}", close=True)
+        raw = self.rfile.read(n)
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            return self._error(415, f"send Content-Type: application/json (got {ctype[:40] or 'none'!r})")
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return self._error(400, f'the body is not JSON ({str(e)[:80]}); send {{"text": "..."}}')
+        live = self.server.live
+        cfg = live.model.config
+        try:
+            req = parse_request(obj, cfg.n_layer, cfg.n_head)
+            out = live.analyse(**req)
+        except BadRequest as e:
+            return self._error(400, str(e))
+        except Exception as e:  # the server's boundary: say so in one line, log the traceback, keep serving
+            traceback.print_exc(file=sys.stderr)
+            first = (str(e).splitlines() or [""])[0][:120]
+            return self._error(500, f"the model failed on this text ({type(e).__name__}: {first})")
+        self._json(200, out)
+
+    def _not_allowed(self) -> None:
+        self._error(405, f"{self.command} is not supported; use GET / or POST /api/attention", close=True)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
+
+
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "img-src data:; base-uri 'none'; form-action 'none'"
+)
+
+
+class HeadServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer holding the LiveModel and the page; daemon threads, so Ctrl-C stops it at once."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, live: LiveModel, host: str = "127.0.0.1", port: int = 8765):
+        self.live = live
+        self.loopback_only = _is_loopback(host)
+        self.page = page(live.info()).encode("utf-8")
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
