@@ -175,7 +175,7 @@ class LiveModel:
             "n_head": m.config.n_head,
             "n_kv_head": m.config.kv_heads,
             "ablate": [list(a) for a in ablate],
-            "metrics": {k: _nested(v.cpu().numpy()) for k, v in sorted(metrics.items())},
+            "metrics": {k: _nested(metrics[k].cpu().numpy()) for k in M.METRIC_NAMES if k in metrics},
             "dla": _nested(dla),
             "dla_last": {
                 "token": self._labels([top1])[0],

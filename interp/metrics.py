@@ -11,16 +11,10 @@ Definitions, formulas and sources are in docs/heads.md.
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from dataclasses import dataclass
 
-# The metrics a report computes per head, in display order, with the kind of head each one detects.
-HEAD_KINDS = {
-    "prev_token": "previous-token",
-    "induction": "induction",
-    "sink": "sink",
-    "local": "local/positional",
-    "entropy": "broad",
-}
+import torch
 
 
 def _row_mean(row_scores: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
@@ -133,19 +127,13 @@ def duplicate(pattern: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def pattern_metrics(pattern: torch.Tensor, window: int | None = None) -> dict[str, torch.Tensor]:
-    """The content-independent metrics of `pattern (..., B, H, T, T)`, each `(..., H)`."""
-    return {
-        "entropy": entropy(pattern, window),
-        "mean_distance": mean_distance(pattern),
-        "prev_token": prev_token(pattern),
-        "sink": sink(pattern),
-        "local": local(pattern),
-    }
+    """The content-independent metrics of `pattern (..., B, H, T, T)`, each `(..., H)` (registry order)."""
+    return {m.name: m.fn(pattern, window) for m in HEAD_METRICS if m.source == "pattern"}
 
 
 def probe_metrics(pattern: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """The token-matching metrics of `pattern` on a repeated-random-token probe `tokens (B, T)`."""
-    return {"induction": induction(pattern, tokens), "duplicate": duplicate(pattern, tokens)}
+    return {m.name: m.fn(pattern, tokens) for m in HEAD_METRICS if m.source == "probe"}
 
 
 def icl_positions(T: int) -> tuple[int, int]:
@@ -182,8 +170,59 @@ def chance_prev_token(T: int) -> float:
     return sum(1.0 / (i + 1) for i in range(1, T)) / (T - 1)
 
 
+# ------------------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class HeadMetric:
+    """One per-head score: a column of heads.csv / heads.json, a heatmap, a column on the pages.
+
+    source says what it is measured on and who computes it: "probe" (`fn(pattern, tokens)` on repeated random
+    tokens) and "pattern" (`fn(pattern, window)` on any text) are computed from this entry; "ablation"
+    (interp/ablation.py) and "circuit" (interp/circuits.py) by the report. kind/threshold: a head scoring at
+    least threshold is of that kind (the first such entry in registry order wins; docs/heads.md).
+    """
+
+    name: str
+    source: str
+    fn: Callable[..., torch.Tensor] | None = None
+    kind: str | None = None
+    threshold: float | None = None
+
+
+# The one list of head metrics, in display order. Adding a metric is one entry here (plus its function above
+# for a probe or pattern metric); the report, the CSV/JSON, the heatmaps and both pages read this list.
+HEAD_METRICS = (
+    HeadMetric("induction", "probe", induction, "induction", 0.4),
+    HeadMetric("duplicate", "probe", duplicate),
+    HeadMetric("prev_token", "pattern", lambda p, w: prev_token(p), "previous-token", 0.5),
+    HeadMetric("sink", "pattern", lambda p, w: sink(p), "sink", 0.5),
+    HeadMetric("local", "pattern", lambda p, w: local(p), "local/positional", 0.6),
+    HeadMetric("entropy", "pattern", entropy, "broad", 0.8),
+    HeadMetric("mean_distance", "pattern", lambda p, w: mean_distance(p)),
+    HeadMetric("zero_ablation", "ablation"),
+    HeadMetric("mean_ablation", "ablation"),
+    HeadMetric("copying", "circuit"),
+    HeadMetric("copying_ratio", "circuit"),
+    HeadMetric("dla", "circuit"),
+    HeadMetric("dla_share", "circuit"),
+)
+METRIC_NAMES = tuple(m.name for m in HEAD_METRICS)
+# (kind, metric, threshold), checked in this order; a head gets the first kind whose score passes
+KIND_RULES = tuple((m.kind, m.name, m.threshold) for m in HEAD_METRICS if m.kind)
+
+
+def check_registered(tables: dict) -> None:
+    """Raise if a computed per-head table has no registry entry (it would be missing from every output)."""
+    unknown = sorted(set(tables) - set(METRIC_NAMES))
+    if unknown:
+        raise ValueError(f"head metric(s) {unknown} are computed but not in interp.metrics.HEAD_METRICS")
+
+
 __all__ = [
-    "HEAD_KINDS",
+    "HEAD_METRICS",
+    "KIND_RULES",
+    "METRIC_NAMES",
+    "HeadMetric",
+    "check_registered",
     "chance_prev_token",
     "duplicate",
     "duplicate_mask",

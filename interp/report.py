@@ -29,30 +29,6 @@ from .ablation import ablation_importance
 from .html import page_data, write_html
 from .tracking import head_metric_tables
 
-# Head kinds, checked in this order; a head gets the first kind whose score passes the threshold.
-KIND_RULES = (
-    ("induction", "induction", 0.4),
-    ("previous-token", "prev_token", 0.5),
-    ("sink", "sink", 0.5),
-    ("local/positional", "local", 0.6),
-    ("broad", "entropy", 0.8),
-)
-METRIC_ORDER = (
-    "induction",
-    "duplicate",
-    "prev_token",
-    "sink",
-    "local",
-    "entropy",
-    "mean_distance",
-    "zero_ablation",
-    "mean_ablation",
-    "copying",
-    "copying_ratio",
-    "dla",
-    "dla_share",
-)
-
 
 @dataclass
 class HeadReport:
@@ -73,8 +49,8 @@ class HeadReport:
 
 
 def classify(row: dict) -> str:
-    """The kind of a head from its scores (thresholds in KIND_RULES; 'mixed' if none passes)."""
-    for kind, metric, threshold in KIND_RULES:
+    """The kind of a head from its scores (thresholds in M.KIND_RULES; 'mixed' if none passes)."""
+    for kind, metric, threshold in M.KIND_RULES:
         v = row.get(metric)
         if v is not None and not (isinstance(v, float) and math.isnan(v)) and v >= threshold:
             return kind
@@ -146,13 +122,14 @@ def analyse(
     notes.extend(circ.pop("notes"))
     timings["circuits_s"] = time.perf_counter() - t0
 
+    M.check_registered(tables)
     L, H = cfg.n_layer, cfg.n_head
     n_kv = cfg.kv_heads
     rows = []
     for l in range(L):
         for h in range(H):
             row = {"layer": l, "head": h, "kv_head": M.kv_head_of(h, H, n_kv)}
-            for name in METRIC_ORDER:
+            for name in M.METRIC_NAMES:
                 if name in tables:
                     v = float(tables[name][l, h])
                     row[name] = None if math.isnan(v) else round(v, 5)
@@ -215,7 +192,7 @@ def top_compositions(rep: HeadReport, kind: str, top: int = 3) -> list[tuple[int
 def summary_lines(rep: HeadReport, top: int = 3) -> list[str]:
     """The terminal summary: for each kind, the `top` heads with the highest score on its metric."""
     lines = []
-    for kind, metric, threshold in KIND_RULES:
+    for kind, metric, threshold in M.KIND_RULES:
         if metric not in rep.tables:
             continue
         t = np.nan_to_num(rep.tables[metric], nan=-np.inf)
@@ -266,7 +243,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     t0 = time.perf_counter()
-    cols = ["layer", "head", "kv_head", "kind"] + [m for m in METRIC_ORDER if m in rep.tables]
+    cols = ["layer", "head", "kv_head", "kind"] + [m for m in M.METRIC_NAMES if m in rep.tables]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
@@ -285,7 +262,7 @@ def write_report(
         "model_scores": rep.model_scores,
         "heads": rep.rows,
         "text_tokens": rep.tokens,
-        "kind_rules": [{"kind": k, "metric": m, "threshold": t} for k, m, t in KIND_RULES],
+        "kind_rules": [{"kind": k, "metric": m, "threshold": t} for k, m, t in M.KIND_RULES],
         "composition_baseline": rep.composition_baseline,
         "composition_top": {
             k: [
@@ -301,7 +278,7 @@ def write_report(
     files["json"] = atomic_write(out / "heads.json", json.dumps(doc, indent=1))
     L, H = rep.patterns.shape[:2]
     kv_of = [M.kv_head_of(h, H, rep.n_kv_head) for h in range(H)] if rep.n_kv_head < H else None
-    for name in METRIC_ORDER:
+    for name in M.METRIC_NAMES:
         if name in rep.tables:
             files[f"heatmap_{name}"] = plots.metric_heatmap(
                 rep.tables[name], name, out / f"heatmap_{name}.png", kv_of

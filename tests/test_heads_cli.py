@@ -256,3 +256,26 @@ def test_over_checkpoints(tmp_path, char_data):
         )
     )
     assert [p.name for p in res["files"]] == ["heads_over_checkpoints_induction.png"]
+
+
+def test_one_registry_entry_reaches_every_output(run_dir, tmp_path, monkeypatch):
+    """A metric added to interp.metrics.HEAD_METRICS alone shows up in the CSV, JSON, heatmap, page and kinds."""
+    last_key = lambda p, w: p[..., -1].mean(dim=(-3, -1))  # noqa: E731 - mean attention to the last key
+    extra = M.HeadMetric("last_key", "pattern", last_key, kind="last-key", threshold=-1.0)
+    registry = (extra, *M.HEAD_METRICS)  # first: its kind wins for every head (threshold -1)
+    monkeypatch.setattr(M, "HEAD_METRICS", registry)
+    monkeypatch.setattr(M, "METRIC_NAMES", tuple(m.name for m in registry))
+    monkeypatch.setattr(M, "KIND_RULES", tuple((m.kind, m.name, m.threshold) for m in registry if m.kind))
+    out = tmp_path / "out"
+    heads.report(_cfg(f"run={run_dir}", f"out={out}", "text=ROMEO: good morrow", "ablation.enabled=false"))
+    with open(out / "heads.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[4] == "last_key" and all(r["kind"] == "last-key" for r in rows)
+    assert "last_key" in json.loads((out / "heads.json").read_text())["heads"][0]
+    assert (out / "heatmap_last_key.png").is_file()
+    assert '"last_key"' in (out / "heads.html").read_text()
+
+
+def test_a_computed_metric_missing_from_the_registry_is_an_error():
+    with pytest.raises(ValueError, match="not in interp.metrics.HEAD_METRICS"):
+        M.check_registered({"induction": None, "brand_new": None})
