@@ -54,7 +54,7 @@ def to_transformer_lens(model: GPT, meta: dict | None = None, device: str | torc
     ``blocks.{l}.attn.hook_pattern`` (B, n_head, T, T) equal to ``run.model.attention_patterns(tokens)[l]``.
     """
     bridge = _bridge_class()
-    hf = to_hf_model(model.float().eval(), (meta or {}).get("eot_id"))
+    hf = to_hf_model(model, (meta or {}).get("eot_id"))  # fp32 copy of the weights; model is left as it is
     with tempfile.TemporaryDirectory(prefix="gptlab-tl-") as tmp:
         tok = _tokenizer(meta, model.config, Path(tmp))
         return bridge.boot_transformers("gptlab-model", hf_model=hf, tokenizer=tok, device=str(device))
@@ -72,11 +72,13 @@ def check_bridge(bridge, model: GPT) -> dict[str, float]:
     """Logit and attention-pattern gaps between a bridge and our model on probe ids; UserError if too large."""
     idx = probe_ids(model.config)
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.config.n_layer)]
+    dev = next(model.parameters()).device
     with torch.no_grad():
         logits, cache = bridge.run_with_cache(idx, names_filter=lambda n: n in names)
-        ours = model(idx)[0]
-    theirs_p = torch.stack([cache[n] for n in names]).float()  # (n_layer, B, n_head, T, T)
-    ours_p = model.attention_patterns(idx)
+        ours = model(idx.to(dev))[0].float().cpu()
+    theirs_p = torch.stack([cache[n] for n in names]).float().cpu()  # (n_layer, B, n_head, T, T)
+    ours_p = model.attention_patterns(idx.to(dev)).float().cpu()
+    logits = logits.cpu()
     gaps = {
         "transformer_lens_logits": logit_gap(ours, logits.float()),
         "transformer_lens_patterns": float((ours_p - theirs_p).abs().max()),

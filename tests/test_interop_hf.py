@@ -247,6 +247,36 @@ def test_an_offline_hub_id_fails_in_one_line(tmp_path):
     assert not (tmp_path / "hf_home" / "hub").exists() or not any((tmp_path / "hf_home" / "hub").iterdir())
 
 
+def test_a_hub_id_in_the_hugging_face_cache_loads_offline_in_sample_and_heads(tmp_path, monkeypatch):
+    """`python heads.py run=gpt2` with the weights in the cache: a tiny GPT-2 laid out as the hub cache keeps it."""
+    snapshot = tmp_path / "hf_home" / "hub" / "models--gpt2" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=16, n_layer=2, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(snapshot)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "WANDB_MODE": "disabled",
+    }
+    for args in (["sample.py", "run=gpt2", "prompt=Hello", "max_new_tokens=3"],
+                 ["heads.py", "run=gpt2", f"out={tmp_path / 'heads'}", "ablation.enabled=false"]):  # fmt: skip
+        p = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert p.returncode == 0, p.stderr
+    assert (tmp_path / "heads" / "heads.html").is_file()
+    # without out=, heads.py writes under runs/hf/<id>/, never into the cache
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    run = load_run("gpt2")
+    assert run.run_dir == Path("runs") / "hf" / "gpt2" and run.ckpt_path == snapshot / "model.safetensors"
+    assert run.meta["tokenizer"] == "gpt2" and run.step == 0
+
+
 # ------------------------------------------------------------------------------------------ tokenizers
 def test_gpt2_tokenizer_json_tokenizes_as_tiktoken_on_the_whole_corpus():
     from data import get_tokenizer

@@ -67,3 +67,23 @@ def test_zero_ablating_a_head_in_transformer_lens_equals_ours():
         mine, _ = ours.run_with_hooks(idx, [("blocks.1.attn.hook_z", lambda m, i, o: ablate(o))])
     torch.testing.assert_close(theirs, mine, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(mine, ours(idx)[0], atol=1e-4)  # the ablation did something
+
+
+def test_compatibility_mode_keeps_the_patterns_and_shifts_each_positions_logits():
+    """HookedTransformer's processing (fold LayerNorm, centre weights and unembedding), as docs/interop.md says."""
+    cfg = GPTConfig(
+        vocab_size=71, block_size=32, n_layer=2, n_head=4, n_embd=32, **MODELS["learned-layernorm-gelu"]
+    )
+    ours = GPT(cfg).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    bridge = to_transformer_lens(ours)
+    bridge.enable_compatibility_mode()
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(idx)
+        gap = logits - ours(idx)[0]
+    patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in range(cfg.n_layer)])
+    torch.testing.assert_close(patterns, ours.attention_patterns(idx), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gap, gap.mean(-1, keepdim=True).expand_as(gap), rtol=1e-4, atol=1e-4)
