@@ -30,7 +30,15 @@ from gptlab_errors import UserError, disk_full_cause
 from rundir.files import DirLock, read_json, remove_stale_temps, write_json
 
 from .config import DataConfig
-from .tokenizers import get_tokenizer, tokenizer_choices
+from .tokenizers import (
+    get_tokenizer,
+    hf_tokenizer_meta,
+    is_tokenizer_path,
+    read_tokenizer_json,
+    text_sha256,
+    tokenizer_choices,
+    tokenizer_label,
+)
 
 FORMAT = "gptlab-data"
 VERSION = 1
@@ -110,7 +118,8 @@ def find_prepared(data_cfg: dict, expect: dict) -> Path | None:
         return None
     meta, _ = check_prepared(out)
     same = meta is not None and all(
-        meta.get(k) == expect.get(k) for k in ("tokenizer", "vocab_size", "source_sha256")
+        meta.get(k) == expect.get(k)
+        for k in ("tokenizer", "vocab_size", "source_sha256", "hf_tokenizer_sha256")
     )
     return out if same else None
 
@@ -122,7 +131,9 @@ def _tokenize_batch(
     batch, indices, spec: dict, val_fraction: float, seed: int, by_documents: bool, dtype: str
 ):
     """Map function: ids per chunk (+ end-of-text after a document's last chunk) and its split flag."""
-    tok = _worker_tokenizer(spec.get("tokenizer"), spec.get("chars"))
+    tok = _worker_tokenizer(
+        spec.get("tokenizer"), spec.get("chars"), spec.get("hf_tokenizer"), spec.get("eot_id")
+    )
     eot, sep = tok.eot_id, spec.get("sep", "")
     docs = batch["doc"] if "doc" in batch else indices
     lasts = batch["last"] if "last" in batch else [True] * len(docs)
@@ -142,8 +153,10 @@ def _tokenize_batch(
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_tokenizer(name: str, chars: str | None):
+def _worker_tokenizer(name: str, chars: str | None, hf_json: str | None = None, eot_id: int | None = None):
     """One tokenizer per worker process (the char lookup table is built once, not per batch)."""
+    if name == "hf":
+        return get_tokenizer({"tokenizer": "hf", "hf_tokenizer": hf_json, "eot_id": eot_id})
     return get_tokenizer({"tokenizer": name, "chars": chars} if chars is not None else {"tokenizer": name})
 
 
@@ -186,9 +199,12 @@ def _stream_tokens(tds):
 def _tokenizer_spec(cfg: DataConfig, chars: str | None) -> dict:
     if cfg.tokenizer == "char":
         return {"tokenizer": "char", "chars": chars, "sep": "\n\n"}
+    if is_tokenizer_path(cfg.tokenizer):  # a Hugging Face tokenizer.json, stored whole in the meta
+        return {**hf_tokenizer_meta(cfg.tokenizer), "sep": "\n\n"}
     if cfg.tokenizer not in tokenizer_choices():
         raise UserError(
-            f"unknown tokenizer {cfg.tokenizer!r}; choose one of {', '.join(tokenizer_choices())}"
+            f"unknown tokenizer {cfg.tokenizer!r}; choose one of {', '.join(tokenizer_choices())}, "
+            "or the path of a Hugging Face tokenizer.json"
         )
     get_tokenizer(cfg.tokenizer)  # fail now (offline download, bad rank file) rather than inside a worker
     return {"tokenizer": cfg.tokenizer, "sep": "\n\n"}
@@ -258,7 +274,7 @@ def _build_text(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
             "use data.split=tail or more documents"
         )
     meta = {
-        "tokenizer": cfg.tokenizer,
+        "tokenizer": spec["tokenizer"],
         "vocab_size": tok.vocab_size,
         "dtype": np.dtype(dtype).name,
         "eot_id": tok.eot_id,
@@ -270,6 +286,8 @@ def _build_text(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
     }
     if vocab_chars is None:
         meta.pop("chars")
+    if spec["tokenizer"] == "hf":
+        meta.update({k: v for k, v in spec.items() if k.startswith("hf_")})
     return meta, train_f, val_f
 
 
@@ -307,9 +325,11 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
     cfg = DataConfig.from_dict(cfg)
     out = cfg.resolved_out_dir()
     settings = cfg.settings()
+    if is_tokenizer_path(cfg.tokenizer):  # its content, not only its path, decides the tokens
+        settings["hf_tokenizer_sha256"] = text_sha256(read_tokenizer_json(cfg.tokenizer)[1])
     stamp = source_stamp(cfg)  # resolves files (clear errors for missing paths) without reading them
     found = read_json(out / "meta.json", {})
-    if found.get("tokenizer") not in (None, cfg.tokenizer):
+    if found.get("tokenizer") not in (None, tokenizer_label(cfg.tokenizer)):
         raise UserError(
             f"{out} holds data prepared with tokenizer {found['tokenizer']}, not {cfg.tokenizer}; "
             "set data.out_dir to another folder (or data.name), or delete that folder"

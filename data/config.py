@@ -27,7 +27,7 @@ class DataConfig:
     hub_revision: str | None = None  # hub: git revision (branch, tag or commit) of the dataset
     text_column: str = "text"  # hub: column holding the text
     max_documents: int | None = None  # read only the first N documents (quick tries); null = all
-    tokenizer: str = "char"  # char | gpt2 | any tiktoken encoding name (ids for induction)
+    tokenizer: str = "char"  # char | gpt2 | a tiktoken name | a tokenizer.json path (ids: induction)
     val_fraction: float = 0.1  # share of tokens (tail) or documents (documents) that go to val.bin
     split: str = "tail"  # tail: the last val_fraction of the token stream | documents: per-document
     seed: int = 1337  # seeds the document split and the induction generator

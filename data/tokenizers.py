@@ -1,5 +1,7 @@
 """Tokenizers: ``char`` (vocabulary from the corpus), ``gpt2`` (tiktoken, offline from a shipped rank file),
-any other tiktoken encoding, and ``ids`` (space-separated integers, for synthetic data).
+any other tiktoken encoding, ``ids`` (space-separated integers, for synthetic data), and ``hf``: a Hugging Face
+``tokenizer.json`` (a pretrained Llama-family model's own tokenizer), named by its path and stored whole in
+``meta``.
 
 All share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``vocab_size``,
 ``eot_id`` (end-of-text id or None) and ``name``. ``get_tokenizer(meta)`` rebuilds one from a prepared
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from gptlab_errors import UserError
+from rundir.files import read_json
 
 GPT2_RANKS = Path(__file__).resolve().parent / "tokenizers" / "gpt2.tiktoken"
 # tiktoken's own expected hash for the r50k_base / gpt2 ranks (tiktoken_ext/openai_public.py).
@@ -26,7 +29,7 @@ ENDOFTEXT = "<|endoftext|>"
 
 
 def tokenizer_choices() -> list[str]:
-    """Every name ``tokenizer=`` accepts."""
+    """Every name ``tokenizer=`` accepts (besides a path to a tokenizer.json, see :func:`is_tokenizer_path`)."""
     try:
         import tiktoken
 
@@ -34,6 +37,18 @@ def tokenizer_choices() -> list[str]:
     except ImportError:  # pragma: no cover - tiktoken is a dependency
         others = []
     return ["char", "gpt2", *others]
+
+
+def is_tokenizer_path(value) -> bool:
+    """Whether a ``tokenizer=`` value names a Hugging Face tokenizer.json (a file, or a folder holding one)."""
+    return isinstance(value, str) and (
+        "/" in value or value.endswith(".json") or value.startswith(("~", "."))
+    )
+
+
+def tokenizer_label(value: str) -> str:
+    """The ``meta["tokenizer"]`` a ``tokenizer=`` value prepares: the name itself, or "hf" for a path."""
+    return "hf" if is_tokenizer_path(value) else value
 
 
 class CharTokenizer:
@@ -115,6 +130,92 @@ class IdsTokenizer:
         return " ".join(str(int(i)) for i in ids)
 
 
+class HFTokenizer:
+    """A Hugging Face ``tokenizers`` tokenizer, rebuilt offline from its tokenizer.json text.
+
+    ``encode`` adds no special tokens (no BOS): prepared data and prompts are tokenized alike, and documents
+    end with ``eot_id`` as for gpt2. Needs the ``tokenizers`` package (the ``hf`` extra).
+    """
+
+    name = "hf"
+
+    def __init__(self, json_text: str, eot_id: int | None = None):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise UserError(
+                "this tokenizer is a Hugging Face tokenizer.json, which needs the tokenizers package: "
+                "pip install -e '.[hf]'"
+            ) from None
+        try:
+            self.tok = Tokenizer.from_str(json_text)
+        except Exception as e:  # the Rust side raises its own Exception type for malformed JSON
+            raise UserError(f"the Hugging Face tokenizer.json cannot be read ({str(e)[:120]})") from None
+        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+        self.eot_id = None if eot_id is None else int(eot_id)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    encode_ordinary = encode  # what preparation calls
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def special_token(value) -> str | None:
+    """tokenizer_config.json writes a special token as a string or as {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def hf_tokenizer_meta(path: str | Path, eot_id: int | None = None) -> dict:
+    """The meta entries of a Hugging Face tokenizer.json (a file, or a folder holding one), read locally.
+
+    The JSON is stored whole (``hf_tokenizer``), so a run rebuilds its tokenizer offline from its checkpoint
+    alone; the path is kept only to be shown. The end-of-text id is ``eot_id`` if given, else the
+    ``eos_token`` of a tokenizer_config.json beside the file.
+    """
+    f, text = read_tokenizer_json(path)
+    if eot_id is None:
+        eos = special_token(read_json(f.parent / "tokenizer_config.json", {}).get("eos_token"))
+        eot_id = HFTokenizer(text).tok.token_to_id(eos) if eos else None
+    return hf_tokenizer_meta_from_text(text, eot_id, str(f))
+
+
+def hf_tokenizer_meta_from_text(text: str, eot_id: int | None, source: str) -> dict:
+    """The meta entries of a tokenizer.json's text (``source`` says where it came from, for display only)."""
+    tok = HFTokenizer(text, eot_id)
+    return {
+        "tokenizer": "hf",
+        "vocab_size": tok.vocab_size,
+        "eot_id": tok.eot_id,
+        "hf_tokenizer": text,
+        "hf_tokenizer_sha256": text_sha256(text),
+        "hf_tokenizer_path": source,
+    }
+
+
+def read_tokenizer_json(path: str | Path) -> tuple[Path, str]:
+    """(the file, its text) of a tokenizer.json named directly or by the folder holding it."""
+    p = Path(path).expanduser()
+    f = p / "tokenizer.json" if p.is_dir() else p
+    if not f.is_file():
+        raise UserError(
+            f"tokenizer={path}: no tokenizer.json there; give a Hugging Face tokenizer.json or a folder holding "
+            "one (AutoTokenizer.from_pretrained(dir).save_pretrained(dir) writes it)"
+        )
+    try:
+        return f, f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"tokenizer={path}: {f} cannot be read ({e})") from None
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _read_ranks(path: Path, expected_sha256: str) -> dict[bytes, int]:
     """Parse a tiktoken rank file ("<base64 token> <rank>" per line) after checking its sha256.
 
@@ -174,10 +275,15 @@ def _tiktoken_encoding(name: str):
 
 
 def get_tokenizer(meta: dict | str):
-    """A tokenizer from a prepared folder's meta dict (or a tokenizer name for tiktoken/gpt2). Works offline."""
+    """A tokenizer from a prepared folder's meta dict (or a tokenizer name for tiktoken/gpt2, or the path of a
+    tokenizer.json). Works offline."""
     if isinstance(meta, str):
-        meta = {"tokenizer": meta}
+        meta = hf_tokenizer_meta(meta) if is_tokenizer_path(meta) else {"tokenizer": meta}
     name = meta.get("tokenizer")
+    if name == "hf":
+        if not isinstance(meta.get("hf_tokenizer"), str):
+            raise UserError("an hf tokenizer needs its tokenizer.json text in meta['hf_tokenizer']")
+        return HFTokenizer(meta["hf_tokenizer"], meta.get("eot_id"))
     if name == "char":
         if "chars" not in meta:
             raise UserError(

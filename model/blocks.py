@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,12 +35,27 @@ def make_norm(cfg: GPTConfig) -> nn.Module:
     return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
+def relu_squared(h: Tensor) -> Tensor:
+    """ReLU(h)^2 (So et al. 2021, Primer)."""
+    return F.relu(h).square()
+
+
+# The ungated MLPs' activations by config name (GELU: Hendrycks & Gimpel 2016).
+ACTIVATIONS = {
+    "gelu": F.gelu,  # exact (erf) GELU
+    "gelu_tanh": functools.partial(
+        F.gelu, approximate="tanh"
+    ),  # the tanh approximation GPT-2 was trained with
+    "relu2": relu_squared,
+}
+
+
 class MLP(nn.Module):
-    """fc -> activation -> proj, activation 'gelu' (exact erf GELU) or 'relu2' (ReLU squared, So et al. 2021)."""
+    """fc -> activation -> proj, activation one of ACTIVATIONS (gelu, gelu_tanh, relu2)."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.act = cfg.mlp
+        self.act = ACTIVATIONS[cfg.mlp]
         self.fc = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
         self.proj.residual_proj = True
@@ -46,7 +63,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)  # (B, T, H)
-        h = F.gelu(h) if self.act == "gelu" else F.relu(h).square()
+        h = self.act(h)
         return self.drop(self.proj(h))  # (B, T, C)
 
 

@@ -15,7 +15,7 @@ from .positions import SCHEMES
 
 POSITIONS = tuple(SCHEMES)  # the position-scheme registry lives in positions.py
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu", "relu2", "none")
+MLPS = ("gelu", "gelu_tanh", "swiglu", "relu2", "none")
 ATTN_IMPLS = ("sdpa", "explicit")
 
 
@@ -45,7 +45,7 @@ class GPTConfig:
     norm: str = "layernorm"  # one of NORMS
     norm_eps: float = 1e-5
     mlp: str = "gelu"  # one of MLPS
-    mlp_hidden: int | None = None  # None: 4*n_embd (gelu, relu2) or swiglu_hidden(n_embd) (swiglu)
+    mlp_hidden: int | None = None  # None: 4*n_embd (gelu, gelu_tanh, relu2) or swiglu_hidden(n_embd) (swiglu)
     tie_embeddings: bool = True
     window: int | None = None  # sliding-window (local) causal attention: each query sees `window` keys
     attn_impl: str = "sdpa"  # one of ATTN_IMPLS

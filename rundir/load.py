@@ -2,10 +2,15 @@
 
 Every tool that reads a run (sample.py, heads.py, sweeps, export) goes through here. Nothing stored in the
 checkpoint is acted on beyond building the model and the tokenizer: no file it names is read or written.
+
+A Hugging Face model directory (a ``config.json`` and no checkpoint) or a hub id (``gpt2``, ``org/name``: not a
+local path) is handed to ``interop.hf`` — imported only then, the one place this module reaches upward — so
+every tool reads pretrained models too (``python heads.py run=gpt2``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ from data import get_tokenizer
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
 
-from .checkpoint import load_checkpoint, model_state, non_finite, resolve_checkpoint
+from .checkpoint import CHECKPOINT_NAMES, load_checkpoint, model_state, non_finite, resolve_checkpoint
 
 
 @dataclass
@@ -79,8 +84,33 @@ def build_model(stored_config: dict, state: dict[str, torch.Tensor], source: Pat
     return model
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def is_hf_source(path: str | Path) -> bool:
+    """A Hugging Face model directory (config.json, no checkpoint), or a string shaped like a hub id that is no
+    local path (its first part not a local folder either, so a mistyped ``runs/x`` never goes to the hub)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return (p / "config.json").is_file() and not any((p / n).is_file() for n in CHECKPOINT_NAMES)
+    s = str(path)
+    return (
+        not p.exists()
+        and HUB_ID.fullmatch(s) is not None
+        and not s.endswith((".pt", ".json", ".safetensors", ".bin"))
+        and not Path(s.split("/")[0]).exists()
+    )
+
+
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Load a run directory (best.pt, else ckpt.pt) or a checkpoint file: model in eval mode on ``device``."""
+    """Load a run directory (best.pt, else ckpt.pt) or a checkpoint file: model in eval mode on ``device``.
+
+    An HF model directory or a hub id loads through interop.hf (``Run.step`` 0, ``Run.ckpt`` empty).
+    """
+    if is_hf_source(path):
+        from interop.hf import load_hf_run
+
+        return load_hf_run(str(path), device)
     ckpt_path = resolve_checkpoint(path)
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     model = build_model(ckpt["model_config"], model_state(ckpt), ckpt_path)

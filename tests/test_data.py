@@ -152,6 +152,38 @@ def test_changed_settings_reprepare(tmp_path):
     assert load_meta(d)["val_tokens"] == pytest.approx(2 * n1, abs=1)
 
 
+def test_prepare_with_a_hugging_face_tokenizer_json(tmp_path, plays):
+    """A tokenizer.json path: tokens as the tokenizers library gives them, the JSON stored whole in the meta,
+    documents ended by its eos token, and a changed file (same path) prepares again."""
+    tokenizers = pytest.importorskip("tokenizers")
+    words = ["<unk>", "</s>", *sorted(set(plays[0].split()[:300]))]
+
+    def save(vocab):
+        tok = tokenizers.Tokenizer(
+            tokenizers.models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>")
+        )
+        tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+        tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+        (tmp_path / "tok" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+        return tok
+
+    (tmp_path / "tok").mkdir()
+    tok = save(words)
+    cfg = DataConfig(name="hf", tokenizer=str(tmp_path / "tok"), max_documents=2, out_dir=str(tmp_path / "o"))
+    d = prepare(cfg, quiet=True)
+    meta = load_meta(d)
+    assert meta["tokenizer"] == "hf" and meta["eot_id"] == 1 and meta["vocab_size"] == len(words)
+    ref = tok.encode(plays[0]).ids + [1] + tok.encode(plays[1]).ids + [1]
+    np.testing.assert_array_equal(np.concatenate(bins(d)), ref)
+    assert (
+        get_tokenizer(meta).encode(plays[0][:200]) == tok.encode(plays[0][:200]).ids
+    )  # rebuilt from the meta
+    save(words[:2] + words[:1:-1])  # the same path, another vocabulary: the tokens change
+    prepare(cfg, quiet=True)
+    assert load_meta(d)["hf_tokenizer_sha256"] != meta["hf_tokenizer_sha256"]
+    assert np.concatenate(bins(d)).tolist() != ref
+
+
 # ---------------------------------------------------------------- prepare: files
 
 

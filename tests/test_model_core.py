@@ -41,7 +41,7 @@ def test_documented_defaults():
         (dict(n_embd=20, n_head=4, position="rope"), "even head size"),
         (dict(position="xpos"), "choose one of: none, learned, sinusoidal, rope, alibi, relative, t5"),
         (dict(norm="batchnorm"), "choose one of: layernorm, rmsnorm"),
-        (dict(mlp="moe"), "choose one of: gelu, swiglu, relu2, none"),
+        (dict(mlp="moe"), "choose one of: gelu, gelu_tanh, swiglu, relu2, none"),
         (dict(attn_impl="flash"), "choose one of: sdpa, explicit"),
         (dict(window=0), "window"),
         (dict(dropout=1.0), "dropout"),

@@ -29,6 +29,7 @@ from .device import enable_tf32, grad_scaler, pick_device, pick_dtype, warn_slow
 from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer
+from .pretrained import start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
 from .signals import StopFlag
@@ -138,6 +139,9 @@ def _prepare_run_dir(run: RunDir, plan: Plan, say: Progress) -> None:
 
 def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Session:
     """Everything before the first step. Rank 0 alone writes to the run directory."""
+    pretrained = start_from_pretrained(
+        plan, overrides
+    )  # init_from: the model section becomes the pretrained one
     cfg = OmegaConf.create(plan.config)
     tcfg, ocfg, dcfg, seed = _validated(plan.config)  # every section, before anything is written
     device = pick_device(tcfg.device)
@@ -162,7 +166,13 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
     mcfg = _model_config(plan.config["model"], meta)
     dtype = pick_dtype(tcfg.dtype, device, cpu_bf16_pays=mcfg.attn_impl == "explicit")
     warn_slow_dtype(dtype, device)
-    raw_model = GPT(mcfg).to(device)
+    raw_model = GPT(mcfg)
+    if pretrained is not None:
+        raw_model.load_state_dict(pretrained.state)
+        say.print(
+            f"init_from={pretrained.source}: {pretrained.family} weights from {pretrained.weights_file}"
+        )
+    raw_model = raw_model.to(device)
     optimizer = build_optimizer(raw_model, ocfg, device.type)
     scaler = grad_scaler(device, dtype)
     B, T = tcfg.batch_size, mcfg.block_size
@@ -248,6 +258,8 @@ def _start_summary(plan, raw_model, tcfg, overrides, device, dtype, dist, step, 
         "dtype": str(dtype).removeprefix("torch."),
         "world_size": dist.world_size,
     }
+    if plan.config.get("init_from"):
+        summary["init_from"] = plan.config["init_from"]
     summary.pop("stop_reason", None)
     summary.pop("error", None)
     if resumed:

@@ -1,0 +1,74 @@
+"""Export a run as a Hugging Face model directory: `python export.py run=<run dir> out=<dir> [format=...]`.
+
+    python export.py run=runs/my_run out=exports/my_run                       # GPT-2 / Llama / Mistral directory
+    python export.py run=runs/my_run out=exports/my_run format=transformer_lens   # also checked in TransformerLens
+
+The directory holds config.json, model.safetensors (never a pickle), generation_config.json and, for runs whose
+tokenizer has a Hugging Face form (gpt2, char, ids, hf), the tokenizer files; `transformers.AutoModelForCausalLM
+.from_pretrained(out)` then computes our logits (checked before the directory appears). Which architectures
+map to which class, and the one line you get for one that maps to none: docs/interop.md.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from gptlab_errors import quiet_ctrl_c_while_starting
+
+if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
+    quiet_ctrl_c_while_starting()
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from cli import check_overrides
+from gptlab_errors import UserError, exit_on_user_error
+
+FORMATS = ("hf", "transformer_lens")
+
+
+def export(cfg: DictConfig) -> dict:
+    """Check the options, load the run, write and check the export; returns interop.hf.export_hf's report."""
+    from interop.hf import export_hf
+    from rundir.load import load_run
+
+    if not cfg.run:
+        raise UserError("pass run=<run directory, checkpoint .pt, or HF model directory>")
+    if not cfg.out:
+        raise UserError("pass out=<directory to write the Hugging Face model into>")
+    if cfg.format not in FORMATS:
+        raise UserError(f"format={cfg.format!r} is not known; choose one of: {', '.join(FORMATS)}")
+    for key in ("verify", "overwrite"):
+        if not isinstance(cfg[key], bool):
+            raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
+    out = Path(str(cfg.out)).expanduser()
+    run = load_run(str(cfg.run), device="cpu")
+    return export_hf(run, out, fmt=cfg.format, verify=cfg.verify, overwrite=cfg.overwrite)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="export")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    rep = export(cfg)
+    checks = ", ".join(f"{k} {v:.1e}" for k, v in rep["gaps"].items()) or "not checked (verify=false)"
+    tokenizer = (
+        "with tokenizer files" if rep["tokenizer"] else "no tokenizer files (this tokenizer has no HF form)"
+    )
+    print(f"wrote {rep['class']} to {rep['out']} ({tokenizer}); logit gap to ours: {checks}")
+    if cfg.format == "transformer_lens":
+        print(
+            f"load it: from transformer_lens import TransformerBridge; TransformerBridge.boot_transformers('{rep['out']}')"
+        )
+    else:
+        print(
+            f"load it: from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('{rep['out']}')"
+        )
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
+    exit_on_user_error(check_overrides)("export", sys.argv[1:])
+    main()

@@ -1,0 +1,125 @@
+"""export.py: a trained run becomes a Hugging Face directory that transformers (and TransformerLens) read with
+our logits; unmappable architectures, bad options and occupied folders are one line; nothing is pickled."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from gptlab_errors import UserError
+from training.loop import train
+
+transformers = pytest.importorskip("transformers")
+
+from rundir.load import load_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "model.n_layer=2", "model.n_head=4", "model.n_kv_head=2", "model.n_embd=32", "model.block_size=32",
+    "train.batch_size=4", "train.max_iters=4", "train.eval_interval=4", "train.eval_iters=1",
+    "train.log_interval=2", "train.sample_tokens=0", "optim.warmup_iters=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two trained char runs: the default (tiny: RoPE, RMSNorm, SwiGLU, here GQA) and an ALiBi one."""
+    root = tmp_path_factory.mktemp("export_runs")
+    out = {}
+    for name, extra in (("llama", []), ("alibi", ["model.position=alibi"])):
+        with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("config", overrides=[*SMALL, f"data.out_dir={root / 'prepared'}", *extra])
+        train(cfg, root / name)
+        out[name] = root / name
+    return out
+
+
+def cli(*args, timeout=300):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "export.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_path):
+    out = tmp_path / "hf"
+    p = cli(f"run={runs['llama']}", f"out={out}")
+    assert p.returncode == 0, p.stderr
+    assert "wrote LlamaForCausalLM" in p.stdout and "with tokenizer files" in p.stdout
+    names = sorted(f.name for f in out.iterdir())
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(names)
+    assert not any(n.endswith((".bin", ".pt", ".pkl", ".pth")) for n in names)  # safetensors only: no pickle
+    run = load_run(runs["llama"])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(hf).__name__ == "LlamaForCausalLM" and hf.config.num_key_value_heads == 2
+    idx = torch.randint(0, run.model.config.vocab_size, (3, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, run.model(idx)[0], rtol=1e-4, atol=1e-4)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    text = "ROMEO:\nWhat, ho!"
+    assert tok(text).input_ids == run.tokenizer.encode(text) and tok.decode(tok(text).input_ids) == text
+    # the safetensors file holds plain tensors that safetensors reads without transformers
+    from safetensors.torch import load_file
+
+    assert torch.equal(
+        load_file(out / "model.safetensors")["model.embed_tokens.weight"], run.model.tok_emb.weight
+    )
+
+
+def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
+    pytest.importorskip("transformer_lens")
+    p = cli(f"run={runs['llama']}", f"out={tmp_path / 'tl'}", "format=transformer_lens")
+    assert p.returncode == 0, p.stderr
+    assert "transformer_lens_patterns" in p.stdout and "TransformerBridge.boot_transformers" in p.stdout
+
+
+def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(runs, tmp_path):
+    p = cli(f"run={runs['alibi']}", f"out={tmp_path / 'x'}")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "model.position=alibi" in lines[0] and "nearest mappable choice: position=rope" in lines[0]
+    assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())  # nothing written, no leftovers
+
+
+def test_export_keeps_an_occupied_folder_unless_told(runs, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    p = cli(f"run={runs['llama']}", f"out={out}")
+    assert p.returncode == 2 and "overwrite=true" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert (out / "mine.txt").read_text() == "keep me"
+    p = cli(f"run={runs['llama']}", f"out={out}", "overwrite=true", "verify=false")
+    assert p.returncode == 0, p.stderr
+    assert (out / "config.json").is_file() and not (out / "mine.txt").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["busy"]  # the temporary and the old folder are gone
+
+
+@pytest.mark.parametrize(
+    "opts, msg",
+    [
+        (dict(run=None, out="x"), "pass run="),
+        (dict(run="runs/x", out=None), "pass out="),
+        (dict(run="runs/x", out="x", format="onnx"), "format='onnx' is not known"),
+        (dict(run="runs/x", out="x", verify="maybe"), "verify must be true or false"),
+    ],
+)
+def test_bad_options_are_one_line(opts, msg):
+    from omegaconf import OmegaConf
+
+    import export
+
+    cfg = OmegaConf.create(
+        {"run": None, "out": None, "format": "hf", "verify": True, "overwrite": False, **opts}
+    )
+    with pytest.raises(UserError, match=msg) as e:
+        export.export(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_an_unknown_option_is_one_line_before_hydra():
+    p = cli("run=runs/x", "out=x", "nonsense=1", timeout=120)
+    assert p.returncode == 2 and "unknown config key 'nonsense'" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
