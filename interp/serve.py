@@ -28,6 +28,7 @@ from .live import BadRequest, LiveModel, parse_request
 from .live_page import page
 
 MAX_BODY = 1 << 20  # bytes of request body (a text of ~1 MB; the model sees at most its context anyway)
+DRAIN_LIMIT = 64 << 20  # a larger refused body is not read: the connection is closed on it
 
 
 def _is_loopback(host: str) -> bool:
@@ -102,8 +103,6 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._host_ok():
             return
         path = self.path.split("?", 1)[0]
-        if path != "/api/attention":
-            return self._error(404, f"no such endpoint {path[:80]!r}; POST to /api/attention", close=True)
         if self.headers.get("Transfer-Encoding"):
             return self._error(411, "send the body with a Content-Length (no chunked encoding)", close=True)
         length = self.headers.get("Content-Length")
@@ -111,8 +110,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(411, "send a Content-Length header with the JSON body", close=True)
         n = int(length)
         if n > MAX_BODY:
-            return self._error(413, f"the body has {n} bytes; send at most {MAX_BODY}", close=True)
-        raw = self.rfile.read(n)
+            # read and drop a body of sane size first: closing with unread bytes makes the client's TCP stack
+            # see a reset instead of this answer
+            drained = n <= DRAIN_LIMIT and self._drain(n)
+            return self._error(413, f"the body has {n} bytes; send at most {MAX_BODY}", close=not drained)
+        raw = self.rfile.read(n)  # read before any answer, so the connection stays usable
+        if path != "/api/attention":
+            return self._error(404, f"no such endpoint {path[:80]!r}; POST to /api/attention")
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             return self._error(415, f"send Content-Type: application/json (got {ctype[:40] or 'none'!r})")
@@ -132,6 +136,15 @@ class _Handler(BaseHTTPRequestHandler):
             first = (str(e).splitlines() or [""])[0][:120]
             return self._error(500, f"the model failed on this text ({type(e).__name__}: {first})")
         self._json(200, out)
+
+    def _drain(self, n: int) -> bool:
+        """Read and discard ``n`` body bytes; False if the client stopped sending."""
+        while n > 0:
+            chunk = self.rfile.read(min(n, 1 << 16))
+            if not chunk:
+                return False
+            n -= len(chunk)
+        return True
 
     def _not_allowed(self) -> None:
         self._error(405, f"{self.command} is not supported; use GET / or POST /api/attention", close=True)
