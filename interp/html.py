@@ -24,6 +24,8 @@ import numpy as np
 
 from rundir.files import atomic_write
 
+from .page_common import BASE_CSS, PATTERN_JS
+
 
 def encode_pattern(pattern: np.ndarray) -> str:
     """Lower triangle of one `(T, T)` pattern, row by row, as base64 of little-endian uint16 (w * 65535)."""
@@ -106,33 +108,20 @@ _TEMPLATE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>__TITLE__</title>
 <style>
-body{font:13px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#222;background:#fafafa}
-header{padding:8px 14px;background:#263238;color:#eceff1}
-header h1{font-size:16px;margin:0 0 2px 0}
-header .info{font-size:12px;color:#b0bec5}
-main{display:grid;grid-template-columns:minmax(420px,1.25fr) minmax(360px,1fr);gap:12px;padding:10px 14px}
-section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 10px;margin-bottom:10px}
-h2{font-size:13px;margin:0 0 6px 0;color:#37474f}
+__BASE_CSS__main{display:grid;grid-template-columns:minmax(420px,1.25fr) minmax(360px,1fr);gap:12px;padding:10px 14px}
 .controls label{margin-right:12px}
 select{font-size:13px}
 #gqa{font-size:12px;color:#555;margin-top:4px}
 #tokens{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;line-height:1.9;
   max-height:260px;overflow:auto;border:1px solid #eee;padding:4px}
-.tok{cursor:pointer;border-radius:2px;padding:1px 0;white-space:pre;display:inline-block;min-width:0.5em}
-.tok.query{outline:2px solid #d32f2f}
 .tok.future{color:#bbb}
 #bars{width:100%;height:120px;display:block;border:1px solid #eee}
 #weights-wrap{max-height:300px;overflow:auto}
-table{border-collapse:collapse;font-size:12px}
-td,th{border-bottom:1px solid #eee;padding:2px 6px;text-align:right}
 th{position:sticky;top:0;background:#f5f5f5;cursor:pointer}
-td.tokcell{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre}
 #metrics-wrap{max-height:340px;overflow:auto}
-#metrics tr.sel{background:#fff3cd}
 #metrics tr:hover{background:#f0f7ff;cursor:pointer}
 #grid{display:grid;gap:3px;align-items:center}
 #grid canvas{width:100%;image-rendering:pixelated;border:2px solid transparent;cursor:pointer}
-#grid canvas.sel{border-color:#d32f2f}
 #grid .lab{font-size:10px;color:#666;text-align:center}
 #big{width:100%;max-width:420px;image-rendering:pixelated;border:1px solid #ccc;display:block}
 #hoverinfo{font-size:12px;color:#333;min-height:16px}
@@ -204,41 +193,17 @@ const state = {layer: D.initial.layer, head: D.initial.head, query: null, pinned
 
 function kvOf(h) { return Math.floor(h / GROUP); }
 function headColor(h, a) { return `hsla(${Math.round(360 * h / H)},75%,45%,${a})`; }
-function rowStart(i) { return i * (i + 1) / 2; }
-
-// Lower triangle of head (l, h), decoded once: Float32Array of T*(T+1)/2 weights.
+__PATTERN_JS__
+// Lower triangle of head (l, h), decoded once.
 function tri(l, h) {
   const key = l * H + h;
-  if (!cache.has(key)) {
-    const bin = atob(D.patterns[key]);
-    const bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    const dv = new DataView(bytes.buffer), n = bytes.length / 2, out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = dv.getUint16(2 * i, true) / 65535;
-    cache.set(key, out);
-  }
+  if (!cache.has(key)) cache.set(key, decodeTri(D.patterns[key]));
   return cache.get(key);
 }
 function w(l, h, q, k) { return k > q ? 0 : tri(l, h)[rowStart(q) + k]; }
 function fmt(x) { return x.toFixed(4); }
 
-function drawPattern(canvas, l, h, size) {
-  const n = Math.min(T, size), ctx = canvas.getContext("2d");
-  canvas.width = n; canvas.height = n;
-  const img = ctx.createImageData(n, n), t = tri(l, h), s = T / n;
-  for (let y = 0; y < n; y++) {
-    for (let x = 0; x <= y; x++) {
-      let m = 0;  // max over the block of cells this pixel covers, so sharp stripes survive downsampling
-      for (let q = Math.floor(y * s); q < Math.floor((y + 1) * s); q++)
-        for (let k = Math.floor(x * s); k < Math.min(Math.floor((x + 1) * s), q + 1); k++)
-          m = Math.max(m, t[rowStart(q) + k]);
-      const v = Math.round(255 * (1 - Math.sqrt(m))), o = 4 * (y * n + x);
-      img.data[o] = v; img.data[o + 1] = v; img.data[o + 2] = 255; img.data[o + 3] = 255;
-    }
-    for (let x = y + 1; x < n; x++) { const o = 4 * (y * n + x); img.data[o] = img.data[o+1] = img.data[o+2] = 245; img.data[o+3] = 255; }
-  }
-  ctx.putImageData(img, 0, 0);
-}
+function drawPattern(canvas, l, h, size) { drawTri(canvas, tri(l, h), T, size); }
 
 function buildControls() {
   document.getElementById("title").textContent = D.title;
@@ -401,7 +366,6 @@ function fillWeights(q, l, hs) {
     tot.slice(0, 5).map(([k, v]) => `#${k} "${D.tokens[k]}" ${fmt(v)}`).join("   ") + (hs.length > 1 ? "  (mean over heads)" : "");
 }
 
-function escapeHtml(t) { return t.replace(/[&<>"]/g, ch => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[ch])); }
 
 document.getElementById("big").addEventListener("mousemove", e => {
   const c = e.target, r = c.getBoundingClientRect();
@@ -500,3 +464,4 @@ document.body.dataset.ready = "1";
 </script>
 </body></html>
 """
+_TEMPLATE = _TEMPLATE.replace("__BASE_CSS__", BASE_CSS).replace("__PATTERN_JS__", PATTERN_JS)

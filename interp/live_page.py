@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 import json
 
+from .page_common import BASE_CSS, PATTERN_JS
+
 DEBOUNCE_MS = 100
 
 
@@ -29,13 +31,7 @@ _TEMPLATE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>__TITLE__ (live)</title>
 <style>
-body{font:13px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#222;background:#fafafa}
-header{padding:8px 14px;background:#263238;color:#eceff1}
-header h1{font-size:16px;margin:0 0 2px 0}
-header .info{font-size:12px;color:#b0bec5}
-main{display:grid;grid-template-columns:minmax(440px,1.1fr) minmax(380px,1fr);gap:12px;padding:10px 14px}
-section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 10px;margin-bottom:10px}
-h2{font-size:13px;margin:0 0 6px 0;color:#37474f}
+__BASE_CSS__main{display:grid;grid-template-columns:minmax(440px,1.1fr) minmax(380px,1fr);gap:12px;padding:10px 14px}
 textarea{width:100%;box-sizing:border-box;height:90px;font:13px ui-monospace,Menlo,Consolas,monospace}
 #status{font-size:12px;color:#555;min-height:16px}
 #notice{font-size:12px;color:#b71c1c;font-weight:600;min-height:0}
@@ -43,22 +39,15 @@ textarea{width:100%;box-sizing:border-box;height:90px;font:13px ui-monospace,Men
 #error{font-size:12px;color:#b71c1c}
 #tokens{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;line-height:1.9;max-height:220px;
   overflow:auto;border:1px solid #eee;padding:4px}
-.tok{cursor:pointer;border-radius:2px;padding:1px 0;white-space:pre;display:inline-block;min-width:0.5em}
-.tok.query{outline:2px solid #d32f2f}
 #grid{display:grid;gap:4px;align-items:start}
 #grid .cell{text-align:center;font-size:10px;color:#555}
 #grid canvas{width:100%;image-rendering:pixelated;border:2px solid transparent;cursor:pointer;display:block}
-#grid canvas.sel{border-color:#d32f2f}
 #grid .cell.ablated canvas{opacity:0.35}
 #grid label{cursor:pointer;user-select:none}
 #big{width:100%;max-width:380px;image-rendering:pixelated;border:1px solid #ccc;display:block}
-table{border-collapse:collapse;font-size:12px}
-td,th{border-bottom:1px solid #eee;padding:2px 6px;text-align:right}
 th{background:#f5f5f5;position:sticky;top:0}
-td.tokcell{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre}
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:8px}
 .scroll{max-height:260px;overflow:auto}
-#metrics tr.sel{background:#fff3cd}
 #metrics td,#metrics th{padding:2px 4px}
 #metrics tbody tr{cursor:pointer}
 #preds li,#preds-clean li{font-family:ui-monospace,Menlo,Consolas,monospace;list-style:none;white-space:pre}
@@ -122,33 +111,9 @@ const state = {layer: 0, head: 0, query: null, ablated: new Set(), data: null, t
 let timer = null, controller = null, tInput = 0, updates = 0;
 window.lastUpdate = null;
 
-function rowStart(i) { return i * (i + 1) / 2; }
-function decodeTri(b64) {  // lower triangle, uint16 little-endian / 65535 -> Float32Array
-  const bin = atob(b64), n = bin.length / 2, out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = (bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) / 65535;
-  return out;
-}
+__PATTERN_JS__
 function w(l, h, q, k) { return k > q ? 0 : state.tris[l * H + h][rowStart(q) + k]; }
 function fmt(x) { return x === null || x === undefined ? "" : x.toFixed(4); }
-function esc(t) { return t.replace(/[&<>"]/g, ch => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[ch])); }
-
-function drawTri(canvas, t, T, size) {
-  const n = Math.min(T, size), ctx = canvas.getContext("2d");
-  canvas.width = n; canvas.height = n;
-  const img = ctx.createImageData(n, n), s = T / n;
-  for (let y = 0; y < n; y++) {
-    for (let x = 0; x < n; x++) {
-      const o = 4 * (y * n + x);
-      if (x > y) { img.data[o] = img.data[o + 1] = img.data[o + 2] = 245; img.data[o + 3] = 255; continue; }
-      let m = 0;
-      for (let q = Math.floor(y * s); q < Math.floor((y + 1) * s); q++)
-        for (let k = Math.floor(x * s); k < Math.min(Math.floor((x + 1) * s), q + 1); k++) m = Math.max(m, t[rowStart(q) + k]);
-      const v = Math.round(255 * (1 - Math.sqrt(m)));
-      img.data[o] = v; img.data[o + 1] = v; img.data[o + 2] = 255; img.data[o + 3] = 255;
-    }
-  }
-  ctx.putImageData(img, 0, 0);
-}
 
 function buildGrid() {
   const g = document.getElementById("grid");
@@ -219,7 +184,7 @@ function render(d) {
     (d.ablate.length ? ` \u00b7 ablated: ${d.ablate.map(([l, h]) => `L${l}H${h}`).join(", ")}` : "");
   if (state.query === null || state.query >= T) state.query = T - 1;
   const box = document.getElementById("tokens");
-  box.innerHTML = d.tokens.map((t, i) => `<span class="tok" data-i="${i}" title="#${i} id ${d.ids[i]}">${esc(t)}</span>` +
+  box.innerHTML = d.tokens.map((t, i) => `<span class="tok" data-i="${i}" title="#${i} id ${d.ids[i]}">${escapeHtml(t)}</span>` +
     (t.endsWith("\u21b5") ? "<br>" : "")).join("");
   for (let l = 0; l < L; l++) for (let h = 0; h < H; h++)
     drawTri(document.getElementById(`thumb-${l}-${h}`), state.tris[l * H + h], T, 64);
@@ -231,8 +196,8 @@ function render(d) {
 
 function predList(title, ps, id) {
   const max = Math.max(...ps.map(p => p.prob), 1e-9);
-  return `<b>${title}</b><ol>` + ps.map(p => `<li data-token="${esc(p.token)}" data-id="${p.id}" data-prob="${p.prob}">` +
-    `<span class="bar" style="width:${Math.round(80 * p.prob / max)}px"></span>${p.prob.toFixed(4)}  ${esc(JSON.stringify(p.token))}</li>`).join("") + "</ol>";
+  return `<b>${title}</b><ol>` + ps.map(p => `<li data-token="${escapeHtml(p.token)}" data-id="${p.id}" data-prob="${p.prob}">` +
+    `<span class="bar" style="width:${Math.round(80 * p.prob / max)}px"></span>${p.prob.toFixed(4)}  ${escapeHtml(JSON.stringify(p.token))}</li>`).join("") + "</ol>";
 }
 function renderPreds(d) {
   document.getElementById("preds").innerHTML = predList(d.ablate.length ? "with the ablations" : "predicted", d.predictions);
@@ -242,7 +207,7 @@ function renderPreds(d) {
 function renderMetrics(d) {
   const names = Object.keys(d.metrics);
   const cols = ["layer", "head", ...names, "dla", "dla_last"];
-  let s = "<thead><tr>" + cols.map(c => `<th>${c === "dla_last" ? "dla \u2192 " + esc(JSON.stringify(d.dla_last.token)) : c}</th>`).join("") + "</tr></thead><tbody>";
+  let s = "<thead><tr>" + cols.map(c => `<th>${c === "dla_last" ? "dla \u2192 " + escapeHtml(JSON.stringify(d.dla_last.token)) : c}</th>`).join("") + "</tr></thead><tbody>";
   let dmax = 1e-9;
   for (let l = 0; l < L; l++) for (let h = 0; h < H; h++) dmax = Math.max(dmax, Math.abs(d.dla[l][h] ?? 0), Math.abs(d.dla_last.heads[l][h] ?? 0));
   const shade = v => v === null ? "" : `background:${v >= 0 ? `rgba(46,125,50,${Math.abs(v) / dmax})` : `rgba(198,40,40,${Math.abs(v) / dmax})`}`;
@@ -284,7 +249,7 @@ function setQuery(q) {
     s.style.background = k <= q ? `rgba(33,150,243,${Math.sqrt(v)})` : "";
   });
   document.getElementById("sel-title").textContent = `Token #${q} ${JSON.stringify(d.tokens[q])} in layer ${l}, head ${h}`;
-  const row = (k, v, dir) => `<tr><td>${k}</td><td class="tokcell">${esc(d.tokens[k])}</td>` +
+  const row = (k, v, dir) => `<tr><td>${k}</td><td class="tokcell">${escapeHtml(d.tokens[k])}</td>` +
     `<td class="wcell" data-dir="${dir}" data-layer="${l}" data-head="${h}" data-q="${dir === "to" ? q : k}" data-k="${dir === "to" ? k : q}" data-w="${fmt(v)}">${fmt(v)}</td></tr>`;
   const to = [], by = [];
   for (let k = 0; k <= q; k++) to.push([k, w(l, h, q, k)]);
@@ -307,3 +272,4 @@ document.body.dataset.ready = "1";
 </script>
 </body></html>
 """
+_TEMPLATE = _TEMPLATE.replace("__BASE_CSS__", BASE_CSS).replace("__PATTERN_JS__", PATTERN_JS)
