@@ -1,18 +1,25 @@
-"""Causal self-attention: MHA, GQA and MQA in one module, fused (sdpa) or written out (explicit).
+"""Causal self-attention: MHA, GQA and MQA in one module, fused (sdpa, flex) or written out (explicit).
 
 ``n_kv_head`` alone chooses the variant: n_head (MHA), a divisor of n_head (GQA), 1 (MQA). The K and V
 projections really are ``n_kv_head * hs`` wide; query head h reads key/value head ``h // (n_head // n_kv_head)``
 (the grouping of Hugging Face Llama's ``repeat_kv``).
 
-Two paths with the same weights and the same numbers:
+Three paths with the same weights and the same numbers (``attn_impl``; ``auto`` picks one per call):
 
 * ``sdpa``: ``F.scaled_dot_product_attention``. With no score bias and no active window it is called with
   ``is_causal=True`` and no mask tensor, so PyTorch may pick a fused kernel (flash / memory-efficient) whose
   memory does not grow as T^2. A score bias (alibi, t5, relative keys) or a window is passed as ``attn_mask``.
-  The Shaw value term needs the probabilities, which sdpa does not return: ``position=relative`` with
-  ``rel_values=True`` always runs the explicit math.
+* ``flex``: FlexAttention (model/flex.py): the scheme's bias as a ``score_mod`` and causal + window as a block
+  mask, fused on CUDA for every scheme. It serves full causal forwards (training, evaluation, the prompt of a
+  fresh KV cache); a cached step with fewer queries than keys runs sdpa, whose mask and bias are then only
+  (Tq, Tk): one row per new token, where flex would recompile for every cache length.
 * ``explicit``: softmax(q k^T / sqrt(hs) + bias + mask) v written out; the only path that fires
   ``hook_pattern``.
+
+``auto`` = flex on CUDA where the scheme has a score bias or the window is active (what sdpa cannot fuse) and
+flex pays (``model.flex.flex_is_best``), sdpa everywhere else: on a CPU auto is always sdpa. The Shaw value
+term needs the probabilities, which neither fused kernel returns: ``position=relative`` with
+``rel_values=True`` always runs the explicit math.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import GPTConfig
+from .flex import check_flex, flex_attend, flex_is_best
 from .hooks import HookPoint
 from .kv_cache import KVCache
 from .positions import PositionScheme
@@ -52,6 +60,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
         self.impl = cfg.attn_impl
+        self.position = cfg.position
         self.window = cfg.window
         self.dropout = cfg.dropout
         C, hs = cfg.n_embd, cfg.head_dim
@@ -98,10 +107,19 @@ class CausalSelfAttention(nn.Module):
         Tk = k.shape[2]
         k_pos = torch.arange(k0, k0 + Tk, device=x.device) if relative else None  # (Tk,)
 
-        bias = pos.score_bias(self.layer, q, q_pos, k_pos) if pos.has_score_bias else None  # (1|B, nh, T, Tk)
         need_causal = q0 < k0 + Tk - 1  # some key lies in the future of the first query
         need_window = window is not None and (q0 + T - 1) - k0 >= window
         if impl == "explicit" or pos.needs_probs:
+            path = "explicit"
+        else:
+            path = "flex" if self._takes_flex(impl, q, pos, q0, k0, Tk, need_window) else "sdpa"
+        bias = None  # flex adds the bias inside its kernel; the other paths get it as a tensor
+        if path != "flex" and pos.has_score_bias:
+            bias = pos.score_bias(self.layer, q, q_pos, k_pos)  # (1|B, nh, Tq, Tk)
+        if path == "flex":
+            score_mod = pos.flex_score_mod(self.layer, q)
+            y = flex_attend(q, k, v, score_mod, window if need_window else None, enable_gqa=nkv != nh)
+        elif path == "explicit":
             y = self._explicit(q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_causal or need_window)
         else:
             y = self._sdpa(q, k, v, bias, q0, k0, window, need_causal, need_window)
@@ -110,6 +128,22 @@ class CausalSelfAttention(nn.Module):
         return self.resid_drop(y) if self.training else y  # dropout is the identity in eval mode
 
     # ----------------------------------------------------------------------------------------------
+    def _takes_flex(
+        self, impl: str, q: Tensor, pos: PositionScheme, q0: int, k0: int, Tk: int, windowed: bool
+    ) -> bool:
+        """Whether this call runs FlexAttention: impl flex or auto, and a full causal forward (the keys are
+        this call's own tokens); auto only where flex is the better kernel (model/flex.py, flex_is_best)."""
+        if impl == "sdpa" or q0 != k0 or q.shape[2] != Tk:
+            return False
+        needs_grad = q.requires_grad and torch.is_grad_enabled()
+        dropout = self.training and self.dropout > 0  # flex has no attention dropout
+        if impl == "flex":
+            check_flex(q.device, needs_grad, pos.learned_bias, self.position, dropout)
+            return True
+        return not dropout and flex_is_best(
+            q.device, q.shape[2], pos.has_score_bias, windowed, needs_grad, pos.learned_bias
+        )
+
     def _explicit(self, q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_mask):
         n_rep = self.n_head // self.n_kv_head
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, nh, Tk, hs)

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from data import BatchLoader, DataConfig, load_meta, prepare
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
+from model.flex import check_flex
+from model.positions import SCHEMES
 from rundir.checkpoint import first_line, model_state
 from rundir.files import remove_stale_temps
 from rundir.layout import RunDir
@@ -141,6 +143,10 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
     cfg = OmegaConf.create(plan.config)
     tcfg, ocfg, dcfg, seed = _validated(plan.config)  # every section, before anything is written
     device = pick_device(tcfg.device)
+    model_cfg = plan.config["model"]
+    if model_cfg.get("attn_impl") == "flex":  # before anything is written: can this torch train flex here?
+        scheme = SCHEMES[model_cfg["position"]]
+        check_flex(device, True, scheme.learned_bias, model_cfg["position"], dropout=False)
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
