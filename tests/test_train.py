@@ -238,3 +238,38 @@ def test_float16_trains_through_the_gradient_scaler(tmp_path, data_dir):
     l32 = [r["train_loss"] for r in rows(tmp_path / "fp32", "train")]
     l16 = [r["train_loss"] for r in rows(tmp_path / "fp16", "train")]
     assert l16 == pytest.approx(l32, rel=0.01) and l16[-1] < l16[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_training_step_reads_nothing_off_the_device(tmp_path, data_dir, monkeypatch, dtype):
+    """Between log steps the loop never makes the host wait for the device: no .item(), bool(), float(),
+    .tolist() or .cpu() of a tensor inside train_step (the loss, grad norm and NaN check stay on the device
+    and are read at log, evaluation and checkpoint steps). float16: the gradient scaler hands its overflow
+    flag to the fused AdamW instead of reading it. Checked on the CPU by spying on every read."""
+    import training.loop as loop
+
+    inside, reads = [False], []
+    step = loop.train_step
+
+    def watched(s):
+        inside[0] = True
+        try:
+            step(s)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(loop, "train_step", watched)
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _original=original, _name=name, **k):
+            if inside[0]:
+                reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    cfg = cfg_with(data_dir, "train.max_iters=6", "train.log_interval=3", f"train.dtype={dtype}")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["step"] == 6
+    assert reads == []
+    assert [r["step"] for r in rows(tmp_path / "run", "train")] == [3, 6]
