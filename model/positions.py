@@ -257,7 +257,8 @@ class T5Position(PositionScheme):
 
     def flex_score_mod(self, layer, q):
         dist = torch.arange(q.shape[2], device=q.device)  # every distance 0..T-1 a query can see
-        by_dist = self.bias(t5_bucket(dist, self.num_buckets, self.max_distance)).to(q.dtype)  # (T, nh)
+        # float32 even under autocast: the kernel adds it to float32 scores and accumulates its gradient there
+        by_dist = self.bias(t5_bucket(dist, self.num_buckets, self.max_distance)).float()  # (T, nh)
 
         def t5(score, b, h, q_idx, kv_idx):
             return score + by_dist[(q_idx - kv_idx).clamp(min=0), h]
@@ -302,7 +303,7 @@ class ShawRelativePosition(PositionScheme):
 
     def flex_score_mod(self, layer, q):
         # the bias is q-dependent: q_i . a^K_d for the rel_clip+1 distances d, looked up per (i, j) in the kernel
-        qa = (q @ self.key[layer].to(q.dtype).t()) * self.scale  # (B, nh, T, clip+1), linear in T
+        qa = (q @ self.key[layer].to(q.dtype).t()).float() * self.scale  # (B, nh, T, clip+1), linear in T
         clip = self.clip
 
         def shaw_keys(score, b, h, q_idx, kv_idx):

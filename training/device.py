@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import subprocess
 import sys
@@ -136,6 +137,15 @@ def autocast(device: torch.device, dtype: torch.dtype):
 def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler:
     """A gradient scaler, enabled for float16 only (bf16 and fp32 have float32's range and need none)."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def enable_determinism() -> None:
+    """Deterministic kernels where torch has them (train.deterministic): the same steps give the same bits on
+    a GPU too, so a resumed run equals a straight one. An op without a deterministic kernel warns (once) and
+    runs as usual. cuBLAS reads CUBLAS_WORKSPACE_CONFIG at its first use: set here unless the user did."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def enable_tf32() -> None:

@@ -27,7 +27,7 @@ from rundir.load import shape_mismatch
 
 from .config import OptimConfig, TrainConfig, from_mapping
 from .ddp import Dist, init_distributed
-from .device import enable_tf32, grad_scaler, pick_device, pick_dtype, warn_slow_dtype
+from .device import enable_determinism, enable_tf32, grad_scaler, pick_device, pick_dtype, warn_slow_dtype
 from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer
@@ -159,6 +159,8 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
         torch.set_num_threads(tcfg.num_threads)
     seed_everything(seed)
     enable_tf32()
+    if tcfg.deterministic:
+        enable_determinism()
 
     data_dir = prepare(dcfg) if dist.is_main else None
     dist.barrier()
