@@ -140,11 +140,13 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
 
 
 def enable_determinism() -> None:
-    """Deterministic kernels where torch has them (train.deterministic): the same steps give the same bits on
-    a GPU too, so a resumed run equals a straight one. An op without a deterministic kernel warns (once) and
-    runs as usual. cuBLAS reads CUBLAS_WORKSPACE_CONFIG at its first use: set here unless the user did."""
+    """Deterministic kernels (train.deterministic): the same steps give the same bits on a GPU too, so a
+    resumed run equals a straight one. Strict, because only strict mode makes the flash and memory-efficient
+    attention backward pick their deterministic algorithm (with ``warn_only`` they warn and stay atomic); every
+    op this model trains with has a deterministic CUDA kernel, and one without would stop with torch's error
+    naming it. cuBLAS needs CUBLAS_WORKSPACE_CONFIG: set here unless the user did."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
 
 
