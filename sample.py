@@ -369,8 +369,8 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f} GiB"
 
 
-def summary_line(gen: Generation, model, dtype: torch.dtype, use_cache: bool) -> str:
-    """The closing line: tokens/s and the KV-cache size used."""
+def summary_line(gen: Generation, model, dtype: torch.dtype, use_cache: bool, compiled: bool = False) -> str:
+    """The closing line: tokens/s and the KV-cache size used (compiled: the compile time is in the time)."""
     b = len(gen.tokens)
     line = (
         f"{b} x {gen.steps} tokens in {gen.seconds:.2f} s: {gen.tokens_per_s:.1f} tokens/s"
@@ -381,10 +381,11 @@ def summary_line(gen: Generation, model, dtype: torch.dtype, use_cache: bool) ->
     per_tok = model.kv_cache_bytes_per_token(dtype)
     pos = cache_positions(model, gen.prompt_len, gen.steps)
     total = per_tok * pos * b
-    return (
-        line + f"; KV cache {human_bytes(total)} = {b} sample(s) x {pos} positions x {per_tok} B/token"
+    line += (
+        f"; KV cache {human_bytes(total)} = {b} sample(s) x {pos} positions x {per_tok} B/token"
         f" ({str(dtype).removeprefix('torch.')})"
     )
+    return line + ("; decode step compiled (compile time included)" if compiled else "")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -453,7 +454,7 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
             _write(stdout, body + "\n")
             if opts.num_samples > 1:
                 _write(stdout, opts.separator + "\n")
-    print(summary_line(gen, model, dtype, opts.use_cache), file=stderr, flush=True)
+    print(summary_line(gen, model, dtype, opts.use_cache, bool(opts.compile)), file=stderr, flush=True)
     return gen
 
 

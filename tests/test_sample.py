@@ -240,9 +240,10 @@ def test_compile_true_gives_the_same_text(runs, name, monkeypatch):
     itself is covered by tests/test_model_generate.py's slow test), the same text past block_size."""
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
     kw = dict(prompt="Now is the", max_new_tokens=3 * BLOCK, temperature=0.8, seed=5)
-    compiled, _, gen = run_sample(runs[name], compile=True, **kw)
+    compiled, err, gen = run_sample(runs[name], compile=True, **kw)
     eager, _, _ = run_sample(runs[name], **kw)
     assert compiled == eager and gen.steps == 3 * BLOCK
+    assert err.strip().endswith("decode step compiled (compile time included)")
 
 
 def test_samples_are_one_batch(runs, monkeypatch):
