@@ -36,6 +36,7 @@ import json
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,7 +280,8 @@ def table_positions(st: Setup, args) -> None:
     print(
         f"\n## positions: {'tiny' if st.small else '124M'} shape, {tokens} tokens per step (batch = tokens / T), "
         f"{'training step (fwd+bwd+AdamW)' if train else 'forward only (no FlexAttention backward on CPU)'}, "
-        f"{str(st.dtype).removeprefix('torch.')}, model eager (flex compiles its own kernel); peak memory in GiB"
+        f"{str(st.dtype).removeprefix('torch.')}, model eager (flex compiles its own kernel"
+        f"{'' if train else '; on a CPU: torch unfused reference'}); peak memory in GiB"
     )
     head = f"{'position':>13} {'T':>6} |" + "".join(f" {i + ' tok/s':>14} {i + ' GiB':>12} |" for i in IMPLS)
     print(head + f" {'best / rope@' + str(args.ref_t):>16}")
@@ -487,6 +489,8 @@ def main(argv=None):
     dev = torch.device(args.device)
     if dev.type == "cpu" and not args.small:
         raise UserError("--device cpu runs the tiny shapes only: add --small")
+    if dev.type == "cpu":  # torch's unfused CPU reference of flex warns so; the positions table says it too
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
     # one FlexAttention compile per scheme and shape: room for all of them (dynamo's default limit is 8)
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
     setattr(torch._dynamo.config, limit, 256)
