@@ -280,8 +280,8 @@ def table_positions(st: Setup, args) -> None:
     print(
         f"\n## positions: {'tiny' if st.small else '124M'} shape, {tokens} tokens per step (batch = tokens / T), "
         f"{'training step (fwd+bwd+AdamW)' if train else 'forward only (no FlexAttention backward on CPU)'}, "
-        f"{str(st.dtype).removeprefix('torch.')}, model eager (flex compiles its own kernel"
-        f"{'' if train else '; on a CPU: torch unfused reference'}); peak memory in GiB"
+        f"{str(st.dtype).removeprefix('torch.')}, model eager "
+        f"({'flex compiles its own kernel' if train else 'flex: torch unfused CPU reference'}); peak memory in GiB"
     )
     head = f"{'position':>13} {'T':>6} |" + "".join(f" {i + ' tok/s':>14} {i + ' GiB':>12} |" for i in IMPLS)
     print(head + f" {'best / rope@' + str(args.ref_t):>16}")
