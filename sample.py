@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cli import check_overrides, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
+from model.generate import COMPILE_MODES
 from training.device import pick_device, pick_dtype
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # absolute: works from any cwd or importer
@@ -56,6 +57,7 @@ class Options:
     top_p: float | None = None
     seed: int = 1337
     use_cache: bool = True
+    compile: bool | str = False
     device: str = "auto"
     dtype: str = "auto"
     stop_at_eot: bool = True
@@ -115,6 +117,12 @@ def parse_options(cfg: DictConfig | dict) -> Options:
             raise UserError(f"top_p must be in (0, 1] (1 = off), got {o.top_p}")
     for name in ("use_cache", "stop_at_eot", "echo_prompt"):
         setattr(o, name, _as_bool(name, getattr(o, name)))
+    if not isinstance(o.compile, bool) and o.compile not in COMPILE_MODES:
+        raise UserError(
+            f"compile must be true, false or one of {', '.join(COMPILE_MODES)}, got {o.compile!r}"
+        )
+    if o.compile and not o.use_cache:
+        raise UserError("compile=true compiles the KV-cached decode step; it needs use_cache=true")
     if o.stream != "auto":
         o.stream = _as_bool("stream", o.stream)
     if o.stream is True and o.num_samples > 1:
@@ -245,6 +253,7 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     use_cache: bool = True,
+    compile: bool | str = False,
     eot_id: int | None = None,
     on_tokens=None,
 ) -> Generation:
@@ -253,6 +262,7 @@ def generate(
     Tokens come from `model.generate_iter`, one column per step. A sample that produces `eot_id` is done
     (the token is not kept); the loop ends when every sample is done or after `max_new_tokens` steps.
     `on_tokens(ids)` is called with each new token of sample 0 while it is not done (for streaming).
+    `compile` runs the decode step compiled (model/generate.py, CompiledDecoder); its compile time counts.
     """
     device = next(model.parameters()).device
     idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)  # (B, T0)
@@ -262,7 +272,13 @@ def generate(
     t0 = time.perf_counter()
     with torch.inference_mode():
         it = model.generate_iter(
-            idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            compile=compile,
         )
         for col in it:  # (B, 1)
             steps += 1
@@ -353,8 +369,8 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f} GiB"
 
 
-def summary_line(gen: Generation, model, dtype: torch.dtype, use_cache: bool) -> str:
-    """The closing line: tokens/s and the KV-cache size used."""
+def summary_line(gen: Generation, model, dtype: torch.dtype, use_cache: bool, compiled: bool = False) -> str:
+    """The closing line: tokens/s and the KV-cache size used (compiled: the compile time is in the time)."""
     b = len(gen.tokens)
     line = (
         f"{b} x {gen.steps} tokens in {gen.seconds:.2f} s: {gen.tokens_per_s:.1f} tokens/s"
@@ -365,10 +381,11 @@ def summary_line(gen: Generation, model, dtype: torch.dtype, use_cache: bool) ->
     per_tok = model.kv_cache_bytes_per_token(dtype)
     pos = cache_positions(model, gen.prompt_len, gen.steps)
     total = per_tok * pos * b
-    return (
-        line + f"; KV cache {human_bytes(total)} = {b} sample(s) x {pos} positions x {per_tok} B/token"
+    line += (
+        f"; KV cache {human_bytes(total)} = {b} sample(s) x {pos} positions x {per_tok} B/token"
         f" ({str(dtype).removeprefix('torch.')})"
     )
+    return line + ("; decode step compiled (compile time included)" if compiled else "")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -420,6 +437,7 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
             top_k=top_k,
             top_p=opts.top_p,
             use_cache=opts.use_cache,
+            compile=opts.compile,
             eot_id=eot_id,
             on_tokens=on_tokens,
         )
@@ -436,7 +454,7 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
             _write(stdout, body + "\n")
             if opts.num_samples > 1:
                 _write(stdout, opts.separator + "\n")
-    print(summary_line(gen, model, dtype, opts.use_cache), file=stderr, flush=True)
+    print(summary_line(gen, model, dtype, opts.use_cache, bool(opts.compile)), file=stderr, flush=True)
     return gen
 
 

@@ -1,8 +1,13 @@
-"""Time and peak memory of one attention layer: fused ``sdpa`` vs ``explicit`` softmax(QK^T)V.
+"""Time and peak memory of one attention layer: fused ``sdpa`` vs ``flex`` vs ``explicit`` softmax(QK^T)V.
 
     python bench/attention.py                       # CPU, T = 256 1024 4096, forward + backward
     python bench/attention.py --device cuda --dtype bfloat16 --seq 1024 4096 16384
-    python bench/attention.py --position alibi      # a score bias: sdpa gets a materialised mask
+    python bench/attention.py --position alibi      # a score bias: sdpa gets a materialised mask, flex does not
+    python bench/attention.py --no-backward         # forward only (on a CPU the only way flex runs)
+
+torch has no FlexAttention backward on a CPU: there a forward + backward table leaves flex out (say
+``--no-backward`` to include it). On a CPU flex is torch's unfused reference implementation, so its CPU
+figures say nothing about the fused GPU kernel (bench/gpu_bench.py measures that).
 
 Memory: on CUDA the peak of ``torch.cuda.max_memory_allocated`` above the inputs; on CPU each measurement runs
 in a fresh subprocess and reports the peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs)
@@ -28,6 +33,7 @@ from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
 from model.attention import CausalSelfAttention  # noqa: E402
 from model.config import GPTConfig  # noqa: E402
 from model.positions import build_position  # noqa: E402
+from training.device import cpu_description  # noqa: E402
 
 
 def _proc_kb(field: str) -> int:
@@ -96,6 +102,7 @@ def parse(argv=None):
     p.add_argument("--n-kv-head", type=int, default=None)
     p.add_argument("--position", default="rope", help="position scheme (alibi/t5/relative add a score bias)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--impls", nargs="+", default=["sdpa", "flex", "explicit"], help="attention paths")
     p.add_argument("--no-backward", dest="backward", action="store_false", help="time the forward only")
     p.add_argument("--_worker", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -113,22 +120,28 @@ def main(argv=None):
         print(json.dumps(measure(args, args._worker[0], int(args._worker[1]))))
         return
     mode = "fwd+bwd" if args.backward else "fwd"
+    impls = list(args.impls)
+    if args.backward and args.device == "cpu" and "flex" in impls:
+        impls.remove("flex")
+        print("# flex left out: torch has no FlexAttention backward on a CPU (add --no-backward to time it)")
     print(
         f"# attention layer, {mode}, device={args.device} dtype={args.dtype} B={args.batch} C={args.n_embd} "
         f"heads={args.n_head} kv_heads={args.n_kv_head or args.n_head} position={args.position} "
-        f"torch={torch.__version__}"
+        f"torch={torch.__version__} | CPU: {cpu_description()}"
     )
-    print(
-        f"{'T':>6} | {'sdpa ms':>9} {'explicit ms':>11} {'speedup':>7} | {'sdpa MiB':>9} {'explicit MiB':>12} {'ratio':>6}"
-    )
+    base, others = impls[0], impls[1:]
+    head = f"{'T':>6} |" + "".join(f" {i + ' ms':>11}" for i in impls) + " |"
+    head += "".join(f" {i + ' MiB':>12}" for i in impls) + " |"
+    head += "".join(f" {o + '/' + base + ' time':>19} {'mem':>6}" for o in others)
+    print(head)
     for T in args.seq:
-        s, e = run_one(args, "sdpa", T), run_one(args, "explicit", T)
-        ratio = e["mib"] / s["mib"] if s["mib"] > 0.05 else float("inf")
-        print(
-            f"{T:>6} | {s['s'] * 1e3:>9.1f} {e['s'] * 1e3:>11.1f} {e['s'] / s['s']:>6.2f}x | "
-            f"{s['mib']:>9.1f} {e['mib']:>12.1f} {ratio:>5.1f}x",
-            flush=True,
-        )
+        r = {i: run_one(args, i, T) for i in impls}
+        line = f"{T:>6} |" + "".join(f" {r[i]['s'] * 1e3:>11.1f}" for i in impls) + " |"
+        line += "".join(f" {r[i]['mib']:>12.1f}" for i in impls) + " |"
+        for o in others:
+            mem = r[o]["mib"] / r[base]["mib"] if r[base]["mib"] > 0.05 else float("inf")
+            line += f" {r[o]['s'] / r[base]['s']:>18.2f}x {mem:>5.1f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

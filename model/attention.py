@@ -1,18 +1,25 @@
-"""Causal self-attention: MHA, GQA and MQA in one module, fused (sdpa) or written out (explicit).
+"""Causal self-attention: MHA, GQA and MQA in one module, fused (sdpa, flex) or written out (explicit).
 
 ``n_kv_head`` alone chooses the variant: n_head (MHA), a divisor of n_head (GQA), 1 (MQA). The K and V
 projections really are ``n_kv_head * hs`` wide; query head h reads key/value head ``h // (n_head // n_kv_head)``
 (the grouping of Hugging Face Llama's ``repeat_kv``).
 
-Two paths with the same weights and the same numbers:
+Three paths with the same weights and the same numbers (``attn_impl``; ``auto`` picks one per call):
 
 * ``sdpa``: ``F.scaled_dot_product_attention``. With no score bias and no active window it is called with
   ``is_causal=True`` and no mask tensor, so PyTorch may pick a fused kernel (flash / memory-efficient) whose
   memory does not grow as T^2. A score bias (alibi, t5, relative keys) or a window is passed as ``attn_mask``.
-  The Shaw value term needs the probabilities, which sdpa does not return: ``position=relative`` with
-  ``rel_values=True`` always runs the explicit math.
+* ``flex``: FlexAttention (model/flex.py): the scheme's bias as a ``score_mod`` and causal + window as a block
+  mask, fused on CUDA for every scheme. It serves full causal forwards (training, evaluation, the prompt of a
+  fresh KV cache); a cached step with fewer queries than keys runs sdpa, whose mask and bias are then only
+  (Tq, Tk): one row per new token, where flex would recompile for every cache length.
 * ``explicit``: softmax(q k^T / sqrt(hs) + bias + mask) v written out; the only path that fires
   ``hook_pattern``.
+
+``auto`` = flex on CUDA where the scheme has a score bias or the window is active (what sdpa cannot fuse) and
+flex pays (``model.flex.flex_is_best``), sdpa everywhere else: on a CPU auto is always sdpa. The Shaw value
+term needs the probabilities, which neither fused kernel returns: ``position=relative`` with
+``rel_values=True`` always runs the explicit math.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import GPTConfig
+from .flex import check_flex, flex_attend, flex_is_best
 from .hooks import HookPoint
-from .kv_cache import KVCache
+from .kv_cache import KVCache, StaticKVCache
 from .positions import PositionScheme
 
 
@@ -52,6 +60,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
         self.impl = cfg.attn_impl
+        self.position = cfg.position
         self.window = cfg.window
         self.dropout = cfg.dropout
         C, hs = cfg.n_embd, cfg.head_dim
@@ -73,51 +82,91 @@ class CausalSelfAttention(nn.Module):
         x: Tensor,
         pos: PositionScheme,
         q0: int = 0,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         window: int | None = None,
         impl: str | None = None,
     ) -> Tensor:
-        """x (B, T, C) -> (B, T, C). q0: position of x's first token; window/impl override the config."""
+        """x (B, T, C) -> (B, T, C). q0: position of x's first token (with a StaticKVCache: one token at the
+        ring's position, q0 unused); window/impl override the config."""
         B, T, C = x.shape
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_dim
         window = self.window if window is None else window
         impl = impl or self.impl
+        ring = cache if isinstance(cache, StaticKVCache) else None
         # position tensors only for schemes that read them (score bias / value term); rotate uses q0
         relative = pos.has_score_bias or pos.has_value_term
-        q_pos = torch.arange(q0, q0 + T, device=x.device) if relative else None  # (T,)
+        if ring is not None:  # one token at ring.pos, a device tensor (no host number: compilable)
+            q_pos, start = ring.pos, None
+        else:
+            q_pos, start = (torch.arange(q0, q0 + T, device=x.device) if relative else None), q0  # (T,)
 
         q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        q, k = pos.rotate(q, q_pos, start=q0), pos.rotate(k, q_pos, start=q0)
+        q, k = pos.rotate(q, q_pos, start=start), pos.rotate(k, q_pos, start=start)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
-        k0 = q0
-        if cache is not None:
-            k, v, k0 = cache.update(self.layer, k, v)  # (B, nkv, Tk, hs), keys from position k0
-        Tk = k.shape[2]
-        k_pos = torch.arange(k0, k0 + Tk, device=x.device) if relative else None  # (Tk,)
-
-        bias = pos.score_bias(self.layer, q, q_pos, k_pos) if pos.has_score_bias else None  # (1|B, nh, T, Tk)
-        need_causal = q0 < k0 + Tk - 1  # some key lies in the future of the first query
-        need_window = window is not None and (q0 + T - 1) - k0 >= window
-        if impl == "explicit" or pos.needs_probs:
-            y = self._explicit(q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_causal or need_window)
+        explicit = impl == "explicit" or pos.needs_probs
+        allowed, is_causal = None, False  # allowed: bool (Tq, Tk) mask; None = every key is visible
+        if ring is not None:  # every slot of the ring; the mask says which hold visible keys
+            k, v, k_pos = ring.update(self.layer, k, v)  # (B, nkv, size, hs), (size,)
+            path, allowed = ("explicit" if explicit else "sdpa"), ring.visible(window)
         else:
-            y = self._sdpa(q, k, v, bias, q0, k0, window, need_causal, need_window)
+            k0 = q0
+            if cache is not None:
+                k, v, k0 = cache.update(self.layer, k, v)  # (B, nkv, Tk, hs), keys from position k0
+            Tk = k.shape[2]
+            k_pos = torch.arange(k0, k0 + Tk, device=x.device) if relative else None  # (Tk,)
+            need_causal = q0 < k0 + Tk - 1  # some key lies in the future of the first query
+            need_window = window is not None and (q0 + T - 1) - k0 >= window
+            if explicit:
+                path = "explicit"
+            else:
+                path = "flex" if self._takes_flex(impl, q, pos, q0, k0, Tk, need_window) else "sdpa"
+            if path == "flex":
+                window = window if need_window else None
+            elif path == "sdpa" and need_causal and not need_window and not pos.has_score_bias and q0 == k0:
+                is_causal = True  # fused: no T x T tensor
+            elif need_causal or need_window:
+                allowed = causal_mask(q0, T, k0, Tk, window if need_window else None, x.device)
+
+        bias = None  # flex adds the bias inside its kernel; the other paths get it as a tensor
+        if path != "flex" and pos.has_score_bias:
+            bias = pos.score_bias(self.layer, q, q_pos, k_pos)  # (1|B, nh, Tq, Tk)
+        if path == "flex":
+            y = flex_attend(q, k, v, pos.flex_score_mod(self.layer, q), window, enable_gqa=nkv != nh)
+        elif path == "explicit":
+            y = self._explicit(q, k, v, bias, allowed, pos, q_pos, k_pos)
+        else:
+            y = self._sdpa(q, k, v, bias, allowed, is_causal)
         y = self.hook_z(y.transpose(1, 2))  # (B, T, nh, hs)
         y = self.o_proj(y.reshape(B, T, nh * hs))  # (B, T, C)
         return self.resid_drop(y) if self.training else y  # dropout is the identity in eval mode
 
     # ----------------------------------------------------------------------------------------------
-    def _explicit(self, q, k, v, bias, pos, q_pos, k_pos, q0, k0, window, need_mask):
+    def _takes_flex(
+        self, impl: str, q: Tensor, pos: PositionScheme, q0: int, k0: int, Tk: int, windowed: bool
+    ) -> bool:
+        """Whether this call runs FlexAttention: impl flex or auto, and a full causal forward (the keys are
+        this call's own tokens); auto only where flex is the better kernel (model/flex.py, flex_is_best)."""
+        if impl == "sdpa" or q0 != k0 or q.shape[2] != Tk:
+            return False
+        needs_grad = q.requires_grad and torch.is_grad_enabled()
+        dropout = self.training and self.dropout > 0  # flex has no attention dropout
+        if impl == "flex":
+            check_flex(q.device, needs_grad, pos.learned_bias, self.position, dropout)
+            return True
+        return not dropout and flex_is_best(
+            q.device, q.shape[2], pos.has_score_bias, windowed, needs_grad, pos.learned_bias
+        )
+
+    def _explicit(self, q, k, v, bias, allowed, pos, q_pos, k_pos):
         n_rep = self.n_head // self.n_kv_head
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, nh, Tk, hs)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, Tq, Tk)
         if bias is not None:
             att = att + bias
-        if need_mask:
-            allowed = causal_mask(q0, q.shape[2], k0, k.shape[2], window, q.device)  # (Tq, Tk)
+        if allowed is not None:
             att = att.masked_fill(~allowed, float("-inf"))
         att = F.softmax(att.float(), dim=-1).to(q.dtype)
         att = self.hook_pattern(att)
@@ -126,17 +175,10 @@ class CausalSelfAttention(nn.Module):
         extra = pos.value_term(self.layer, att, q_pos, k_pos) if pos.has_value_term else None
         return y if extra is None else y + extra
 
-    def _sdpa(self, q, k, v, bias, q0, k0, window, need_causal, need_window):
-        Tq, Tk = q.shape[2], k.shape[2]
-        mask, is_causal = None, False
-        if bias is None and not need_window:
-            if need_causal and Tq == Tk and q0 == k0:
-                is_causal = True  # fused: no T x T tensor
-            elif need_causal:
-                mask = causal_mask(q0, Tq, k0, Tk, None, q.device)
-        else:
-            allowed = causal_mask(q0, Tq, k0, Tk, window if need_window else None, q.device)  # (Tq, Tk)
-            mask = allowed if bias is None else bias.masked_fill(~allowed, float("-inf"))
+    def _sdpa(self, q, k, v, bias, allowed, is_causal):
+        mask = allowed  # bool: True = may attend
+        if bias is not None:
+            mask = bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
         dp = self.dropout if self.training else 0.0
         # GQA/MQA: sdpa reads kv head h // (nh / nkv) itself (torch >= 2.5, the project's minimum)
         return F.scaled_dot_product_attention(

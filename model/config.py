@@ -16,7 +16,7 @@ from .positions import SCHEMES
 POSITIONS = tuple(SCHEMES)  # the position-scheme registry lives in positions.py
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_tanh", "swiglu", "relu2", "none")
-ATTN_IMPLS = ("sdpa", "explicit")
+ATTN_IMPLS = ("auto", "sdpa", "flex", "explicit")  # see model/attention.py
 
 
 def swiglu_hidden(n_embd: int) -> int:
@@ -48,7 +48,7 @@ class GPTConfig:
     mlp_hidden: int | None = None  # None: 4*n_embd (gelu, gelu_tanh, relu2) or swiglu_hidden(n_embd) (swiglu)
     tie_embeddings: bool = True
     window: int | None = None  # sliding-window (local) causal attention: each query sees `window` keys
-    attn_impl: str = "sdpa"  # one of ATTN_IMPLS
+    attn_impl: str = "auto"  # one of ATTN_IMPLS; auto = flex on CUDA for biases/windows, else sdpa
 
     def __post_init__(self):
         self.validate()
@@ -120,6 +120,11 @@ class GPTConfig:
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise UserError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.attn_impl == "flex" and self.dropout > 0:
+            raise UserError(
+                f"model.attn_impl=flex has no dropout on the attention weights, but model.dropout={self.dropout}; "
+                "set model.dropout=0, or use attn_impl=auto (sdpa while dropout is on)"
+            )
         if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
             raise UserError(f"model.window={self.window!r} must be a positive integer or null (no window)")
         if self.mlp_hidden is not None and (not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 1):

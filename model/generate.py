@@ -16,6 +16,7 @@ Both modes follow one context rule, so greedy decoding gives identical tokens wi
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from gptlab_errors import UserError
 
-from .kv_cache import KVCache
+from .kv_cache import KVCache, StaticKVCache
 
 
 def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
@@ -68,6 +69,57 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+class CompiledDecoder:
+    """generate_iter's one-token step through a StaticKVCache, compiled once (``fullgraph``, static shapes).
+
+    ``mode`` is torch.compile's: ``reduce-overhead`` records the step as a CUDA graph and replays it (what a
+    batch-1 decode on a GPU needs: the step is a few hundred tiny kernels whose launches cost more than their
+    math); ``default`` compiles without graphs (CPU). The ring and the compiled code are kept per model
+    (``decoder_for``), so later calls with the same batch and dtype reuse both without recompiling.
+    """
+
+    def __init__(self, model, size: int, mode: str):
+        self.ring = StaticKVCache(model.config.n_layer, size)
+        self.cudagraphs = mode == "reduce-overhead"
+        self.step = torch.compile(
+            model.decode_step, mode=None if mode == "default" else mode, fullgraph=True, dynamic=False
+        )
+
+    def load(self, cache: KVCache) -> None:
+        self.ring.load(cache)
+        self.token = self.ring.input_buffer()  # (B, 1): the step's input, always the same tensor
+
+    def __call__(self, idx: Tensor, window: int | None) -> Tensor:
+        """Logits (B, V) of the token after idx (B, 1); valid until the next call (CUDA graphs reuse them)."""
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        self.token.copy_(idx)
+        return self.step(self.token, self.ring, window)
+
+
+_DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(size, mode): decoder}
+
+
+def decoder_for(model, size: int, compile: bool | str, device: torch.device) -> CompiledDecoder:
+    """The model's compiled decoder for a ring of ``size``; compile=True picks reduce-overhead (CUDA graphs)
+    on CUDA and default elsewhere, a string names the torch.compile mode."""
+    if compile is True:
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+    elif compile in COMPILE_MODES:
+        mode = compile
+    else:
+        raise UserError(
+            f"compile={compile!r} is not known; use false, true or one of {', '.join(COMPILE_MODES)}"
+        )
+    mine = _DECODERS.setdefault(model, {})
+    if (size, mode) not in mine:
+        mine[(size, mode)] = CompiledDecoder(model, size, mode)
+    return mine[(size, mode)]
+
+
 @torch.no_grad()
 def generate_iter(
     model,
@@ -78,11 +130,14 @@ def generate_iter(
     top_p: float | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    compile: bool | str = False,
 ) -> Iterator[Tensor]:
     """Yield each new token column (B, 1). See the module docstring for the context rule past block_size.
 
     The tokens live in one preallocated (B, T + max_new_tokens) buffer; a KV cache is made once and reused
-    (``reset``) at every re-fill, with room for exactly the positions this call can feed it.
+    (``reset``) at every re-fill, with room for exactly the positions this call can feed it. ``compile``
+    (with the cache): the prompt runs eagerly at full width, every later token through a compiled
+    fixed-shape step (``CompiledDecoder``); the same tokens, up to float rounding in the fused kernels.
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     if idx.dim() != 2 or idx.shape[1] < 1:
@@ -93,6 +148,7 @@ def generate_iter(
     bs, L = cfg.block_size, cfg.n_layer
     absolute = model.pos.absolute
     W = bs if cfg.window is None else min(cfg.window, bs)  # sliding window for the relative schemes
+    win = None if absolute else W  # the window argument of every forward
     span = L * (W - 1) + 1  # receptive field of one prediction through L windowed layers
     keep = max(1, bs // 2)  # absolute schemes: tokens kept when the context is re-filled
     B, n = idx.shape
@@ -100,33 +156,31 @@ def generate_iter(
     seq[:, :n] = idx
     start = max(0, n - bs)
     cache: KVCache | None = None
+    decoder: CompiledDecoder | None = None
     if use_cache and max_new_tokens > 0:
         # absolute: at most block_size positions (fewer for a short run); relative: a rolling window of W
         cache = KVCache(L, capacity=min(bs, n - start + max_new_tokens - 1)) if absolute else KVCache(L, W)
+        if compile:
+            decoder = decoder_for(model, bs if absolute else W, compile, idx.device)
     fresh = True  # the cache holds nothing yet: feed the whole context
     for step in range(max_new_tokens):
-        if absolute:
-            if (
-                step > 0 and n - start > bs
-            ):  # re-fill: keep the last `keep` tokens, re-encoded from position 0
-                start = n - keep
-                fresh = True
-            if cache is None:
-                h = model.hidden_states(seq[:, start:n])
-            elif fresh:
+        if absolute and step > 0 and n - start > bs:  # re-fill: keep the last `keep` tokens, from position 0
+            start, fresh = n - keep, True
+        if cache is None or fresh:  # the whole context (absolute: seq[start:]; relative: the receptive field)
+            if cache is not None:
                 cache.reset()
-                h = model.hidden_states(seq[:, start:n], cache=cache)
-            else:
-                h = model.hidden_states(seq[:, n - 1 : n], cache=cache)
+            h = model.hidden_states(
+                seq[:, start if absolute else max(0, n - span) : n], cache=cache, window=win
+            )
+            logits = model.lm_head(h[:, -1, :])  # (B, V)
+            if decoder is not None:
+                decoder.load(cache)
+        elif decoder is not None:
+            logits = decoder(seq[:, n - 1 : n], win)
         else:
-            if cache is None:
-                h = model.hidden_states(seq[:, max(0, n - span) : n], window=W)
-            elif fresh:
-                h = model.hidden_states(seq[:, max(0, n - span) : n], cache=cache, window=W)
-            else:
-                h = model.hidden_states(seq[:, n - 1 : n], cache=cache, window=W)
+            h = model.hidden_states(seq[:, n - 1 : n], cache=cache, window=win)
+            logits = model.lm_head(h[:, -1, :])  # (B, V)
         fresh = False
-        logits = model.lm_head(h[:, -1, :])  # (B, V)
         nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         seq[:, n : n + 1] = nxt
         n += 1

@@ -16,7 +16,7 @@ from . import generate as gen
 from .blocks import Block, RMSNorm, make_norm
 from .config import ATTN_IMPLS, GPTConfig
 from .hooks import HookPoint
-from .kv_cache import KVCache
+from .kv_cache import KVCache, StaticKVCache
 from .positions import build_position
 
 
@@ -95,6 +95,23 @@ class GPT(nn.Module):
         if cache is not None:
             cache.end()
         return self.ln_f(x)  # (B, T, C)
+
+    def decode_step(self, idx: Tensor, ring: StaticKVCache, window: int | None = None) -> Tensor:
+        """Next-token logits (B, V) for one new token per sample, idx (B, 1), at the ring's position.
+
+        Every shape is fixed and no number comes from the host, so ``torch.compile(model.decode_step,
+        fullgraph=True)`` compiles it once and CUDA graphs can replay it (model/generate.py, compile=True).
+        ``window`` as in forward; the ring has already been filled by a prefill (``StaticKVCache.load``).
+        """
+        x = self.tok_emb(idx)  # (B, 1, C)
+        pe = self.pos.embed(ring.pos)  # (1, C) or None
+        if pe is not None:
+            x = x + pe.to(x.dtype)
+        ring.begin()
+        for block in self.blocks:
+            x = block(x, self.pos, 0, ring, window)
+        ring.end()
+        return self.lm_head(self.ln_f(x)[:, -1, :])  # (B, V)
 
     def forward(
         self,
@@ -243,9 +260,12 @@ class GPT(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        compile: bool | str = False,
     ) -> Iterator[Tensor]:
         """Like generate, but yields each new token column (B, 1) as soon as it is sampled."""
-        return gen.generate_iter(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator)
+        return gen.generate_iter(
+            self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, compile
+        )
 
     @torch.no_grad()
     def generate(
@@ -257,6 +277,7 @@ class GPT(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        compile: bool | str = False,
     ) -> Tensor:
         """Continue idx (B, T) by max_new_tokens tokens -> (B, T + max_new_tokens). Call model.eval() first.
 
@@ -265,6 +286,10 @@ class GPT(nn.Module):
         use_cache=False. Past block_size: relative schemes (none, rope, alibi, relative, t5) attend to a sliding
         window of the last block_size tokens (rolling cache); absolute ones (learned, sinusoidal) crop to the
         last block_size // 2 tokens and re-fill. Details in model/generate.py and docs/model.md.
+        compile=True (with the cache) runs every token after the prompt through a compiled fixed-shape step:
+        CUDA graphs on a GPU (mode reduce-overhead), plain torch.compile elsewhere; or name a torch.compile mode.
         """
-        cols = list(self.generate_iter(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator))
+        cols = list(
+            self.generate_iter(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, compile)
+        )
         return torch.cat([idx, *cols], dim=1)

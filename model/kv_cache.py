@@ -5,6 +5,9 @@ its new keys/values into the free slots right after the cached ones and attends 
 so a decode step copies one position per layer instead of re-concatenating the whole cache (``torch.cat``
 every step). All layers share one layout (``_lo``: buffer slot of the oldest cached position), decided once
 per forward in ``begin``.
+
+``StaticKVCache`` is the fixed-shape ring a compiled decode step uses (``GPT.decode_step``, sample.py
+``compile=true``): same keys per query, shapes that never change.
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ class KVCache:
         vb[:, :, lo + n : lo + n + T].copy_(v)
         return kb[:, :, lo : lo + n + T], vb[:, :, lo : lo + n + T], self.start
 
+    def held(self, layer: int) -> tuple[Tensor, Tensor]:
+        """Views of the keys and values held between forwards: positions ``start .. next_pos - 1``."""
+        lo, n = self._lo, len(self)
+        return self.k[layer][:, :, lo : lo + n], self.v[layer][:, :, lo : lo + n]
+
     @staticmethod
     def _alloc(like: Tensor, cap: int) -> Tensor:
         B, nkv, _, hs = like.shape
@@ -137,3 +145,81 @@ class KVCache:
     def allocated_bytes(self) -> int:
         """Memory allocated for the buffers (``capacity`` positions per layer)."""
         return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)
+
+
+class StaticKVCache:
+    """A fixed-shape ring of ``size`` positions per layer, for a compiled (or CUDA-graph) decode step.
+
+    ``KVCache`` attends to a view of the filled slots, whose length grows every step, so each step has new
+    shapes: fine eagerly, but a compiled step would recompile (or record a new CUDA graph) for each length.
+    Here every shape is fixed: slot ``p % size`` holds position ``p``; a step writes its key and value there
+    in place and attends to all ``size`` slots, with a mask built from ``slot_pos`` (the position each slot
+    holds, -1 while empty). The next position ``pos`` is a device tensor the step advances itself, so a step
+    needs no number from the host. With ``size`` = the window (relative schemes) or block_size (absolute
+    schemes, which re-fill before they wrap), each query sees exactly the keys ``KVCache`` would show it.
+
+    ``load(cache)`` takes over what a prefill through a ``KVCache`` left (the prompt runs eagerly at full
+    width); then each ``GPT.decode_step`` adds one token. Buffers are allocated by ``load`` and reused.
+    """
+
+    def __init__(self, n_layer: int, size: int):
+        self.n_layer, self.size = n_layer, size
+        self.k: list[Tensor] = []  # (B, nkv, size, hs) per layer
+        self.v: list[Tensor] = []
+        self.slot_pos: Tensor | None = None  # (size,) long: the position each slot holds, -1 = empty
+        self.pos: Tensor | None = None  # (1,) long: the position of the next token
+        self.slot: Tensor | None = None  # (1,) long: pos % size, set by begin()
+        self.token: Tensor | None = None  # (B, 1) long: the input of a compiled step (input_buffer)
+
+    def load(self, cache: KVCache) -> None:
+        """Copy the positions a prefilled KVCache holds into the ring (allocating it the first time)."""
+        n = len(cache)
+        if n > self.size:
+            raise ValueError(f"the cache holds {n} positions, more than this ring's {self.size}")
+        like = cache.k[0]
+        fresh = not self.k or self.k[0].shape[0] != like.shape[0] or self.k[0].dtype != like.dtype
+        if fresh:
+            B, nkv, _, hs = like.shape
+            self.k = [like.new_zeros(B, nkv, self.size, hs) for _ in range(self.n_layer)]
+            self.v = [like.new_zeros(B, nkv, self.size, hs) for _ in range(self.n_layer)]
+            self.slot_pos = torch.empty(self.size, dtype=torch.long, device=like.device)
+            self.pos = torch.empty(1, dtype=torch.long, device=like.device)
+            self.slot = torch.empty(1, dtype=torch.long, device=like.device)
+            self.token = torch.zeros(B, 1, dtype=torch.long, device=like.device)
+            for t in (*self.k, *self.v, self.slot_pos, self.pos, self.slot, self.token):
+                torch._dynamo.mark_static_address(t)  # CUDA graphs may update them in place
+        positions = torch.arange(cache.start, cache.next_pos, device=like.device)  # (n,)
+        slots = positions % self.size
+        for layer in range(self.n_layer):
+            k, v = cache.held(layer)
+            self.k[layer].index_copy_(2, slots, k)
+            self.v[layer].index_copy_(2, slots, v)
+        self.slot_pos.fill_(-1).index_copy_(0, slots, positions)
+        self.pos.fill_(cache.next_pos)
+
+    def input_buffer(self) -> Tensor:
+        """A (B, 1) long tensor that lives as long as the ring: copy each step's token into it, so a compiled
+        step always gets the same tensor (same strides, and the fixed address a CUDA graph reads)."""
+        return self.token
+
+    def begin(self) -> None:
+        """Start a step: the slot of position ``pos`` now holds it (its old key rolls out of the window)."""
+        self.slot.copy_(self.pos % self.size)
+        self.slot_pos.index_copy_(0, self.slot, self.pos)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Write the new token's k, v (B, nkv, 1, hs); return every slot's keys, values (B, nkv, size, hs)
+        and positions (size,)."""
+        self.k[layer].index_copy_(2, self.slot, k)
+        self.v[layer].index_copy_(2, self.slot, v)
+        return self.k[layer], self.v[layer], self.slot_pos
+
+    def visible(self, window: int | None) -> Tensor:
+        """Bool (1, size): the slots the query at ``pos`` may attend to (filled, not ahead, in the window)."""
+        ok = (self.slot_pos >= 0) & (self.slot_pos <= self.pos)
+        if window is not None:
+            ok = ok & (self.slot_pos > self.pos - window)
+        return ok[None, :]
+
+    def end(self) -> None:
+        self.pos.add_(1)

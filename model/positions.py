@@ -7,6 +7,9 @@ A scheme can act at up to four places; each method returns ``None`` (or its inpu
 * ``score_bias(l, q, qp, kp)`` -> additive attention-score bias (.., nh, Tq, Tk) (alibi, t5, relative keys)
 * ``value_term(l, p, qp, kp)`` -> (B, nh, Tq, hs) added to the attention output (relative values)
 
+and a scheme with a score bias also gives it in FlexAttention's form, ``flex_score_mod(l, q)`` -> a function
+``score_mod(score, b, h, q_idx, kv_idx)`` that adds the same bias inside the fused kernel (model/flex.py).
+
 ``pos``, ``qp``, ``kp`` are 1-D long tensors of absolute token positions (queries and keys), so the same code
 serves a full forward, a KV-cached step and a rolling cache. Every bias depends only on ``qp - kp`` except the
 absolute embeddings.
@@ -18,6 +21,7 @@ Press et al. 2022 (ALiBi), Shaw et al. 2018 (relative), Raffel et al. 2020 (T5 b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -33,6 +37,7 @@ class PositionScheme(nn.Module):
     absolute = False  # True: positions are absolute indices (generation crops and re-fills, see gpt.py)
     max_len: int | None = None  # longest sequence the scheme supports (None = any)
     needs_probs = False  # True: the attention probabilities are needed (value term), no fused kernel
+    learned_bias = False  # True: the score bias has parameters (FlexAttention trains them from torch 2.6)
 
     @property
     def has_score_bias(self) -> bool:
@@ -57,6 +62,17 @@ class PositionScheme(nn.Module):
         return None
 
     def value_term(self, layer: int, probs: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        return None
+
+    def flex_score_mod(self, layer: int, q: Tensor) -> Callable | None:
+        """score_bias as a FlexAttention ``score_mod(score, b, h, q_idx, kv_idx)`` (None: no bias).
+
+        For a full causal forward: queries q (B, nh, T, hs) and the keys sit at the same positions, so the
+        distance is ``q_idx - kv_idx`` (every bias here depends on the distance only). ``score`` arrives
+        scaled by 1/sqrt(hs), as the explicit path's q k^T / sqrt(hs) before its bias is added. The kernel
+        also evaluates it on masked (future) entries, so indices must stay in range for negative distances.
+        Every scheme that overrides score_bias overrides this too (tests/test_model_flex.py checks).
+        """
         return None
 
 
@@ -197,6 +213,14 @@ class AlibiPosition(PositionScheme):
         dist = (q_pos[:, None] - k_pos[None, :]).to(torch.float32)  # (Tq, Tk), >= 0 where visible
         return (-slopes[:, None, None] * dist)[None].to(q.dtype)  # (1, nh, Tq, Tk)
 
+    def flex_score_mod(self, layer, q):
+        slopes = torch.tensor(self.slopes, device=q.device, dtype=torch.float32)  # (nh,)
+
+        def alibi(score, b, h, q_idx, kv_idx):
+            return score - slopes[h] * (q_idx - kv_idx)
+
+        return alibi
+
 
 def t5_bucket(distance: Tensor, num_buckets: int, max_distance: int) -> Tensor:
     """T5's unidirectional (causal) bucket of ``distance = query_pos - key_pos`` (negative -> 0).
@@ -219,6 +243,8 @@ def t5_bucket(distance: Tensor, num_buckets: int, max_distance: int) -> Tensor:
 class T5Position(PositionScheme):
     """``t5``: one learned scalar per (bucket, head), shared by all layers, added to the scores."""
 
+    learned_bias = True
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.num_buckets = cfg.t5_buckets
@@ -229,6 +255,16 @@ class T5Position(PositionScheme):
         b = t5_bucket(q_pos[:, None] - k_pos[None, :], self.num_buckets, self.max_distance)  # (Tq, Tk)
         return self.bias(b).permute(2, 0, 1)[None].to(q.dtype)  # (1, nh, Tq, Tk)
 
+    def flex_score_mod(self, layer, q):
+        dist = torch.arange(q.shape[2], device=q.device)  # every distance 0..T-1 a query can see
+        # float32 even under autocast: the kernel adds it to float32 scores and accumulates its gradient there
+        by_dist = self.bias(t5_bucket(dist, self.num_buckets, self.max_distance)).float()  # (T, nh)
+
+        def t5(score, b, h, q_idx, kv_idx):
+            return score + by_dist[(q_idx - kv_idx).clamp(min=0), h]
+
+        return t5
+
 
 class ShawRelativePosition(PositionScheme):
     """``relative`` (Shaw et al. 2018): learned embeddings of the clipped distance min(i - j, rel_clip).
@@ -237,6 +273,8 @@ class ShawRelativePosition(PositionScheme):
     scores; with ``rel_values`` a value table a^V adds sum_j p_ij a^V_{d(i,j)} to the output. Causal attention
     only sees d >= 0, so the tables hold rel_clip+1 rows (the paper's 2k+1 minus the unused future half).
     """
+
+    learned_bias = True
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -262,6 +300,16 @@ class ShawRelativePosition(PositionScheme):
         qa = q @ self.key[layer].to(q.dtype).t()  # (B, nh, Tq, clip+1)
         B, nh, Tq, _ = qa.shape
         return qa.gather(-1, idx[None, None].expand(B, nh, Tq, -1)) * self.scale  # (B, nh, Tq, Tk)
+
+    def flex_score_mod(self, layer, q):
+        # the bias is q-dependent: q_i . a^K_d for the rel_clip+1 distances d, looked up per (i, j) in the kernel
+        qa = (q @ self.key[layer].to(q.dtype).t()).float() * self.scale  # (B, nh, T, clip+1), linear in T
+        clip = self.clip
+
+        def shaw_keys(score, b, h, q_idx, kv_idx):
+            return score + qa[b, h, q_idx, (q_idx - kv_idx).clamp(0, clip)]
+
+        return shaw_keys
 
     def value_term(self, layer, probs, q_pos, k_pos):
         if self.value is None:

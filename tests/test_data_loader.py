@@ -137,8 +137,10 @@ def test_too_small_data_and_bad_rank_fail_clearly(ddir):
         BatchLoader(ddir / "nope" / "train.bin", 16, 4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_batches_equal_cpu_batches(ddir):
+    """On CUDA the batch is copied from pinned memory without blocking; it equals the CPU batch."""
     a = BatchLoader(ddir / "val.bin", 16, 4, seed=1, device="cuda")
     b = BatchLoader(ddir / "val.bin", 16, 4, seed=1)
     x, y = a.next()

@@ -396,7 +396,7 @@ def test_unknown_keys_and_unusable_run_dirs_are_one_line(tmp_path):
     f.write_text("")
     for name, argv, needle in [
         ("config", ["train.foo=1"], "unknown config key 'train.foo'; valid keys in train: batch_size"),
-        ("sample", ["foo=1"], "unknown config key 'foo'; valid top-level keys: device"),
+        ("sample", ["foo=1"], "unknown config key 'foo'; valid top-level keys: compile, device"),
         ("heads", ["probe.foo=1"], "valid keys in probe: batch_size, reps, seed"),
         ("config", [f"hydra.run.dir={f}"], "is a file; pass a directory"),
         ("config", ["data=shakspeare"], "unknown data config 'shakspeare'; choose one of"),

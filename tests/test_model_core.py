@@ -28,7 +28,7 @@ def test_documented_defaults():
         384,
     )
     assert (c.position, c.norm, c.mlp, c.attn_impl, c.window, c.tie_embeddings) == (
-        "rope", "layernorm", "gelu", "sdpa", None, True,
+        "rope", "layernorm", "gelu", "auto", None, True,
     )  # fmt: skip
     assert c.hidden_dim == 4 * 384 and swiglu_hidden(384) == 1024
 
@@ -42,7 +42,7 @@ def test_documented_defaults():
         (dict(position="xpos"), "choose one of: none, learned, sinusoidal, rope, alibi, relative, t5"),
         (dict(norm="batchnorm"), "choose one of: layernorm, rmsnorm"),
         (dict(mlp="moe"), "choose one of: gelu, gelu_tanh, swiglu, relu2, none"),
-        (dict(attn_impl="flash"), "choose one of: sdpa, explicit"),
+        (dict(attn_impl="flash"), "choose one of: auto, sdpa, flex, explicit"),
         (dict(window=0), "window"),
         (dict(dropout=1.0), "dropout"),
         (dict(n_layer=0), "n_layer"),

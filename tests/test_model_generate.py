@@ -214,3 +214,54 @@ def test_kv_cache_buffers_match_a_naive_concatenating_cache():
             assert (
                 len(cache) == held and cache.bytes() == 2 * 2 * held * 2 * 3 * 4 * 4
             )  # k+v, layers, B, nkv, hs, fp32
+
+
+@pytest.mark.parametrize("kv,window", [(4, None), (2, 3), (1, 5)])
+@pytest.mark.parametrize("position", [*POSITIONS, "relative-keys-only"])
+def test_fixed_shape_decode_step_equals_the_kv_cache(position, kv, window, monkeypatch):
+    """compile=True's step (GPT.decode_step through a StaticKVCache ring), run eagerly here: the same tokens
+    as the growing KV cache for every scheme, past block_size, for greedy and seeded sampling; and every step
+    has the same shapes (what a single compile and a CUDA graph need)."""
+    extra = {"rel_values": False} if position == "relative-keys-only" else {}
+    m = tiny(position.split("-")[0], kv, window, **extra)
+    shapes = set()
+    step = m.decode_step
+
+    def eager_step(idx, ring, win):
+        shapes.add((tuple(idx.shape), *(tuple(t.shape) for t in (*ring.k, *ring.v, ring.slot_pos))))
+        return step(idx, ring, win)
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: eager_step)
+    for prompt_len in (3, 11):
+        prompt = torch.randint(0, 29, (2, prompt_len))
+        ring = m.generate(prompt, 24, temperature=0, compile=True)
+        assert torch.equal(ring, m.generate(prompt, 24, temperature=0))
+        torch.manual_seed(3)
+        a = m.generate(prompt, 24, temperature=1.0, top_k=10, compile=True)
+        torch.manual_seed(3)
+        assert torch.equal(a, m.generate(prompt, 24, temperature=1.0, top_k=10))
+    assert len(shapes) == 1
+
+
+def test_compile_option_is_checked():
+    m = tiny("rope")
+    with pytest.raises(UserError, match="compile='fast' is not known"):
+        m.generate(torch.zeros(1, 2, dtype=torch.long), 3, compile="fast")
+
+
+@pytest.mark.slow
+def test_compiled_decode_equals_eager_on_cpu():
+    """The real torch.compile (inductor, fullgraph) of the decode step: greedy tokens equal the eager cache's
+    for a biased scheme and a rotary one, past block_size. About 30-60 s on a 2-core CPU (compilation)."""
+    from torch._dynamo.utils import counters
+
+    for position in ("alibi", "rope"):
+        m = tiny(position, 2, 3)
+        prompt = torch.randint(0, 29, (2, 5))
+        eager = m.generate(prompt, 20, temperature=0)
+        assert torch.equal(m.generate(prompt, 20, temperature=0, compile=True), eager)
+        # a second call, even of another length, reuses the compiled step and its ring: no new graph
+        graphs = counters["stats"]["unique_graphs"]
+        longer = m.generate(prompt, 30, temperature=0, compile=True)
+        assert torch.equal(longer, m.generate(prompt, 30, temperature=0))
+        assert counters["stats"]["unique_graphs"] == graphs

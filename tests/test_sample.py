@@ -163,6 +163,8 @@ def _error_cases(runs, tmp: Path):
         ("zero samples", [learned, "num_samples=0"], "num_samples must be an integer >= 1"),
         ("missing prompt file", [learned, f"prompt_file={tmp / 'none.txt'}"], "does not exist"),
         ("empty prompt, no eot", [learned, "prompt="], "no end-of-text token"),
+        ("unknown compile mode", [learned, "compile=fast"], "compile must be true, false or one of"),
+        ("compile without cache", [learned, "compile=true", "use_cache=false"], "needs use_cache=true"),
     ] + ([] if torch.cuda.is_available() else [("absent cuda", [learned, "device=cuda"], "no CUDA GPU")])
 
 
@@ -230,6 +232,18 @@ def test_greedy_identical_with_and_without_cache_past_block_size(runs, name):
     assert g1.steps == g2.steps == n
     assert with_cache == without
     assert len(set(g1.tokens[0])) > 3  # the output really varies, so a wrong cache would show
+
+
+@pytest.mark.parametrize("name", ["learned", "alibi_gqa"])
+def test_compile_true_gives_the_same_text(runs, name, monkeypatch):
+    """compile=true: the prompt eagerly, then the fixed-shape decode step (run uncompiled here, torch.compile
+    itself is covered by tests/test_model_generate.py's slow test), the same text past block_size."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    kw = dict(prompt="Now is the", max_new_tokens=3 * BLOCK, temperature=0.8, seed=5)
+    compiled, err, gen = run_sample(runs[name], compile=True, **kw)
+    eager, _, _ = run_sample(runs[name], **kw)
+    assert compiled == eager and gen.steps == 3 * BLOCK
+    assert err.strip().endswith("decode step compiled (compile time included)")
 
 
 def test_samples_are_one_batch(runs, monkeypatch):

@@ -223,6 +223,49 @@ def test_ddp_two_processes_on_gloo(tmp_path, data_dir):
     assert torch.load(run / "ckpt.pt", weights_only=True)["step"] == 6
 
 
+@pytest.mark.slow
+def test_torchrun_with_one_process_trains_through_ddp_and_resumes(tmp_path, data_dir):
+    """torchrun --nproc_per_node=1 joins a process group of one (gloo here, NCCL on a GPU) and wraps the model
+    in DDP: the path of many GPUs, checkable on one; a stop and a resume under torchrun finish the run."""
+    train(cfg_with(data_dir, "train.max_iters=1"), tmp_path / "warm")
+    run = tmp_path / "ddp1"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*args):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=1",
+            "train.py",
+        ]
+        return subprocess.run(
+            [*cmd, *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={run}", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    r = torchrun("train.max_iters=6", "train.stop_after_iters=3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    r = torchrun("train.max_iters=6", "train.resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["world_size"] == 1 and summary["step"] == 6
+    assert [r["step"] for r in rows(run, "train")] == list(range(1, 7))
+
+
+def test_init_distributed_joins_a_group_only_under_torchrun(monkeypatch):
+    from training.ddp import init_distributed
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert not init_distributed("cpu").enabled
+    monkeypatch.setenv("WORLD_SIZE", "1")  # set by some schedulers without torchrun: still one plain process
+    monkeypatch.setenv("RANK", "0")
+    assert not init_distributed("cpu").enabled
+
+
 def test_float16_trains_through_the_gradient_scaler(tmp_path, data_dir):
     """float16 autocast uses a GradScaler: its state is checkpointed, and gradients are unscaled before
     clipping (the logged grad norm is the true one, not 2**16 times it)."""
@@ -238,3 +281,55 @@ def test_float16_trains_through_the_gradient_scaler(tmp_path, data_dir):
     l32 = [r["train_loss"] for r in rows(tmp_path / "fp32", "train")]
     l16 = [r["train_loss"] for r in rows(tmp_path / "fp16", "train")]
     assert l16 == pytest.approx(l32, rel=0.01) and l16[-1] < l16[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_training_step_reads_nothing_off_the_device(tmp_path, data_dir, monkeypatch, dtype):
+    """Between log steps the loop never makes the host wait for the device: no .item(), bool(), float(),
+    .tolist() or .cpu() of a tensor inside train_step (the loss, grad norm and NaN check stay on the device
+    and are read at log, evaluation and checkpoint steps). float16: the gradient scaler hands its overflow
+    flag to the fused AdamW instead of reading it. Checked on the CPU by spying on every read."""
+    import training.loop as loop
+
+    inside, reads = [False], []
+    step = loop.train_step
+
+    def watched(s):
+        inside[0] = True
+        try:
+            step(s)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(loop, "train_step", watched)
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _original=original, _name=name, **k):
+            if inside[0]:
+                reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    cfg = cfg_with(data_dir, "train.max_iters=6", "train.log_interval=3", f"train.dtype={dtype}")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["step"] == 6
+    assert reads == []
+    assert [r["step"] for r in rows(tmp_path / "run", "train")] == [3, 6]
+
+
+def test_deterministic_option_turns_on_deterministic_kernels(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    try:
+        summary = train(cfg_with(data_dir, "train.deterministic=true", "train.max_iters=2"), tmp_path / "run")
+        assert summary["status"] == "finished"
+        assert torch.are_deterministic_algorithms_enabled()
+        # strict, not warn_only: only then does the flash attention backward pick its deterministic algorithm
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

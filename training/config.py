@@ -26,6 +26,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    deterministic: bool = False  # deterministic kernels where torch has them (bit-exact GPU resumes)
     resume: Any = False  # False | True | "auto"
     overwrite: bool = False  # start over in a run directory that already holds a run
     ckpt_interval: int | None = None

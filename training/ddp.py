@@ -1,4 +1,9 @@
-"""Multi-process training through torchrun (DDP): which rank am I, set up and tear down the process group."""
+"""Multi-process training through torchrun (DDP): which rank am I, set up and tear down the process group.
+
+Any run that torchrun started joins a process group and trains through DDP, even with one process
+(``torchrun --nproc_per_node=1``): the same code path as on many GPUs, so one GPU can check NCCL. A plain
+``python train.py`` is one process without a group.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,11 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    group: bool = False  # in a process group (started by torchrun): DDP, collectives
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.group
 
     @property
     def is_main(self) -> bool:
@@ -37,12 +43,21 @@ class Dist:
         return t.item() / self.world_size
 
 
+def launched_by_torchrun() -> bool:
+    """torchrun sets TORCHELASTIC_RUN_ID (and RANK, WORLD_SIZE, MASTER_ADDR ...) in every process it starts."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (
+        "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ
+    )
+
+
 def init_distributed(device_type: str) -> Dist:
     """Join the process group torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK; a plain run gets one rank.
     NCCL on CUDA, gloo elsewhere (that is how CI tests DDP on CPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched_by_torchrun():
         return Dist()
-    d = Dist(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    d = Dist(
+        int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]), True
+    )
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import subprocess
 import sys
@@ -136,6 +137,17 @@ def autocast(device: torch.device, dtype: torch.dtype):
 def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler:
     """A gradient scaler, enabled for float16 only (bf16 and fp32 have float32's range and need none)."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def enable_determinism() -> None:
+    """Deterministic kernels (train.deterministic): the same steps give the same bits on a GPU too, so a
+    resumed run equals a straight one. Strict, because only strict mode makes the flash and memory-efficient
+    attention backward pick their deterministic algorithm (with ``warn_only`` they warn and stay atomic); every
+    op this model trains with has a deterministic CUDA kernel, and one without would stop with torch's error
+    naming it. cuBLAS needs CUBLAS_WORKSPACE_CONFIG: set here unless the user did."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def enable_tf32() -> None:

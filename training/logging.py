@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from gptlab_errors import UserError
 
 
@@ -114,13 +116,21 @@ class Wandb:
 
 
 class Stopwatch:
-    """Wall time that excludes evaluation, for honest tokens/s."""
+    """Wall time that excludes evaluation, for honest tokens/s.
 
-    def __init__(self):
+    A GPU runs behind the host: a lap first waits for the work queued on ``device`` (CUDA), so the time
+    counted is the time the steps took, not the time it took to queue them. Laps are taken only at log,
+    evaluation and head-metric steps, never in between, so the steps themselves never wait for the host."""
+
+    def __init__(self, device=None):
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.device = device
         self.start = time.perf_counter()
         self.mark = self.start
 
     def lap(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
         now = time.perf_counter()
         dt, self.mark = now - self.mark, now
         return dt

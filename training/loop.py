@@ -10,8 +10,11 @@
 
 Order of one optimizer step: set the learning rate, run ``grad_accum`` micro-batches (forward under autocast,
 backward through the gradient scaler; DDP syncs gradients on the last one only), unscale, clip, step. The
-loss and gradient norm stay on the device and are read only at log, evaluation and checkpoint steps, so a
-GPU is never made to wait for the host in between. Everything a bit-exact resume needs is in the checkpoint.
+loss, the gradient norm and the NaN check stay on the device and are read only at log, evaluation and
+checkpoint steps (the stopwatch waits for the GPU there, so tokens/s counts finished work), so the host
+queues steps ahead of a GPU and never waits in between; with float16 the scaler hands its overflow flag to the
+fused AdamW rather than reading it (tests/test_train.py spies on every read). Everything a bit-exact resume
+needs is in the checkpoint.
 """
 
 from __future__ import annotations
@@ -144,12 +147,12 @@ def evaluate(s: Session) -> dict[str, float]:
     out = {}
     with torch.no_grad():
         for split, batches in s.eval_batches.items():
-            total = 0.0
+            total = torch.zeros((), device=s.device)
             for x, y in batches:
                 with autocast(s.device, s.dtype):
                     _, loss = s.raw_model(x, y)
-                total += loss.item()
-            out[split] = s.dist.mean(total / len(batches), s.device)
+                total += loss.float()
+            out[split] = s.dist.mean(total.item() / len(batches), s.device)  # one read per split
     s.model.train()
     return out
 
@@ -184,7 +187,7 @@ def save(s: Session, path: Path) -> None:
 def fit(s: Session) -> dict:
     """Train from ``s.step`` to ``train.max_iters`` (or until a signal), then finish."""
     tcfg, say = s.tcfg, s.progress
-    watch, wall_start, wall_before = Stopwatch(), time.perf_counter(), s.summary["wall_s"]
+    watch, wall_start, wall_before = Stopwatch(s.device), time.perf_counter(), s.summary["wall_s"]
     elapsed = lambda: wall_before + time.perf_counter() - wall_start  # noqa: E731
     lap_steps, lap_time = 0, 0.0
     head_every = tcfg.head_metrics_interval if s.main else 0

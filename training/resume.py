@@ -23,6 +23,7 @@ SAFE_KEYS = {
     "train.device",
     "train.dtype",
     "train.compile",
+    "train.deterministic",
     "train.num_threads",
     "train.log_interval",
     "train.eval_interval",

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from data import BatchLoader, DataConfig, load_meta, prepare
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
+from model.flex import check_flex
+from model.positions import SCHEMES
 from rundir.checkpoint import first_line, model_state
 from rundir.files import remove_stale_temps
 from rundir.layout import RunDir
@@ -25,7 +27,7 @@ from rundir.load import shape_mismatch
 
 from .config import OptimConfig, TrainConfig, from_mapping
 from .ddp import Dist, init_distributed
-from .device import enable_tf32, grad_scaler, pick_device, pick_dtype, warn_slow_dtype
+from .device import enable_determinism, enable_tf32, grad_scaler, pick_device, pick_dtype, warn_slow_dtype
 from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer
@@ -145,6 +147,10 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
     cfg = OmegaConf.create(plan.config)
     tcfg, ocfg, dcfg, seed = _validated(plan.config)  # every section, before anything is written
     device = pick_device(tcfg.device)
+    model_cfg = plan.config["model"]
+    if model_cfg.get("attn_impl") == "flex":  # before anything is written: can this torch train flex here?
+        scheme = SCHEMES[model_cfg["position"]]
+        check_flex(device, True, scheme.learned_bias, model_cfg["position"], dropout=False)
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -157,6 +163,8 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
         torch.set_num_threads(tcfg.num_threads)
     seed_everything(seed)
     enable_tf32()
+    if tcfg.deterministic:
+        enable_determinism()
 
     data_dir = prepare(dcfg) if dist.is_main else None
     dist.barrier()
