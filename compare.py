@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.windows < 1 or any(m < 1 for m in args.multipliers):
         raise UserError("--windows and --multipliers must be positive integers, e.g. --multipliers 1 2 4 8")
     if not args.no_extrapolate:
-        from training.device import pick_device
+        from runtime.device import pick_device
 
         pick_device(args.device)  # a device that is not there: one line now, not one per run later
     out = args.out or (args.dirs[0] if len(args.dirs) == 1 else "comparison")

@@ -165,7 +165,7 @@ def report(cfg: DictConfig) -> dict:
     from interp.report import analyse, summary_lines, write_report
     from interp.tracking import probe_for
     from rundir.load import load_run
-    from training.device import pick_device
+    from runtime.device import pick_device
 
     t_start = time.perf_counter()
     if not cfg.run:
@@ -255,7 +255,7 @@ def start_server(cfg: DictConfig):
     from interp.live import LiveModel
     from interp.serve import HeadServer
     from rundir.load import load_run
-    from training.device import pick_device
+    from runtime.device import pick_device
 
     if not cfg.run:
         raise UserError("pass run=<run directory or checkpoint .pt>")

@@ -33,7 +33,7 @@ from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
 from model.attention import CausalSelfAttention  # noqa: E402
 from model.config import GPTConfig  # noqa: E402
 from model.positions import build_position  # noqa: E402
-from training.device import cpu_description  # noqa: E402
+from runtime.device import cpu_description  # noqa: E402
 
 
 def _proc_kb(field: str) -> int:

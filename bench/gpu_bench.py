@@ -51,9 +51,9 @@ from data import BatchLoader  # noqa: E402
 from data.build import FORMAT  # noqa: E402
 from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
 from model import GPT, POSITIONS, GPTConfig  # noqa: E402
+from runtime.device import autocast, cpu_description, grad_scaler  # noqa: E402
 from training.config import OptimConfig, TrainConfig  # noqa: E402
 from training.ddp import Dist  # noqa: E402
-from training.device import autocast, cpu_description, grad_scaler  # noqa: E402
 from training.loop import train_step  # noqa: E402
 from training.optim import build_optimizer  # noqa: E402
 from training.session import Divergence, Session  # noqa: E402

@@ -73,7 +73,7 @@ def live_bench(repeats: int, T: int = 128) -> None:
     from interp.live import LiveModel
     from interp.serve import HeadServer
     from model import GPT, GPTConfig
-    from training.device import cpu_description
+    from runtime.device import cpu_description
 
     chars = "\n !',.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     meta = {"tokenizer": "char", "chars": chars, "vocab_size": len(chars)}
@@ -135,7 +135,7 @@ def report_bench(args) -> None:
     from hydra import compose, initialize_config_dir
 
     import heads
-    from training.device import cpu_description
+    from runtime.device import cpu_description
 
     shape = f"{args.n_layer}x{args.n_head}x{args.n_embd}_T{args.block}"
     run_dir = make_run(

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from rundir.layout import RunDir  # noqa: E402
-from training.device import cpu_description  # noqa: E402
+from runtime.device import cpu_description  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 

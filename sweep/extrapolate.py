@@ -153,7 +153,7 @@ def extrapolate_run(
     """Evaluate a run's best checkpoint at each multiple of its block size; cache and return the result."""
     from rundir.checkpoint import resolve_checkpoint
     from rundir.load import load_run
-    from training.device import pick_device
+    from runtime.device import pick_device
 
     ckpt_path = resolve_checkpoint(run)
     run_dir = ckpt_path.parent

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gptlab_errors import UserError
+from runtime.device import pick_device, pick_dtype
 from training.config import OptimConfig, TrainConfig, from_mapping
-from training.device import pick_device, pick_dtype
 from training.mfu import mfu, peak_flops
 from training.optim import build_optimizer, lr_at
 from training.rng import get_rng_state, set_rng_state
@@ -105,7 +105,7 @@ def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
 
 
 def test_cpu_bf16_detection_and_the_auto_dtype(monkeypatch, capsys):
-    from training import device as D
+    from runtime import device as D
 
     x86 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
     avx2 = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2 fma\n"

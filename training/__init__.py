@@ -1,1 +1,1 @@
-"""The pieces train.py is made of: config, optimizer and schedule, device, checkpoints, logging, the loop."""
+"""The pieces train.py is made of: config, optimizer and schedule, checkpoints, logging, the loop (device and precision: runtime/)."""

@@ -35,9 +35,9 @@ from gptlab_errors import UserError, disk_full_cause
 from interp.tracking import head_metrics_snapshot
 from rundir.checkpoint import NonFiniteWeights, save_checkpoint
 from rundir.layout import RunDir
+from runtime.device import autocast
 
 from .ddp import shutdown
-from .device import autocast
 from .logging import Stopwatch
 from .mfu import mfu
 from .optim import lr_at

@@ -24,10 +24,17 @@ from rundir.checkpoint import first_line, model_state
 from rundir.files import remove_stale_temps
 from rundir.layout import RunDir
 from rundir.load import shape_mismatch
+from runtime.device import (
+    enable_determinism,
+    enable_tf32,
+    grad_scaler,
+    pick_device,
+    pick_dtype,
+    warn_slow_dtype,
+)
 
 from .config import OptimConfig, TrainConfig, from_mapping
 from .ddp import Dist, init_distributed
-from .device import enable_determinism, enable_tf32, grad_scaler, pick_device, pick_dtype, warn_slow_dtype
 from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer

@@ -1,0 +1,90 @@
+"""The layering of docs/architecture.md, read off the import statements of every module (function-level
+imports included, so no dependency can hide inside a function)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("model", "data", "rundir", "runtime", "training", "interp", "sweep", "interop")
+TOOLS = ("train", "sample", "heads", "export", "compare")
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project's packages and tool modules that ``path`` imports (first dotted part; relative = own package)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top in PACKAGES or top in TOOLS or top in ("cli", "gptlab_errors"):
+                found.add(name if top == "rundir" else top)
+    return found
+
+
+def imports_of(package: str) -> set[str]:
+    out = set()
+    for f in (ROOT / package).rglob("*.py"):
+        if f.name != "__main__.py":  # `python -m data` is an entry point, above every package
+            out |= project_imports(f)
+    return out - {package}
+
+
+# package -> what it may import from the project (besides itself and gptlab_errors)
+ALLOWED = {
+    "model": set(),
+    "runtime": set(),
+    "data": {"rundir.files"},
+    "rundir": {"model", "data", "interop"},  # interop: load_run hands HF directories / hub ids to it (lazily)
+    "interop": {"model", "data", "rundir", "rundir.load", "rundir.checkpoint", "rundir.files"},
+    "interp": {"model", "data", "rundir", "rundir.files", "rundir.load", "rundir.checkpoint"},
+    "sweep": {
+        "model",
+        "data",
+        "runtime",
+        "rundir.files",
+        "rundir.load",
+        "rundir.checkpoint",
+        "rundir.layout",
+    },
+    "training": {
+        "model",
+        "data",
+        "runtime",
+        "interp",
+        "interop",
+        "cli",
+        "rundir.files",
+        "rundir.checkpoint",
+        "rundir.layout",
+        "rundir.load",
+    },  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_each_package_imports_only_the_layers_below_it(package):
+    extra = imports_of(package) - ALLOWED[package] - {"gptlab_errors"}
+    assert not extra, f"{package} imports {sorted(extra)}, which docs/architecture.md does not allow"
+
+
+def test_rundir_files_checkpoint_and_layout_import_nothing_of_the_project():
+    for name in ("files", "checkpoint", "layout"):
+        assert project_imports(ROOT / "rundir" / f"{name}.py") <= {"gptlab_errors"}, name
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_tools_never_import_each_other_or_the_training_internals(tool):
+    got = project_imports(ROOT / f"{tool}.py")
+    assert not (got & set(TOOLS)) - {tool}, f"{tool}.py imports another tool: {sorted(got & set(TOOLS))}"
+    if tool != "train":
+        assert "training" not in got, f"{tool}.py imports training (the train tool's internals)"
+    for package in ("interp", "sweep", "interop", "rundir", "runtime"):
+        assert "training" not in imports_of(package), f"{package} imports training"
