@@ -71,6 +71,8 @@ SAME = [
 ]
 # The same, with bf16 autocast and the explicit attention path (faster than SDPA's bf16 backward on CPUs).
 SAME_BF16 = [*SAME, "train.dtype=bfloat16", "model.attn_impl=explicit"]
+# fp32 with the fused attention, as nanoGPT runs (the tiny config's explicit path would let dtype=auto pick bf16)
+SAME = [*SAME, "train.dtype=float32", "model.attn_impl=sdpa"]
 # gptlab's laptop recipe: the tiny defaults (RoPE, SwiGLU, RMSNorm, explicit attention, lr 2e-3), 700 steps,
 # in the precision train.dtype=auto picks on this CPU; and the same forced to float32.
 FAST = ["model=tiny", "train.max_iters=700", "train.eval_interval=350", "train.eval_iters=20"]
