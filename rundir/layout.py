@@ -13,6 +13,7 @@ Every write is atomic or an append; every read tolerates a torn last line.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from .files import DirLock, append_jsonl, atomic_write, read_json, read_jsonl, read_yaml, write_json
@@ -81,6 +82,23 @@ class RunDir:
         for name in gone:
             (self.path / name).unlink(missing_ok=True)
         return gone
+
+    def discard_if_unused(self) -> bool:
+        """Remove a run directory that holds no run file (a run refused or stopped while starting): Hydra's
+        ``.hydra/`` and empty ``train.log``, the lock file, then the folder itself if nothing else is left in it.
+        Call it holding the lock. Returns True when the folder is gone."""
+        if self.existing_files() or not self.path.is_dir():
+            return False
+        shutil.rmtree(self.path / ".hydra", ignore_errors=True)
+        log = self.path / "train.log"
+        if log.is_file() and log.stat().st_size == 0:
+            log.unlink()
+        (self.path / self.LOCK).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:  # the user's own files are in it
+            return False
+        return True
 
     def lock(self, holder: str = "train.py") -> DirLock:
         """The exclusive lock a trainer holds on this directory (a second trainer gets one line)."""

@@ -633,3 +633,14 @@ def test_a_full_disk_is_found_behind_a_library_s_own_error():
         assert disk_full_cause(e).filename == "/x"
     assert disk_full_cause(RuntimeError("other")) is None
     assert disk_full_cause(OSError(errno.EACCES, "denied")) is None
+
+
+def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path, data_dir):
+    """Hydra makes the run folder (.hydra/, train.log) before train.py can check a value: it goes again."""
+    r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", "seed=abc", f"hydra.run.dir={tmp_path / 'r'}")
+    assert r.returncode == 2 and not (tmp_path / "r").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", "model.n_layer=0", f"hydra.run.dir={mine}")
+    assert r.returncode == 2 and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

@@ -57,21 +57,29 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     stop = StopFlag().install()
     try:
         with run.lock() if is_main else nullcontext():
-            plan = plan_run(run, requested, overrides)
-            if plan.action == "skip":
-                return _skip(run, plan, is_main)
-            s = setup(plan, run, overrides, stop)
+            try:
+                plan = plan_run(run, requested, overrides)
+                if plan.action == "skip":
+                    return _skip(run, plan, is_main)
+                s = setup(plan, run, overrides, stop)
+            except BaseException:  # refused or stopped before the run began: leave no empty run folder
+                if is_main:
+                    run.discard_if_unused()
+                raise
             try:
                 return fit(s)
             finally:
                 shutdown(s.dist)
     except KeyboardInterrupt:
-        kept = (
-            f"the last checkpoint in {run.path} is kept. Continue with: "
-            f"python train.py train.resume=true hydra.run.dir={run.path}"
-            if run.ckpt.is_file()
-            else f"no checkpoint was saved yet in {run.path}"
-        )
+        if run.ckpt.is_file():
+            kept = (
+                f"the last checkpoint in {run.path} is kept. Continue with: "
+                f"python train.py train.resume=true hydra.run.dir={run.path}"
+            )
+        elif run.path.exists():
+            kept = f"no checkpoint was saved yet in {run.path}"
+        else:
+            kept = "the run had not started; nothing was kept"
         print(f"interrupted; {kept}", file=sys.stderr)
         raise
     except Exception as e:
