@@ -330,47 +330,11 @@ def positions_point(st: Setup, scheme: str, T: int, impl: str, batch: int, train
 
 
 def hf_twin(model: GPT):
-    """Hugging Face GPT2LMHeadModel computing ``model`` (the interop package where present, else the mapping
-    below, the one tests/test_model_hf.py checks), fp32 on the CPU."""
-    try:
-        from interop.hf import to_hf_model
-    except ImportError:
-        return _local_hf_gpt2(model)
+    """Hugging Face GPT2LMHeadModel computing ``model`` exactly (interop's mapping, tested in
+    tests/test_interop_hf.py), fp32 on the CPU."""
+    from interop.hf import to_hf_model
+
     return to_hf_model(model)
-
-
-def _local_hf_gpt2(model: GPT):
-    import transformers
-
-    cfg = model.config
-    hf_cfg = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        layer_norm_epsilon=cfg.norm_eps,
-    )  # fmt: skip
-    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
-    sd = {k: v.detach().cpu().float() for k, v in model.state_dict().items()}
-    out = {"transformer.wte.weight": sd["tok_emb.weight"], "transformer.wpe.weight": sd["pos.emb.weight"]}
-    out["lm_head.weight"] = sd["lm_head.weight"]
-    for l in range(cfg.n_layer):
-        a, h = f"blocks.{l}.", f"transformer.h.{l}."
-        for n in ("ln_1", "ln_2"):
-            out[h + n + ".weight"], out[h + n + ".bias"] = sd[a + n + ".weight"], sd[a + n + ".bias"]
-        qkv = [sd[a + f"attn.{p}_proj.weight"] for p in "qkv"]
-        out[h + "attn.c_attn.weight"] = torch.cat(qkv, 0).t()  # HF Conv1D stores (in, out)
-        out[h + "attn.c_attn.bias"] = torch.cat([sd[a + f"attn.{p}_proj.bias"] for p in "qkv"])
-        for ours, theirs in (
-            ("attn.o_proj", "attn.c_proj"),
-            ("mlp.fc", "mlp.c_fc"),
-            ("mlp.proj", "mlp.c_proj"),
-        ):
-            out[h + theirs + ".weight"] = sd[a + ours + ".weight"].t()
-            out[h + theirs + ".bias"] = sd[a + ours + ".bias"]
-    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = sd["ln_f.weight"], sd["ln_f.bias"]
-    missing, unexpected = hf.load_state_dict(out, strict=False)
-    if [k for k in missing if not k.endswith(".attn.bias")] or unexpected:  # .attn.bias: HF's causal buffer
-        raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
-    return hf
 
 
 def table_sampling(st: Setup, args) -> None:
