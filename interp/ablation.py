@@ -22,19 +22,31 @@ MODES = ("zero", "mean")
 MAX_LOGITS = 2**26  # logits elements per stacked forward (256 MB in float32)
 
 
-def head_ablation_hook(head: int, mode: str = "zero", mean: torch.Tensor | None = None) -> Callable:
-    """A forward hook for `hook_z` that replaces head `head`'s output with 0 or with `mean` `(hs,)`."""
+def head_ablation_hook(
+    head: int | Sequence[int], mode: str = "zero", mean: torch.Tensor | None = None
+) -> Callable:
+    """A forward hook for `hook_z` that replaces the output of head `head` (or of each head of a list) with 0,
+    or with `mean` `(hs,)`."""
     if mode not in MODES:
         raise ValueError(f"ablation mode {mode!r} is not one of {MODES}")
     if mode == "mean" and mean is None:
         raise ValueError("mean ablation needs the head's mean output")
+    heads = head if isinstance(head, int) else list(head)
 
     def hook(module, inputs, z):  # z (B, T, n_head, hs)
         z = z.clone()
-        z[:, :, head] = 0.0 if mode == "zero" else mean.to(z.dtype)
+        z[:, :, heads] = 0.0 if mode == "zero" else mean.to(z.dtype)
         return z
 
     return hook
+
+
+def ablation_hooks(ablate: Sequence[tuple[int, int]]) -> list[tuple[str, Callable]]:
+    """(hook name, hook) pairs that zero-ablate every (layer, head) of `ablate`, one hook per layer."""
+    by_layer: dict[int, list[int]] = {}
+    for l, h in ablate:
+        by_layer.setdefault(int(l), []).append(int(h))
+    return [(f"blocks.{l}.attn.hook_z", head_ablation_hook(heads)) for l, heads in sorted(by_layer.items())]
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

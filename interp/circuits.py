@@ -58,7 +58,6 @@ residual after each layer through ln_f (its own scale) and the unembedding: loss
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +65,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.positions import RotaryPosition, rotate_half
+
+from .ablation import ablation_hooks
 
 KINDS = ("Q", "K", "V")
 BASELINE_DRAWS = 8
@@ -366,23 +367,6 @@ def direct_logit_attribution(
     return attribution_from_cache(model, logits, cache, positions, tgt, center)
 
 
-def ablation_hooks(ablate) -> list[tuple[str, Callable]]:
-    """hook_z hooks that zero-ablate each (layer, head) of `ablate` (several heads of a layer in one hook)."""
-    by_layer: dict[int, list[int]] = {}
-    for l, h in ablate:
-        by_layer.setdefault(int(l), []).append(int(h))
-
-    def make(heads):
-        def hook(module, inputs, z):  # z (B, T, nh, hs)
-            z = z.clone()
-            z[:, :, heads] = 0.0
-            return z
-
-        return hook
-
-    return [(f"blocks.{l}.attn.hook_z", make(hs)) for l, hs in sorted(by_layer.items())]
-
-
 def lens_hook_names(model) -> list[str]:
     """The hook points :func:`logit_lens_from_cache` reads: the residual before layer 0 and after each layer."""
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.config.n_layer)]
@@ -421,7 +405,6 @@ __all__ = [
     "KINDS",
     "Attribution",
     "LayerWeights",
-    "ablation_hooks",
     "attribution_from_cache",
     "composition_rows",
     "composition_scores",

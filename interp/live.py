@@ -21,6 +21,7 @@ from gptlab_errors import UserError
 
 from . import circuits as CI
 from . import metrics as M
+from .ablation import ablation_hooks
 from .html import encode_pattern, token_label
 
 MAX_TOKENS = 1024  # the page draws n_layer * n_head * T^2 weights: past this it is no longer live
@@ -148,7 +149,7 @@ class LiveModel:
         names = list(dict.fromkeys(pat_names + CI.dla_hook_names(m) + CI.lens_hook_names(m)))
         with self.lock:
             t1 = time.perf_counter()
-            with m.hooks(CI.ablation_hooks(ablate)):
+            with m.hooks(ablation_hooks(ablate)):
                 logits, cache = m.run_with_cache(x[None], names=names, attn_impl="explicit")
             clean = m(x[None])[0][0, -1] if ablate else None
             t2 = time.perf_counter()

@@ -112,3 +112,20 @@ def test_chunked_stacking_gives_the_same_numbers(monkeypatch):
     one = A.ablation_importance(m, batches)
     for mode in ("zero", "mean"):
         torch.testing.assert_close(one[mode], full[mode], rtol=1e-4, atol=1e-5)
+
+
+def test_one_hook_ablates_several_heads_of_a_layer():
+    """head_ablation_hook([h, ...]) zeroes exactly those heads' slices; ablation_hooks groups pairs by layer."""
+    from interp.ablation import ablation_hooks
+
+    z = torch.randn(2, 5, 4, 3)
+    before = z.clone()
+    out = head_ablation_hook([0, 2])(None, None, z)
+    assert (out[:, :, [0, 2]] == 0).all() and torch.equal(out[:, :, [1, 3]], z[:, :, [1, 3]])
+    assert torch.equal(z, before)  # the input is left as it was
+    names = [name for name, _ in ablation_hooks([(1, 2), (0, 1), (1, 0)])]
+    assert names == ["blocks.0.attn.hook_z", "blocks.1.attn.hook_z"]
+    hook = dict(ablation_hooks([(1, 2), (1, 0)]))["blocks.1.attn.hook_z"]
+    assert (hook(None, None, z)[:, :, [0, 2]] == 0).all() and torch.equal(
+        hook(None, None, z)[:, :, 1], z[:, :, 1]
+    )

@@ -20,7 +20,7 @@ import torch
 from data import get_tokenizer
 from interp import circuits as CI
 from interp import metrics as M
-from interp.ablation import head_ablation_hook
+from interp.ablation import ablation_hooks, head_ablation_hook
 from interp.html import decode_pattern
 from interp.live import LiveModel
 from interp.serve import MAX_BODY, HeadServer
@@ -143,7 +143,7 @@ def test_api_ablation_changes_predictions_like_the_hook(server):
     )
     assert d["ablate"] == [[0, 1], [1, 2]]
     assert d["dla"][1][2] == 0 and d["dla"][0][1] == 0  # an ablated head adds nothing
-    with m.hooks(CI.ablation_hooks([(1, 2), (0, 1)])):  # the patterns of the ablated run
+    with m.hooks(ablation_hooks([(1, 2), (0, 1)])):  # the patterns of the ablated run
         want = m.attention_patterns(ids[None])[:, 0].numpy()
     np.testing.assert_allclose(np.array(d["patterns"]), want, atol=1e-6)
 
