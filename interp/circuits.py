@@ -394,6 +394,19 @@ def logit_lens_from_cache(model, cache: dict, ids: Tensor) -> list[dict]:
 
 
 @torch.no_grad()
+def attribution_and_lens(model, ids: Tensor) -> tuple[Attribution, list[dict]]:
+    """Both of one text from one forward: :func:`direct_logit_attribution` of `ids (T,)` to its next tokens
+    (centred) and its :func:`logit_lens`."""
+    names = list(dict.fromkeys(dla_hook_names(model) + lens_hook_names(model)))
+    logits, cache = model.run_with_cache(ids[None], names=names)
+    tgt = ids[1:]
+    positions = torch.arange(tgt.shape[0], device=ids.device)
+    return attribution_from_cache(model, logits, cache, positions, tgt), logit_lens_from_cache(
+        model, cache, ids
+    )
+
+
+@torch.no_grad()
 def logit_lens(model, ids: Tensor) -> list[dict]:
     """The logit lens of `ids (T,)`: see :func:`logit_lens_from_cache`."""
     _, cache = model.run_with_cache(ids[None], names=lens_hook_names(model))
@@ -405,6 +418,7 @@ __all__ = [
     "KINDS",
     "Attribution",
     "LayerWeights",
+    "attribution_and_lens",
     "attribution_from_cache",
     "composition_rows",
     "composition_scores",

@@ -154,7 +154,7 @@ def circuits(model, text_ids: torch.Tensor) -> dict:
     else:
         notes.append("one layer: no pairs of heads in different layers, so no composition scores")
     tables = {k: v.numpy() for k, v in CI.copying_scores(CI.ov_eigenvalues(model, weights)).items()}
-    att = CI.direct_logit_attribution(model, text_ids)
+    att, lens = CI.attribution_and_lens(model, text_ids)  # one forward for both
     mean_logit = float(att.logit.mean())
     tables["dla"] = att.heads.mean(0).double().numpy()
     if mean_logit > 0:
@@ -176,7 +176,7 @@ def circuits(model, text_ids: torch.Tensor) -> dict:
         "notes": notes,
         "composition": comp,
         "composition_baseline": base,
-        "logit_lens": CI.logit_lens(model, text_ids),
+        "logit_lens": lens,
         "dla_parts": parts,
     }
 

@@ -295,3 +295,13 @@ def test_transformer_lens_composition_scores_agree():
                 torch.testing.assert_close(
                     tl[la, :, lb].double(), ours[kind][la, :, lb], rtol=1e-5, atol=1e-8
                 )
+
+
+def test_attribution_and_lens_from_one_forward_equal_the_separate_calls():
+    m = _model(mlp="gelu", position="rope")
+    ids = torch.randint(0, 23, (12,))
+    att, lens = CI.attribution_and_lens(m, ids)
+    alone = CI.direct_logit_attribution(m, ids)
+    for field in ("heads", "embed", "mlp", "bias", "logit"):
+        torch.testing.assert_close(getattr(att, field), getattr(alone, field))
+    assert lens == CI.logit_lens(m, ids)
