@@ -162,6 +162,7 @@ def report(cfg: DictConfig) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
 
+    from interp.html import token_texts
     from interp.report import analyse, summary_lines, write_report
     from interp.tracking import probe_for
     from rundir.load import load_run
@@ -206,9 +207,7 @@ def report(cfg: DictConfig) -> dict:
     ids, source = _text_ids(run, cfg, ddir, probe)
     _check_length(len(ids), model)
     text_ids = torch.tensor(ids, dtype=torch.long, device=device)
-    tokens = [run.tokenizer.decode([i]) for i in ids]
-    if run.tokenizer.name == "ids":  # integer ids: keep a space between them on the page and in the plots
-        tokens = [t + " " for t in tokens]
+    tokens = token_texts(run.tokenizer, ids)
 
     block = mc.block_size
     eval_b = _batches(

@@ -43,6 +43,13 @@ def decode_pattern(data: str, T: int) -> np.ndarray:
     return out
 
 
+def token_texts(tokenizer, ids) -> list[str]:
+    """Each token of ``ids`` decoded on its own, as the pages and plots show it (``ids`` tokenizer: a space
+    after each integer, so they stay apart)."""
+    texts = [tokenizer.decode([int(i)]) for i in ids]
+    return [t + " " for t in texts] if tokenizer.name == "ids" else texts
+
+
 def token_label(tok: str) -> str:
     """Make whitespace visible in a token label: newline as the return symbol, tab as an arrow."""
     return tok.replace("\n", "\u21b5").replace("\t", "\u2192").replace("\r", "")

@@ -22,7 +22,7 @@ from gptlab_errors import UserError
 from . import circuits as CI
 from . import metrics as M
 from .ablation import ablation_hooks
-from .html import encode_pattern, token_label
+from .html import encode_pattern, token_label, token_texts
 
 MAX_TOKENS = 1024  # the page draws n_layer * n_head * T^2 weights: past this it is no longer live
 ENCODINGS = ("json", "b64")
@@ -110,10 +110,7 @@ class LiveModel:
         }
 
     def _labels(self, ids: list[int]) -> list[str]:
-        toks = [self.tokenizer.decode([i]) for i in ids]
-        if self.tokenizer.name == "ids":  # integer ids: keep a space between them
-            toks = [t + " " for t in toks]
-        return [token_label(t) for t in toks]
+        return [token_label(t) for t in token_texts(self.tokenizer, ids)]
 
     def _predictions(self, logits: torch.Tensor, k: int) -> list[dict]:
         """Top-k next tokens after the last position: token, id, probability, logit."""

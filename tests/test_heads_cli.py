@@ -279,3 +279,13 @@ def test_one_registry_entry_reaches_every_output(run_dir, tmp_path, monkeypatch)
 def test_a_computed_metric_missing_from_the_registry_is_an_error():
     with pytest.raises(ValueError, match="not in interp.metrics.HEAD_METRICS"):
         M.check_registered({"induction": None, "brand_new": None})
+
+
+def test_token_texts_keep_integer_ids_apart():
+    from data import get_tokenizer
+    from interp.html import token_texts
+
+    ids_tok = get_tokenizer({"tokenizer": "ids", "vocab_size": 50})
+    assert token_texts(ids_tok, ids_tok.encode("3 17 3")) == ["3 ", "17 ", "3 "]
+    char_tok = get_tokenizer({"tokenizer": "char", "chars": "ab\n"})
+    assert token_texts(char_tok, char_tok.encode("ab\na")) == ["a", "b", "\n", "a"]
