@@ -208,13 +208,17 @@ class AlibiPosition(PositionScheme):
         super().__init__()
         self.slopes = alibi_slopes(cfg.n_head)  # a list, not a buffer: stays float32 under model.to(dtype)
 
+    def slope_tensor(self, device) -> Tensor:
+        """The slopes (nh,) as a float32 tensor on ``device``."""
+        return torch.tensor(self.slopes, device=device, dtype=torch.float32)
+
     def score_bias(self, layer, q, q_pos, k_pos):
-        slopes = torch.tensor(self.slopes, device=q.device, dtype=torch.float32)  # (nh,)
+        slopes = self.slope_tensor(q.device)  # (nh,)
         dist = (q_pos[:, None] - k_pos[None, :]).to(torch.float32)  # (Tq, Tk), >= 0 where visible
         return (-slopes[:, None, None] * dist)[None].to(q.dtype)  # (1, nh, Tq, Tk)
 
     def flex_score_mod(self, layer, q):
-        slopes = torch.tensor(self.slopes, device=q.device, dtype=torch.float32)  # (nh,)
+        slopes = self.slope_tensor(q.device)  # (nh,)
 
         def alibi(score, b, h, q_idx, kv_idx):
             return score - slopes[h] * (q_idx - kv_idx)
