@@ -179,9 +179,14 @@ def hf_tokenizer_meta(path: str | Path, eot_id: int | None = None) -> dict:
     """
     f, text = read_tokenizer_json(path)
     if eot_id is None:
-        eos = special_token(read_json(f.parent / "tokenizer_config.json", {}).get("eos_token"))
-        eot_id = HFTokenizer(text).tok.token_to_id(eos) if eos else None
+        eot_id = configured_eos_id(f.parent, text)
     return hf_tokenizer_meta_from_text(text, eot_id, str(f))
+
+
+def configured_eos_id(folder: Path, text: str) -> int | None:
+    """The id of the ``eos_token`` that a tokenizer_config.json in ``folder`` names (None if none or unknown)."""
+    eos = special_token(read_json(folder / "tokenizer_config.json", {}).get("eos_token"))
+    return HFTokenizer(text).tok.token_to_id(eos) if eos else None
 
 
 def hf_tokenizer_meta_from_text(text: str, eot_id: int | None, source: str) -> dict:

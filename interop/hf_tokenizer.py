@@ -16,10 +16,10 @@ from pathlib import Path
 from data.tokenizers import (
     ENDOFTEXT,
     HFTokenizer,
+    configured_eos_id,
     get_tokenizer,
     gpt2_encoding,
     hf_tokenizer_meta_from_text,
-    special_token,
 )
 from gptlab_errors import UserError
 from rundir.files import read_json, write_json
@@ -208,11 +208,9 @@ def is_gpt2_bpe(text: str) -> bool:
 
 def _eos_id(local: Path, hf_config: dict, text: str) -> int | None:
     """The end-of-text id: tokenizer_config.json's eos_token, else config.json's eos_token_id."""
-    eos = special_token(read_json(local / "tokenizer_config.json", {}).get("eos_token"))
-    if eos:
-        found = HFTokenizer(text).tok.token_to_id(eos)
-        if found is not None:
-            return found
+    found = configured_eos_id(local, text)
+    if found is not None:
+        return found
     eid = hf_config.get("eos_token_id")
     if isinstance(eid, list):
         eid = eid[0] if eid else None
