@@ -39,9 +39,8 @@ HUB_FILES = [
     "model.safetensors.index.json",
     *TOKENIZER_FILES,
 ]
-HF_RUNS = (
-    Path("runs") / "hf"
-)  # where tools put what they write about a hub model (heads.py: runs/hf/<id>/heads)
+# where tools put what they write about a hub model (heads.py: runs/hf/<id>/heads)
+HF_RUNS = Path("runs") / "hf"
 TOLERANCE = 1e-4  # exported logits must match ours within this, relative to the largest logit (fp32)
 
 

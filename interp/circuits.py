@@ -249,9 +249,8 @@ def ov_eigenvalues(model, weights: list[LayerWeights] | None = None) -> Tensor:
     """`(L, H, hs)` complex: the nonzero eigenvalues of each head's full OV circuit (token -> logit)."""
     weights = weights or layer_weights(model)
     W_U = _fold(model.ln_f, model.lm_head.weight.detach().float().cpu().T)  # (C, V), ln_f folded
-    core = (
-        W_U @ model.tok_emb.weight.detach().float().cpu()
-    ).double()  # (C, C): W_U E, one (C, V, C) product
+    # (C, C): W_U E, one (C, V, C) product
+    core = (W_U @ model.tok_emb.weight.detach().float().cpu()).double()
     out = []
     for w in weights:
         small = w.W_O.double() @ core @ w.W_V.double()  # (H, hs, hs): W_O (W_U E) W_V

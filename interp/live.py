@@ -155,9 +155,8 @@ class LiveModel:
         metrics = M.pattern_metrics(pats.float(), window=m.config.window)
         metrics.update(M.probe_metrics(pats.float(), x[None]))  # induction / duplicate on the text itself
         top1 = int(logits[0, -1].argmax())
-        positions = torch.arange(
-            T, device=self.device
-        )  # positions 0..T-2: next token; T-1: the top prediction
+        # positions 0..T-2: the next token; T-1: the top prediction
+        positions = torch.arange(T, device=self.device)
         targets = torch.cat([x[1:], torch.tensor([top1], device=self.device)])
         att = CI.attribution_from_cache(m, logits, cache, positions, targets)
         dla = att.heads[:-1].mean(0).numpy() if T > 1 else np.full(att.heads.shape[1:], np.nan)

@@ -43,9 +43,8 @@ def relu_squared(h: Tensor) -> Tensor:
 # The ungated MLPs' activations by config name (GELU: Hendrycks & Gimpel 2016).
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact (erf) GELU
-    "gelu_tanh": functools.partial(
-        F.gelu, approximate="tanh"
-    ),  # the tanh approximation GPT-2 was trained with
+    # the tanh approximation GPT-2 was trained with
+    "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
     "relu2": relu_squared,
 }
 

@@ -129,8 +129,6 @@ def flex_attend(
     mask = block_mask(q.shape[2], window, q.device)
     if q.device.type == "cuda" and not torch.compiler.is_compiling():
         kernel = _compiled_flex()  # fused even when the model around it runs eagerly
-    else:
-        kernel = (
-            flex_attention  # inside a compiled model: lowered by the outer compile; on CPU: the reference
-        )
+    else:  # inside a compiled model: lowered by the outer compile; on CPU: the reference
+        kernel = flex_attention
     return kernel(q, k, v, score_mod=score_mod, block_mask=mask, enable_gqa=enable_gqa)

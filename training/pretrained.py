@@ -43,9 +43,8 @@ def start_from_pretrained(plan: Plan, overrides: list[str]):
     pre = open_pretrained(source, changes, expect)
     check_data_tokenizer(pre, DataConfig.from_dict(plan.config["data"]))
     pre = read_pretrained_weights(pre)
-    plan.config["model"] = GPTConfig(
-        **pre.config
-    ).to_dict()  # every field: the pretrained ones, else defaults
+    # every field: the pretrained ones, else the defaults
+    plan.config["model"] = GPTConfig(**pre.config).to_dict()
     return pre
 
 

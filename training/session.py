@@ -148,9 +148,8 @@ def _prepare_run_dir(run: RunDir, plan: Plan, say: Progress) -> None:
 
 def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Session:
     """Everything before the first step. Rank 0 alone writes to the run directory."""
-    pretrained = start_from_pretrained(
-        plan, overrides
-    )  # init_from: the model section becomes the pretrained one
+    # init_from: the model section becomes the pretrained one
+    pretrained = start_from_pretrained(plan, overrides)
     cfg = OmegaConf.create(plan.config)
     tcfg, ocfg, dcfg, seed = _validated(plan.config)  # every section, before anything is written
     device = pick_device(tcfg.device)
