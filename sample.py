@@ -33,10 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from cli import check_overrides, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 from model.generate import COMPILE_MODES
-from runtime.device import pick_device, pick_dtype
+from runtime.device import DTYPES, pick_device, pick_dtype
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # absolute: works from any cwd or importer
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------------------------
