@@ -11,8 +11,6 @@ FlexAttention kernels (one per scheme and shape).
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -225,31 +223,15 @@ def test_resume_without_deterministic_kernels_is_close(tmp_path, data_dir):
 
 
 def test_torchrun_one_process_nccl_trains_and_resumes(tmp_path, data_dir):
-    from test_train import ROOT, SMALL, cfg_with, rows
+    from test_train import cfg_with, rows, torchrun_one
 
     from training.loop import train
 
     train(cfg_with(data_dir, "train.max_iters=1", "train.device=cuda"), tmp_path / "warm")  # data, once
     run = tmp_path / "nccl"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-
-    def torchrun(*args):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=1",
-            "train.py",
-        ]
-        return subprocess.run(
-            [*cmd, *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={run}", "train.device=cuda", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-
-    r = torchrun("train.stop_after_iters=6")
+    r = torchrun_one(data_dir, run, "train.device=cuda", "train.stop_after_iters=6", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = torchrun("train.resume=true")
+    r = torchrun_one(data_dir, run, "train.device=cuda", "train.resume=true", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 1 and summary["device"] == "cuda:0"

@@ -229,30 +229,25 @@ def test_torchrun_with_one_process_trains_through_ddp_and_resumes(tmp_path, data
     in DDP: the path of many GPUs, checkable on one; a stop and a resume under torchrun finish the run."""
     train(cfg_with(data_dir, "train.max_iters=1"), tmp_path / "warm")
     run = tmp_path / "ddp1"
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-
-    def torchrun(*args):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=1",
-            "train.py",
-        ]
-        return subprocess.run(
-            [*cmd, *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={run}", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-
-    r = torchrun("train.max_iters=6", "train.stop_after_iters=3")
+    r = torchrun_one(data_dir, run, "train.max_iters=6", "train.stop_after_iters=3")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    r = torchrun("train.max_iters=6", "train.resume=true")
+    r = torchrun_one(data_dir, run, "train.max_iters=6", "train.resume=true")
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 1 and summary["step"] == 6
     assert [r["step"] for r in rows(run, "train")] == list(range(1, 7))
+
+
+def torchrun_one(data_dir, run, *args, timeout=300):
+    """``torchrun --standalone --nproc_per_node=1 train.py`` on the SMALL model in ``run`` (also used by
+    tests/test_cuda.py)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "train.py"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*cmd, *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={run}", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def test_init_distributed_joins_a_group_only_under_torchrun(monkeypatch):
