@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_model_attention import perturb
+from test_model_attention import tiny as attention_tiny
 
 import model.flex as flex
 from gptlab_errors import UserError
-from model import GPT, POSITIONS, GPTConfig
+from model import POSITIONS, GPTConfig
 from model.positions import SCHEMES, PositionScheme
 
 KV = {"mha": 4, "gqa": 2, "mqa": 1}
@@ -43,19 +45,10 @@ def flex_calls(monkeypatch):
 
 
 def tiny(position="rope", n_kv_head=4, window=None, **kw):
+    """test_model_attention's tiny model; "relative-keys-only" is Shaw's keys without the value term."""
     if position == "relative-keys-only":
         position, kw = "relative", {"rel_values": False, **kw}
-    base = dict(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32, position=position)
-    base.update(kw)
-    return GPT(GPTConfig(n_kv_head=n_kv_head, window=window, **base)).eval()
-
-
-def perturb(m, std=0.3):
-    """Larger random weights so differences are far above float noise (init is small and smooth)."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return m
+    return attention_tiny(position, n_kv_head, window, **kw)
 
 
 @pytest.mark.parametrize("window", [None, 3])
