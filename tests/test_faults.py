@@ -6,6 +6,7 @@ train.py in subprocesses. Every case names the defect class of the reliability i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -583,39 +584,36 @@ def test_a_writer_failing_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone
 
 
-def test_disk_full_on_a_real_small_filesystem(tmp_path, data_dir):
-    """A 160 KB tmpfs (needs root to mount; skipped otherwise): one line, summary says failed, exit 2."""
-    full = tmp_path / "full"
-    full.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(full)], capture_output=True
-    ).returncode:
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted on ``folder`` for the block (needs root to mount: the test skips otherwise)."""
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
         pytest.skip("mounting a tmpfs needs root")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_disk_full_on_a_real_small_filesystem(tmp_path, data_dir):
+    """A 160 KB tmpfs (needs root to mount; skipped otherwise): one line, summary says failed, exit 2."""
+    with small_tmpfs(tmp_path / "full", "160k") as full:
         r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={full / 'run'}")
         line = one_error_line(r.stderr)
         assert r.returncode == 2 and "no space left on the device" in line and "overwrite=true" in line
         assert RunDir(full / "run").read_summary()["status"] == "failed"
         assert not list((full / "run").glob(".*.tmp"))
-    finally:
-        subprocess.run(["umount", str(full)], capture_output=True)
 
 
 def test_disk_full_while_preparing_on_a_real_small_filesystem(tmp_path):
     """datasets wraps ENOSPC in its own error: still one line, and no half-prepared folder is left."""
-    full = tmp_path / "full"
-    full.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(full)], capture_output=True
-    ).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
+    with small_tmpfs(tmp_path / "full", "600k") as full:
         r = cli("-m", "data", f"data.out_dir={full / 'prep'}")
         line = one_error_line(r.stderr)
         assert r.returncode == 2 and f"no space left on the device (writing {full / 'prep'}" in line
         assert not (full / "prep").exists()
-    finally:
-        subprocess.run(["umount", str(full)], capture_output=True)
 
 
 def test_a_full_disk_is_found_behind_a_library_s_own_error():
