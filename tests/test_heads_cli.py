@@ -83,6 +83,11 @@ def test_report_writes_every_file(run_dir, tmp_path):
         "heatmap_prev_token.png",
         "heatmap_zero_ablation.png",
         "heatmap_mean_ablation.png",
+        "composition.csv",  # the circuits
+        "composition.png",
+        "logit_lens.png",
+        "heatmap_copying.png",
+        "heatmap_dla.png",
     ):
         assert f in names, f
     rows = list(csv.DictReader(open(out / "heads.csv")))
@@ -100,14 +105,6 @@ def test_report_writes_every_file(run_dir, tmp_path):
     assert float(rows[5]["induction"]) == pytest.approx(ind[1, 1].item(), abs=1e-4)
     assert len(res["summary"]) >= 5 and res["summary"][0].startswith("induction")
     # circuits: composition.csv, the new columns, the baseline and the logit lens
-    for f in (
-        "composition.csv",
-        "composition.png",
-        "logit_lens.png",
-        "heatmap_copying.png",
-        "heatmap_dla.png",
-    ):
-        assert f in names, f
     comp = list(csv.DictReader(open(out / "composition.csv")))
     assert list(comp[0]) == ["layer_a", "head_a", "layer_b", "head_b", "kind", "score"]
     assert len(comp) == 3 * 4 * 4  # Q, K, V for every (layer-0 head, layer-1 head)
