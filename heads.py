@@ -158,6 +158,20 @@ def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
     return written
 
 
+def _load(cfg: DictConfig):
+    """The run named by ``run=`` on ``device=``, with ``num_threads`` applied (the report and the server)."""
+    import torch
+
+    from rundir.load import load_run
+    from runtime.device import pick_device
+
+    if not cfg.run:
+        raise UserError("pass run=<run directory or checkpoint .pt>")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    return load_run(cfg.run, device=pick_device(str(cfg.device)))
+
+
 def report(cfg: DictConfig) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
@@ -165,16 +179,10 @@ def report(cfg: DictConfig) -> dict:
     from interp.html import token_texts
     from interp.report import analyse, summary_lines, write_report
     from interp.tracking import probe_for
-    from rundir.load import load_run
-    from runtime.device import pick_device
 
     t_start = time.perf_counter()
-    if not cfg.run:
-        raise UserError("pass run=<run directory or checkpoint .pt>")
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    device = pick_device(str(cfg.device))
-    run = load_run(cfg.run, device=device)
+    run = _load(cfg)
+    device = next(run.model.parameters()).device
     model = run.model
     mc = model.config
     L, H = mc.n_layer, mc.n_head
@@ -249,15 +257,9 @@ def start_server(cfg: DictConfig):
     """The live viewer's server for cfg (serve=true), bound and ready; `serve_forever()` runs it."""
     import errno
 
-    import torch
-
     from interp.live import LiveModel
     from interp.serve import HeadServer
-    from rundir.load import load_run
-    from runtime.device import pick_device
 
-    if not cfg.run:
-        raise UserError("pass run=<run directory or checkpoint .pt>")
     port, host = cfg.port, str(cfg.host)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UserError(f"port={port!r} must be an integer from 0 to 65535 (0 = any free port)")
@@ -267,9 +269,7 @@ def start_server(cfg: DictConfig):
             f"note: {', '.join(unused)} is not used with serve=true: type the text on the page",
             file=sys.stderr,
         )
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    run = load_run(cfg.run, device=pick_device(str(cfg.device)))
+    run = _load(cfg)
     info = {"checkpoint": run.ckpt_path.name, "step": run.step}
     live = LiveModel(run.model, run.tokenizer, title=f"heads of {run.run_dir.name}", info=info)
     try:
