@@ -273,9 +273,24 @@ def test_one_registry_entry_reaches_every_output(run_dir, tmp_path, monkeypatch)
     assert '"last_key"' in (out / "heads.html").read_text()
 
 
-def test_a_computed_metric_missing_from_the_registry_is_an_error():
-    with pytest.raises(ValueError, match="not in interp.metrics.HEAD_METRICS"):
-        M.check_registered({"induction": None, "brand_new": None})
+def test_a_computed_metric_missing_from_the_registry_is_an_error(run_dir, tmp_path, monkeypatch):
+    """A table the report computes without a registry entry stops the report (it would be missing from every
+    output otherwise)."""
+    from interp import report as R
+
+    real = R.head_metric_tables
+
+    def with_an_unregistered_table(*args, **kwargs):
+        tables = real(*args, **kwargs)
+        return {**tables, "brand_new": next(iter(tables.values()))}
+
+    monkeypatch.setattr(R, "head_metric_tables", with_an_unregistered_table)
+    with pytest.raises(
+        ValueError, match=r"\['brand_new'\] are computed but not in interp.metrics.HEAD_METRICS"
+    ):
+        heads.report(
+            _cfg(f"run={run_dir}", f"out={tmp_path / 'out'}", "text=ROMEO", "ablation.enabled=false")
+        )
 
 
 def test_token_texts_keep_integer_ids_apart():
