@@ -8,6 +8,7 @@ mistakes first and raises one :class:`UserError` that lists what is valid.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from gptlab_errors import UserError
@@ -34,15 +35,23 @@ def _split(argv: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _check_run_dir(value: str) -> None:
+def _check_run_dir(value: str, key: str = "hydra.run.dir") -> None:
     p = Path(value).expanduser()
     if "$" in value or "," in value:  # an interpolation or a sweep: Hydra resolves it
         return
     if p.exists() and not p.is_dir():
-        raise UserError(f"hydra.run.dir={value} is a file; pass a directory for the run")
+        raise UserError(f"{key}={value} is a file; pass a directory")
     parent = next((q for q in [p, *p.parents] if q.exists()), None)
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"hydra.run.dir={value}: {parent} is not writable; pass a directory you can write to")
+        raise UserError(f"{key}={value}: {parent} is not writable; pass a directory you can write to")
+    if parent is not None:  # root passes os.access everywhere, but /proc, /sys or a read-only mount refuse
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".gptlab-probe-", dir=parent))
+        except OSError as e:
+            raise UserError(
+                f"{key}={value}: cannot make a folder in {parent} ({e.strerror}); "
+                "pass a directory you can write to"
+            ) from None
 
 
 def check_overrides(config_name: str, argv: list[str]) -> None:
@@ -51,8 +60,8 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
     overrides = _split(argv)
     choices = []
     for prefix, key, value in overrides:
-        if key == "hydra.run.dir":
-            _check_run_dir(value)
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            _check_run_dir(value, key)
         if key in groups:
             for name in value.split(","):  # a sweep lists several
                 if name and name not in groups[key]:

@@ -57,11 +57,17 @@ def disk_full_cause(e: BaseException) -> OSError | None:
 
 def quiet_ctrl_c_while_starting() -> None:
     """Entry points call this before their slow imports: Ctrl-C then prints one line and exits 130 (no import
-    traceback). They hand Ctrl-C back to Python (KeyboardInterrupt) once they are loaded."""
+    traceback). They hand Ctrl-C back to Python (KeyboardInterrupt) once they are loaded and have checked the
+    command line, before they write anything.
+
+    The process ends at once (``os._exit``): an exception raised in the middle of an import can be caught by
+    the importing library (torch imports numpy under a broad ``except``), which then goes on with a
+    half-imported module and fails later with a traceback of its own."""
+    import os
     import signal
 
     def stop(*_):
-        print("interrupted while starting; nothing was written", file=sys.stderr)
-        sys.exit(130)
+        print("interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+        os._exit(130)
 
     signal.signal(signal.SIGINT, stop)

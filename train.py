@@ -23,11 +23,12 @@ from datetime import datetime
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cli import check_overrides
-from gptlab_errors import exit_on_user_error
+from gptlab_errors import UserError, exit_on_user_error
 from training.loop import train
 
 
@@ -52,17 +53,31 @@ def _run(cfg: DictConfig) -> float | None:
     return summary.get("best_val_loss")  # what a Hydra sweeper optimises
 
 
+class SweepJobError(UserError, CompactHydraException):
+    """A sweep job's UserError. Hydra runs the other jobs, records this one as failed (the sweep summary lists
+    it with the message), then re-raises the first failure and exits 1: as a CompactHydraException it prints
+    the message alone, not a traceback."""
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return _run(cfg)  # a failing job is recorded by Hydra (and the sweep summary); the others still run
-    return exit_on_user_error(_run)(cfg)  # a single run: one `error:` line, exit status 2
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return exit_on_user_error(_run)(cfg)  # a single run: one `error:` line, exit status 2
+    try:
+        return _run(cfg)
+    except UserError as e:  # one line now, where the job failed; the other jobs still run
+        print(
+            f"error: {e} (sweep job {hc.job.num}, {hc.runtime.output_dir}); the sweep goes on",
+            file=sys.stderr,
+        )
+        raise SweepJobError(str(e)) from None
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("config", sys.argv[1:])
+    exit_on_user_error(check_overrides)("config", sys.argv[1:])  # Ctrl-C here is still the quiet exit
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
         main()
     except KeyboardInterrupt:  # a second Ctrl-C, or a signal that stops a sweep: the loop said where it is
         print("stopped.", file=sys.stderr)

@@ -642,3 +642,91 @@ def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path, data_dir):
     (mine / "notes.txt").write_text("the user's own file")
     r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", "model.n_layer=0", f"hydra.run.dir={mine}")
     assert r.returncode == 2 and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------- first day
+def test_a_run_dir_no_one_can_write_is_one_line_also_for_root(monkeypatch):
+    """root passes os.access everywhere, yet cannot make a folder in /proc or /sys: one line, before Hydra."""
+    import cli
+
+    monkeypatch.setattr(cli.os, "access", lambda *a, **k: True)  # what os.access answers root
+    for value, needle in [("/proc/gptlab/run", "cannot make a folder in /proc"), ("/sys/x", "in /sys")]:
+        with pytest.raises(UserError, match=needle):
+            cli.check_overrides("config", [f"hydra.run.dir={value}"])
+    with pytest.raises(UserError, match=r"hydra.sweep.dir=/proc/s: cannot make a folder in /proc"):
+        cli.check_overrides("config", ["-m", "hydra.sweep.dir=/proc/s"])
+
+
+# Runs train.py, first sending SIGINT to itself at one point of its start-up: when `numpy` is first imported
+# (torch imports it under a broad except), or as the command line is checked.
+CTRL_C_AT = r"""
+import os, runpy, signal, sys
+sys.path.insert(0, os.getcwd())
+where = sys.argv.pop(1)
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+class AtImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == where:
+            sys.meta_path.remove(self)
+            ctrl_c()
+if where == "check_overrides":
+    import cli
+    check = cli.check_overrides
+    def checking(*args):
+        ctrl_c()
+        return check(*args)
+    cli.check_overrides = checking
+else:
+    sys.meta_path.insert(0, AtImport())
+sys.argv[0] = "train.py"
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["numpy", "check_overrides"])
+def test_ctrl_c_at_a_point_of_start_up_is_one_line(tmp_path, data_dir, where):
+    run = tmp_path / "run"
+    r = cli("-c", CTRL_C_AT, where, *SMALL, f"data.out_dir={data_dir}", f"hydra.run.dir={run}")
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted while starting; nothing was written"
+    assert not run.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
+def test_ctrl_c_soon_after_the_start_never_prints_a_traceback(tmp_path, data_dir, delay):
+    """Ctrl-C at a few moments of train.py's start-up (imports, the command-line check, Hydra, set-up, the
+    first steps on a busy machine): one line, exit 130 before training or 0 after a clean stop."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(
+        [sys.executable, "train.py", *SMALL, f"data.out_dir={data_dir}", "train.max_iters=100000",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert "Traceback" not in err, err
+    assert p.returncode in (0, 130), err
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_job_is_one_line_and_the_others_finish(tmp_path, data_dir):
+    """`-m model.n_kv_head=3,2` with 4 heads: job 0 cannot be built. Its `error:` line is printed when it fails,
+    job 1 still trains, the summary lists both, and Hydra ends the sweep with exit status 1 and the message
+    (no traceback)."""
+    sweep = tmp_path / "sweep"
+    r = cli("train.py", "-m", *SMALL, f"data.out_dir={data_dir}", "model.n_head=4", "model.n_kv_head=3,2",
+            f"hydra.sweep.dir={sweep}", "hydra.callbacks.sweep_summary.extrapolate=false")  # fmt: skip
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: model.n_kv_head=3 must divide model.n_head=4")
+    assert "(sweep job 0, " in errors[0]
+    assert RunDir(sweep / "1").read_summary()["status"] == "finished"
+    assert "| failed | 3 |" in r.stdout and "| finished | 2 |" in r.stdout
