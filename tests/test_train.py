@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -328,3 +329,146 @@ def test_deterministic_option_turns_on_deterministic_kernels(tmp_path, data_dir,
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_summary_tokens_per_s_is_the_run_average_without_warmup_or_evaluation(
+    tmp_path, data_dir, monkeypatch, capsys
+):
+    """On a fake clock: the first step of each start takes 100 s (compile), each evaluation 50 s, the last
+    step 0.1 s. summary.json and the done line report the run's average over the other steps, also across a
+    resume; the last window alone (0.1 s a step) would claim 10x."""
+    import types
+
+    import training.loop as loop
+    import training.throughput as throughput
+
+    clock = [0.0]
+    monkeypatch.setattr(throughput, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    step_s = {1: 100.0, 7: 100.0, 12: 0.1}  # steps 1 and 7 start a run (7: the resume); the rest 1 s
+    real_step, real_eval = loop.train_step, loop.evaluate
+
+    def timed_step(s):
+        real_step(s)
+        clock[0] += step_s.get(s.step, 1.0)
+
+    def timed_eval(s):
+        clock[0] += 50.0
+        return real_eval(s)
+
+    monkeypatch.setattr(loop, "train_step", timed_step)
+    monkeypatch.setattr(loop, "evaluate", timed_eval)
+    tokens_per_step = 4 * 32  # SMALL: batch 4 x block 32
+    first = train(cfg_with(data_dir, "train.stop_after_iters=6"), tmp_path / "run")
+    assert first["timed_steps"] == 5 and first["tokens_per_s"] == pytest.approx(tokens_per_step / 1.0)
+    capsys.readouterr()
+    summary = train(cfg_with(data_dir, "train.resume=true"), tmp_path / "run")
+    timed = [2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
+    expected = len(timed) * tokens_per_step / sum(step_s.get(k, 1.0) for k in timed)
+    assert summary["timed_steps"] == len(timed) and summary["tokens_per_s"] == pytest.approx(expected)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["tokens_per_s"] == pytest.approx(expected)
+    assert f"| {expected:,.0f} tokens/s (run average;" in capsys.readouterr().out
+    last = rows(tmp_path / "run", "train")[-1]
+    assert last["tokens_per_s"] == pytest.approx(tokens_per_step / 0.1)  # a train row keeps its own window
+
+
+def _wandb_env(tmp_path):
+    """The environment for a real wandb in a subprocess: no WANDB_MODE from the test settings, and wandb's
+    own folders (settings, cache) under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        env[name] = str(tmp_path / "wandb_home" / name.lower())
+    return {**env, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_wandb_offline_logs_a_run_and_a_resume_continues_it(tmp_path, data_dir):
+    """wandb.mode=offline with the wandb installed: the run's offline files appear in <run>/wandb, and a resume
+    logs to the same wandb run id (kept in wandb_id.txt)."""
+    run = tmp_path / "run"
+    env = _wandb_env(tmp_path)
+    args = [*SMALL, f"data.out_dir={data_dir}", "wandb.mode=offline", f"hydra.run.dir={run}"]
+    r = subprocess.run([sys.executable, "train.py", *args, "train.stop_after_iters=4"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    run_id = (run / "wandb_id.txt").read_text().strip()
+    assert re.fullmatch(r"[a-z0-9]{8}", run_id)
+    (first,) = (run / "wandb").glob("offline-run-*")
+    assert first.name.endswith(f"-{run_id}") and (first / f"run-{run_id}.wandb").stat().st_size > 0
+    more = ["train.resume=true", "train.stop_after_iters=null"]
+    r = subprocess.run([sys.executable, "train.py", *args, *more], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert (run / "wandb_id.txt").read_text().strip() == run_id
+    assert re.search(rf"offline-run-\d+_\d+-{run_id}\b", r.stdout + r.stderr)  # the run wandb logs to
+    assert {p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")} == {run_id}
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+def test_wandb_failing_to_start_is_one_line_and_the_same_command_works_again(tmp_path, data_dir, monkeypatch):
+    """A failure inside wandb.init (here: raised on purpose, after wandb began writing) is one UserError, and
+    the run folder Hydra made is left as it was found, so the same command then starts."""
+    import wandb
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)  # what Hydra makes before train.py runs
+    (run / ".hydra" / "config.yaml").write_text("{}\n")
+    (run / "train.log").write_text("")
+
+    def broken(**kw):
+        (Path(kw["dir"]) / "wandb" / "offline-run-x").mkdir(parents=True)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    with pytest.raises(UserError, match=r"wandb could not start in offline mode \(RuntimeError: boom\)"):
+        train(cfg_with(data_dir, "wandb.mode=offline"), run)
+    assert not run.exists()
+
+    logged = []
+
+    class FakeRun:
+        def log(self, row, step):
+            logged.append(step)
+
+        def finish(self):
+            logged.append("finish")
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: FakeRun())
+    summary = train(cfg_with(data_dir, "wandb.mode=offline"), run)
+    assert summary["status"] == "finished" and logged[-1] == "finish" and 12 in logged
+
+
+@pytest.mark.slow
+def test_the_end_of_a_run_says_what_next_and_train_log_holds_its_lines(tmp_path, data_dir):
+    """train.py (wandb disabled) names the architecture at the start; at the end, where loss.png is and the
+    sample.py / heads.py commands for this run, runnable as printed (the run folder has a space in its name);
+    <run>/train.log has the lines, with their time. wandb left nothing behind."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from cli import check_overrides
+
+    run = tmp_path / "my run"
+    model = ["model.n_head=4", "model.n_kv_head=2", "model.window=16", "model.position=alibi"]
+    r = _cli([*SMALL, *model, f"data.out_dir={data_dir}", f"hydra.run.dir={run}", "train.sample_tokens=5"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    start = next(ln for ln in r.stderr.splitlines() if ln.startswith("model: "))
+    for part in ("2 layers", "4 heads / 2 KV heads (GQA)", "alibi positions", "window 16", "attn explicit"):
+        assert part in start, start
+    lines = r.stdout.splitlines()
+    assert f"loss curves: {run / 'loss.png'}" in lines and (run / "loss.png").is_file()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("next: "))
+    commands = [shlex.split(ln.removeprefix("next:").split("#")[0]) for ln in lines[first:]]
+    (sample,) = [c for c in commands if c[1].endswith("sample.py")]
+    (heads,) = [c for c in commands if c[1].endswith("heads.py")]
+    s = subprocess.run([sys.executable, *sample[1:], "max_new_tokens=5"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert s.returncode == 0 and "1 x 5 tokens" in s.stderr, s.stderr
+    assert OverridesParser.create().parse_override(heads[2]).value() == str(run)  # what Hydra reads back
+    check_overrides("heads", heads[2:])  # and heads.py's config takes it
+    log = (run / "train.log").read_text()
+    assert re.search(r"^\[\d{4}-\d\d-\d\d [\d:,]+\] model: 2 layers", log, re.M), log[:2000]
+    for needle in ("step     12/12 | loss", "step 12: train loss", "done: 12 steps", "next: python"):
+        assert needle in log, needle
+    assert not (run / "wandb").exists() and not (run / "wandb_id.txt").exists()

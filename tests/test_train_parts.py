@@ -2,6 +2,7 @@
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from training.config import OptimConfig, TrainConfig, from_mapping
 from training.mfu import mfu, peak_flops
 from training.optim import build_optimizer, lr_at
 from training.rng import get_rng_state, set_rng_state
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lr_schedule_warmup_then_cosine_to_min():
@@ -131,3 +134,98 @@ def test_cpu_bf16_detection_and_the_auto_dtype(monkeypatch, capsys):
         D.warn_slow_dtype(torch.bfloat16, cpu)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "AMD EPYC 7B13" in err[0] and "no native bf16" in err[0]
+
+
+def test_run_average_tokens_per_s_and_a_smoothed_eta():
+    """tokens/s is the run's: all timed tokens over all timed seconds (not the last window's); the ETA uses an
+    exponential moving average of seconds per step (weight 0.3 for the newest window) plus the evaluation
+    and checkpoint time per step so far. Written out here from recorded window times."""
+    from training.throughput import Throughput
+
+    windows = [
+        (10, 1.0),
+        (10, 1.2),
+        (10, 30.0),
+        (5, 0.05),
+    ]  # one slow window (a busy machine), a fast last one
+    t = Throughput(tokens_per_step=100)
+    assert t.tokens_per_s is None and t.eta(100) is None
+    for steps, seconds in windows:
+        t.add(steps, seconds)
+    assert t.tokens_per_s == pytest.approx(100 * 35 / 32.25)  # not 100 * 5 / 0.05 = 10,000 (the last window)
+    ema = 0.1
+    for per_step in (0.12, 3.0, 0.01):
+        ema += 0.3 * (per_step - ema)
+    t.pause(7.0)  # evaluations and checkpoints so far
+    assert t.eta(200) == pytest.approx(200 * (ema + 7.0 / 35))
+    # a resume carries the counts on (summary.json) and starts a new ETA
+    state = t.state()
+    r = Throughput(100, state["timed_steps"], state["timed_s"])
+    assert r.tokens_per_s == pytest.approx(t.tokens_per_s) and r.eta(10) is None
+    r.add(5, 1.0)
+    assert r.tokens_per_s == pytest.approx(100 * 40 / 33.25) and r.eta(10) == pytest.approx(10 * 0.2)
+
+
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("weight_decay", -1.0, "optim.weight_decay must be >= 0"),
+        ("lr", 0.0, "optim.lr must be > 0"),
+        ("lr", -1e-3, "optim.lr must be > 0"),
+        ("lr", float("inf"), "optim.lr must be a finite number"),
+        ("min_lr", 1.0, r"min_lr in \[0, lr\]"),
+        ("min_lr", -1e-4, r"min_lr in \[0, lr\]"),
+        ("beta1", 1.0, r"optim.beta1 must be in \[0, 1\)"),
+        ("beta2", -0.1, r"optim.beta2 must be in \[0, 1\)"),
+        ("eps", 0.0, "optim.eps must be > 0"),
+        ("warmup_iters", -1, "optim.warmup_iters must be an integer >= 0"),
+        ("lr_decay_iters", 50, "ends the decay before the warmup"),
+        ("weight_decay", float("nan"), "optim.weight_decay must be a finite number"),
+    ],
+)
+def test_optimizer_values_that_cannot_work_are_one_line(field, value, needle):
+    with pytest.raises(UserError, match=needle):
+        OptimConfig(**{"warmup_iters": 100, field: value})
+
+
+def test_the_optimizer_configs_shipped_are_valid():
+    import yaml
+
+    from training.config import from_mapping as build
+
+    for path in sorted((ROOT / "configs" / "optim").glob("*.yaml")):
+        build(OptimConfig, yaml.safe_load(path.read_text()), "optim")
+
+
+def test_cli_arg_quotes_paths_so_hydra_and_the_shell_read_them_back():
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from training.loop import cli_arg
+
+    parser = OverridesParser.create()
+    for path in ["runs/2026-01-02_03-04-05_678", "/tmp/my run", "/tmp/a,b [c]", "/tmp/x=y"]:
+        word = cli_arg("run", path)
+        (arg,) = shlex.split(word)  # one shell word
+        assert parser.parse_override(arg).value() == path, (path, word)
+    assert cli_arg("run", "runs/a_b") == "run=runs/a_b"  # plain paths stay plain
+
+
+def test_the_start_up_line_names_the_architecture():
+    from model import GPT, GPTConfig
+    from training.session import describe_model
+
+    cfg = GPTConfig(vocab_size=65, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, block_size=64, position="alibi",
+                    window=16, attn_impl="auto")  # fmt: skip
+    line = describe_model(cfg, GPT(cfg).pos, torch.device("cpu"))
+    for part in (
+        "2 layers",
+        "4 heads / 1 KV heads (MQA)",
+        "alibi positions",
+        "window 16",
+        "attn sdpa (auto)",
+    ):
+        assert part in line, line
+    shaw = GPTConfig(vocab_size=65, n_layer=1, n_head=2, n_embd=32, block_size=16, position="relative")
+    assert "attn explicit (relative value term)" in describe_model(shaw, GPT(shaw).pos, torch.device("cpu"))

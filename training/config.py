@@ -6,6 +6,7 @@ annotation, so ``optim.lr=abc`` gets "optim.lr must be a number, got 'abc'" rath
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -67,13 +68,28 @@ class OptimConfig:
     def __post_init__(self):
         if self.decay not in ("cosine", "linear", "constant"):
             raise UserError(f"optim.decay must be cosine, linear or constant, got {self.decay!r}")
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "eps"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"optim.{name} must be a finite number, got {getattr(self, name)}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise UserError(
                 f"optim.lr must be > 0 and optim.min_lr in [0, lr]; got lr={self.lr}, min_lr={self.min_lr}"
             )
+        if self.weight_decay < 0:
+            raise UserError(f"optim.weight_decay must be >= 0 (0 = off), got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.eps <= 0:
+            raise UserError(f"optim.eps must be > 0, got {self.eps}")
         _at_least("optim.warmup_iters", self.warmup_iters, 0)
         if self.lr_decay_iters is not None:
             _at_least("optim.lr_decay_iters", self.lr_decay_iters, 1, "or null")
+            if self.decay != "constant" and self.lr_decay_iters < self.warmup_iters:
+                raise UserError(
+                    f"optim.lr_decay_iters={self.lr_decay_iters} ends the decay before the warmup "
+                    f"(optim.warmup_iters={self.warmup_iters}) does; raise it, or set it to null (= train.max_iters)"
+                )
         if self.fused not in ("auto", True, False):
             raise UserError(f"optim.fused must be auto, true or false, got {self.fused!r}")
 

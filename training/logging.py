@@ -1,14 +1,23 @@
-"""Where a run's numbers go besides metrics.jsonl (rundir): the terminal (tqdm bar or plain lines) and wandb."""
+"""Where a run's numbers go besides metrics.jsonl (rundir): the terminal (tqdm bar or plain lines), the
+``gptlab`` logger, and wandb.
+
+Every line the loop shows also goes to the ``gptlab`` logger at INFO. Under train.py, Hydra's job logging
+(configs/config.yaml) sends it to ``<run>/train.log`` with a time stamp and keeps it off the terminal, which
+already has the line; called from Python without a logging setup, the logger writes nothing.
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
+import shutil
+import string
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 from gptlab_errors import UserError
+
+log = logging.getLogger("gptlab")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -48,20 +57,31 @@ class Progress:
         }
         if row.get("mfu") is not None:
             parts["mfu"] = f"{100 * row['mfu']:.1f}%"
+        eta = f" | eta {_fmt_time(eta_s)}" if eta_s is not None else ""
+        body = " | ".join(f"{k} {v}" for k, v in parts.items())
+        line = f"step {row['step']:>6}/{self.total} | {body} | {row['ms_per_iter']:.1f} ms/it{eta}"
         if self.bar is not None:
             self.bar.set_postfix(parts, refresh=False)
+            log.info(line)  # the log file gets every row, the bar only its postfix
         else:
-            eta = f" | eta {_fmt_time(eta_s)}" if eta_s is not None else ""
-            body = " | ".join(f"{k} {v}" for k, v in parts.items())
-            self.print(f"step {row['step']:>6}/{self.total} | {body} | {row['ms_per_iter']:.1f} ms/it{eta}")
+            self.print(line)
 
     def print(self, msg: str) -> None:
+        """A message on the terminal (stderr, above the bar) and in the log."""
         if not self.enabled:
             return
         if self.bar is not None:
             self.bar.write(msg, file=self.stream)
         else:
             print(msg, file=self.stream, flush=True)
+        log.info(msg)
+
+    def result(self, msg: str) -> None:
+        """A line of the run's result on stdout (what a script captures) and in the log."""
+        if not self.enabled:
+            return
+        print(msg, flush=True)
+        log.info(msg)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -70,23 +90,32 @@ class Progress:
 
 class Wandb:
     """wandb when wandb.mode is offline or online; nothing at all (not even the import) when disabled.
-    The wandb run id is kept in the run directory so a resumed run continues the same wandb run."""
 
-    def __init__(self, cfg: dict, run_dir: Path, config: dict, enabled: bool = True):
+    Only wandb's public API is used (``wandb.init``, ``run.log``, ``run.finish``). The run id is made here and
+    kept in the run directory (``wandb_id.txt``), so a resumed run continues the same wandb run
+    (``wandb.init(id=..., resume="allow")``). wandb failing to start is one line, and leaves nothing of its own
+    behind in a fresh run directory; wandb failing later costs the run one warning, never the run itself.
+    """
+
+    ID_FILE = "wandb_id.txt"
+
+    def __init__(self, cfg: dict, run_dir: Path, config: dict, enabled: bool = True, stream=None):
         self.run = None
+        self.stream = stream or sys.stderr
         mode = cfg.get("mode", "disabled")
         if mode not in ("disabled", "offline", "online"):
             raise UserError(f"wandb.mode must be disabled, offline or online, got {mode!r}")
         if not enabled or mode == "disabled":
             return
-        import wandb
-
         from rundir.files import atomic_write
 
-        id_file = Path(run_dir) / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        id_file, wandb_dir = Path(run_dir) / self.ID_FILE, Path(run_dir) / "wandb"
+        had_dir = wandb_dir.exists()
+        run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
         atomic_write(id_file, run_id)
         try:
+            import wandb
+
             self.run = wandb.init(
                 project=cfg.get("project"),
                 entity=cfg.get("entity"),
@@ -98,39 +127,50 @@ class Wandb:
                 id=run_id,
                 resume="allow",
             )
-        except Exception as e:  # no API key, no network: one line, not a traceback
+        except Exception as e:  # no API key, no network, an incompatible wandb: one line, not a traceback
+            if not had_dir:  # what wandb began to write for this run, so a retry starts clean
+                shutil.rmtree(wandb_dir, ignore_errors=True)
             raise UserError(
-                f"wandb could not start in {mode} mode ({str(e).splitlines()[0][:100]}); "
+                f"wandb could not start in {mode} mode ({type(e).__name__}: {_first_line(e)}); "
                 "use wandb.mode=offline or disabled, or run `wandb login`"
-            ) from e
+            ) from None
 
     def log(self, row: dict, step: int) -> None:
-        if self.run is not None:
+        if self.run is None:
+            return
+        try:
             self.run.log(
                 {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}, step=step
             )
+        except Exception as e:
+            self._give_up("log", e)
 
     def finish(self) -> None:
-        if self.run is not None:
+        if self.run is None:
+            return
+        try:
             self.run.finish()
+        except Exception as e:
+            self._give_up("finish", e)
+        self.run = None
+
+    def _give_up(self, what: str, e: Exception) -> None:
+        """wandb failed mid-run: say so once and train on without it (metrics.jsonl has every number)."""
+        self.run = None
+        print(
+            f"warning: wandb failed to {what} ({type(e).__name__}: {_first_line(e)}); training goes on "
+            "without wandb (metrics.jsonl has every number)",
+            file=self.stream,
+            flush=True,
+        )
 
 
-class Stopwatch:
-    """Wall time that excludes evaluation, for honest tokens/s.
+def new_run_id() -> str:
+    """A wandb run id: 8 characters of [a-z0-9], as wandb makes them (made here: wandb's helper is not public)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
-    A GPU runs behind the host: a lap first waits for the work queued on ``device`` (CUDA), so the time
-    counted is the time the steps took, not the time it took to queue them. Laps are taken only at log,
-    evaluation and head-metric steps, never in between, so the steps themselves never wait for the host."""
 
-    def __init__(self, device=None):
-        self.cuda = device is not None and torch.device(device).type == "cuda"
-        self.device = device
-        self.start = time.perf_counter()
-        self.mark = self.start
-
-    def lap(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        dt, self.mark = now - self.mark, now
-        return dt
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:100] if text else ""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -38,7 +40,7 @@ from rundir.layout import RunDir
 from runtime.device import autocast
 
 from .ddp import shutdown
-from .logging import Stopwatch
+from .logging import log
 from .mfu import mfu
 from .optim import lr_at
 from .plot import plot_losses
@@ -46,6 +48,9 @@ from .resume import Plan, plan_run
 from .rng import get_rng_state
 from .session import Diverged, Session, setup
 from .signals import StopFlag
+from .throughput import Stopwatch
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: sample.py and heads.py lie here
 
 
 # ------------------------------------------------------------------------------------------------ entry
@@ -55,6 +60,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     requested = OmegaConf.to_container(cfg, resolve=True)
     is_main = int(os.environ.get("RANK", "0")) == 0
     stop = StopFlag().install()
+    plan = None
     try:
         with run.lock() if is_main else nullcontext():
             try:
@@ -62,8 +68,10 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
                 if plan.action == "skip":
                     return _skip(run, plan, is_main)
                 s = setup(plan, run, overrides, stop)
-            except BaseException:  # refused or stopped before the run began: leave no empty run folder
-                if is_main:
+            except BaseException:  # refused, failed or stopped before the run began: leave nothing that
+                if is_main:  # blocks the same command next time (a fresh start's own files, an empty folder)
+                    if plan is not None and plan.action == "start" and plan.written:
+                        run.remove_run_files()
                     run.discard_if_unused()
                 raise
             try:
@@ -74,13 +82,14 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         if run.ckpt.is_file():
             kept = (
                 f"the last checkpoint in {run.path} is kept. Continue with: "
-                f"python train.py train.resume=true hydra.run.dir={run.path}"
+                f"python train.py train.resume=true {cli_arg('hydra.run.dir', run.path)}"
             )
         elif run.path.exists():
             kept = f"no checkpoint was saved yet in {run.path}"
         else:
             kept = "the run had not started; nothing was kept"
         print(f"interrupted; {kept}", file=sys.stderr)
+        log.info(f"interrupted; {kept}")
         raise
     except Exception as e:
         full = disk_full_cause(e)
@@ -88,7 +97,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
             raise
         _mark(run, is_main, status="failed", error="disk full")
         if run.ckpt.is_file():
-            then = f"continue with: python train.py train.resume=true hydra.run.dir={run.path}"
+            then = f"continue with: python train.py train.resume=true {cli_arg('hydra.run.dir', run.path)}"
         elif run.existing_files():
             then = "start the run again with train.overwrite=true (no checkpoint was saved yet)"
         else:
@@ -102,7 +111,9 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
 
 def _skip(run: RunDir, plan: Plan, is_main: bool) -> dict:
     step = plan.previous.get("step")
-    print(f"run in {run.path} already finished (step {step}); skipping (raise train.max_iters to train on)")
+    msg = f"run in {run.path} already finished (step {step}); skipping (raise train.max_iters to train on)"
+    print(msg)
+    log.info(msg)
     if is_main and not run.loss_png.exists():  # a hard kill right after "finished": make the curves now
         plot_losses(run.read_metrics(), run.loss_png, title=run.path.name)
     return plan.previous
@@ -197,6 +208,7 @@ def fit(s: Session) -> dict:
     tcfg, say = s.tcfg, s.progress
     watch, wall_start, wall_before = Stopwatch(s.device), time.perf_counter(), s.summary["wall_s"]
     elapsed = lambda: wall_before + time.perf_counter() - wall_start  # noqa: E731
+    speed = s.speed
     lap_steps, lap_time = 0, 0.0
     head_every = tcfg.head_metrics_interval if s.main else 0
     s.model.train()
@@ -204,30 +216,40 @@ def fit(s: Session) -> dict:
     try:
         while s.step < tcfg.max_iters:
             train_step(s)
-            lap_steps += 1
             say.step()
             step = s.step
-            if step % tcfg.log_interval == 0 or step == tcfg.max_iters:
-                _train_row(s, lap_steps, lap_time + watch.lap(), elapsed())
-                lap_steps, lap_time = 0, 0.0
+            log_due = step % tcfg.log_interval == 0 or step == tcfg.max_iters
+            if s.steps_this_call == 1:  # compile and warm-up: its own row, never in the run's tokens/s
+                warmup = watch.lap()
+                if log_due:
+                    _train_row(s, 1, warmup, elapsed())
+            else:
+                lap_steps += 1
+                if log_due:
+                    lap_time += watch.lap()
+                    speed.add(lap_steps, lap_time)
+                    _train_row(s, lap_steps, lap_time, elapsed())
+                    lap_steps, lap_time = 0, 0.0
             is_eval = step % tcfg.eval_interval == 0 or step == tcfg.max_iters
-            if is_eval:
+            heads_due = bool(head_every) and step % head_every == 0
+            if is_eval or heads_due:
                 lap_time += watch.lap()
-                _eval_row(s, elapsed())
-                watch.lap()  # evaluation time is not training time
-            if head_every and step % head_every == 0:
-                lap_time += watch.lap()
-                _heads_row(s)
-                watch.lap()
+                if is_eval:
+                    _eval_row(s, elapsed())
+                if heads_due:
+                    _heads_row(s)
+                speed.pause(watch.lap())  # evaluation time is not training time
             ckpt_due = (step % tcfg.ckpt_interval == 0) if tcfg.ckpt_interval else is_eval
             stopping = s.stop.requested or (
                 tcfg.stop_after_iters and s.steps_this_call >= tcfg.stop_after_iters
             )
             if ckpt_due or stopping or step == tcfg.max_iters:
+                lap_time += watch.lap()
                 save(s, s.run.ckpt)
                 s.summary.update(step=step, wall_s=elapsed())
                 if s.main:
                     s.run.write_summary(s.summary)
+                speed.pause(watch.lap())  # nor is writing a checkpoint
             if stopping and step < tcfg.max_iters:
                 return _stopped(s, s.stop.requested or f"train.stop_after_iters={tcfg.stop_after_iters}")
         s.divergence.check()
@@ -249,7 +271,8 @@ def fit(s: Session) -> dict:
 
 
 def _train_row(s: Session, lap_steps: int, lap_time: float, elapsed: float) -> None:
-    """Read the step's numbers off the device (the one sync per log interval) and log them."""
+    """Read the step's numbers off the device (the one sync per log interval) and log them. The row's
+    tokens/s is its own window's; the summary's is the run's average (training.throughput)."""
     s.divergence.check()
     g = s.last["grad_norm"]
     tps = lap_steps * s.tokens_per_step / max(lap_time, 1e-9)
@@ -267,8 +290,8 @@ def _train_row(s: Session, lap_steps: int, lap_time: float, elapsed: float) -> N
     if s.main:
         s.run.append_metrics(row)
     s.wandb.log(row, s.step)
-    s.progress.log(row, eta_s=(s.tcfg.max_iters - s.step) * lap_time / lap_steps)
-    s.summary["tokens_per_s"] = tps
+    s.progress.log(row, eta_s=s.speed.eta(s.tcfg.max_iters - s.step))
+    s.summary.update(s.speed.state())
 
 
 def _eval_row(s: Session, elapsed: float) -> None:
@@ -317,7 +340,7 @@ def _stopped(s: Session, why: str) -> dict:
     s.progress.close()
     s.progress.print(
         f"stopped at step {s.step} ({why}); checkpoint saved. Continue with: "
-        f"python train.py train.resume=true hydra.run.dir={s.run.path}"
+        f"python train.py train.resume=true {cli_arg('hydra.run.dir', s.run.path)}"
     )
     _record(s, status="interrupted", stop_reason=why)
     return s.summary
@@ -334,14 +357,49 @@ def finish(s: Session, wall_s: float) -> dict:
     plot_losses(s.run.read_metrics(), s.run.loss_png, title=s.run.path.name)
     s.summary.update(status="finished")
     s.run.write_summary(s.summary)
-    print(
-        f"done: {s.step} steps in {wall_s:.1f}s | best val loss {s.best_val:.4f} | "
-        f"{s.summary['tokens_per_s'] or 0:.0f} tokens/s | {s.run.path}",
-        flush=True,
+    tps = s.summary.get("tokens_per_s")
+    speed = f"{tps:,.0f} tokens/s" if tps else "tokens/s n/a"
+    s.progress.result(
+        f"done: {s.step} steps in {wall_s:.1f}s | best val loss {s.best_val:.4f} | {speed} (run average; "
+        f"first step, evaluation and checkpoints not counted) | {s.run.path}"
     )
     if s.tcfg.sample_tokens > 0:
         _print_sample(s)
+    for line in next_steps(s.run.path):
+        s.progress.result(line)
     return s.summary
+
+
+def next_steps(run_dir: Path) -> list[str]:
+    """What to do with a finished run: where its curves are, and the commands to look at it further."""
+    shown = _shown_path(run_dir)
+    run = cli_arg("run", shown)
+    sample, heads = (shlex.quote(_shown_path(ROOT / name)) for name in ("sample.py", "heads.py"))
+    return [
+        f"loss curves: {Path(shown) / RunDir.LOSS_PNG}",
+        f"next: python {sample} {run}   # text from its best checkpoint",
+        f"      python {heads} {run}    # what its attention heads do (writes heads/heads.html in the run)",
+    ]
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to read and type)."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cli_arg(key: str, value: str | Path) -> str:
+    """``key=value`` as one shell word that Hydra reads back as ``value``: a path with spaces, commas or
+    brackets is quoted for Hydra (double quotes) inside the shell's single quotes."""
+    text = str(value)
+    if re.fullmatch(r"[\w./+@%-]+", text):
+        return f"{key}={text}"
+    if any(c in text for c in "\"'\\"):  # rare: left to the shell's quoting alone
+        return shlex.quote(f"{key}={text}")
+    return shlex.quote(f'{key}="{text}"')
 
 
 def _print_sample(s: Session) -> None:

@@ -45,6 +45,7 @@ class Plan:
     changes: list[str] = field(default_factory=list)  # accepted changes on resume, "key: old -> new"
     previous: dict = field(default_factory=dict)  # summary.json as found
     clear: bool = False  # the caller removes the old run files before starting
+    written: bool = False  # set once the caller began writing the run directory for this plan
 
 
 def override_keys(overrides: list[str]) -> list[str]:

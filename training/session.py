@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from data import BatchLoader, DataConfig, load_meta, prepare
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
-from model.flex import check_flex
+from model.flex import check_flex, flex_is_best
 from model.positions import SCHEMES
 from rundir.checkpoint import first_line, model_state
 from rundir.files import remove_stale_temps
@@ -42,6 +42,7 @@ from .pretrained import start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
 from .signals import StopFlag
+from .throughput import Throughput
 
 
 class Diverged(Exception):
@@ -100,6 +101,7 @@ class Session:
     flops_per_token: int = 0
     peak: float | None = None
     divergence: Divergence | None = None
+    speed: Throughput | None = None  # the run's average tokens/s and the ETA
     last: dict = field(default_factory=dict)  # the last step's loss and grad norm (device tensors)
     last_eval: dict | None = None
 
@@ -138,6 +140,7 @@ def _prepare_run_dir(run: RunDir, plan: Plan, say: Progress) -> None:
     """Rank 0, once the plan is accepted: clear or trim the old files and write the config."""
     run.path.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(run.path)  # left by a kill during an atomic write
+    plan.written = True  # from here a failed fresh start removes what it wrote (training.loop.train)
     if plan.clear:
         gone = run.remove_run_files()
         say.print(f"starting over in {run.path}: removed the previous run's {', '.join(gone)}")
@@ -214,15 +217,17 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
         for split in ("train", "val")
     }  # fmt: skip
     summary = _start_summary(plan, raw_model, tcfg, overrides, device, dtype, dist, step, best_val)
+    tokens_per_step = B * T * tcfg.grad_accum * dist.world_size
     s = Session(
         cfg=cfg, tcfg=tcfg, ocfg=ocfg, run=run, dist=dist, device=device, dtype=dtype, meta=meta, mcfg=mcfg,
         raw_model=raw_model, model=model, optimizer=optimizer, scaler=scaler, loader=loader,
         eval_batches=eval_batches, summary=summary, progress=say,
         wandb=Wandb(plan.config.get("wandb", {}), run.path, plan.config, enabled=dist.is_main),
         stop=stop, step=step, best_val=best_val, saved_step=step if ckpt is not None else None,
-        tokens_per_step=B * T * tcfg.grad_accum * dist.world_size,
+        tokens_per_step=tokens_per_step,
         flops_per_token=raw_model.flops_per_token(T), peak=peak_flops(device, dtype),
         divergence=Divergence(device),
+        speed=Throughput(tokens_per_step, summary["timed_steps"], summary["timed_s"]),
     )  # fmt: skip
     if s.main:
         run.write_summary(summary)
@@ -230,7 +235,32 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
             f"run dir {run.path} | {summary['params'] / 1e6:.2f}M params | {device} {summary['dtype']} | "
             f"{s.tokens_per_step} tokens/step | data {data_dir}"
         )
+        say.print(f"model: {describe_model(mcfg, raw_model.pos, device)}")
     return s
+
+
+def describe_model(mcfg: GPTConfig, pos, device: torch.device) -> str:
+    """The architecture in one line: layers, width, heads and KV heads, position scheme, window, and the
+    attention path training takes (``attn_impl=auto`` resolved as model/attention.py resolves it)."""
+    kv = mcfg.kv_heads
+    variant = "MHA" if kv == mcfg.n_head else ("MQA" if kv == 1 else "GQA")
+    window = f"window {mcfg.window}" if mcfg.window is not None else "full causal attention"
+    return (
+        f"{mcfg.n_layer} layers, d_model {mcfg.n_embd}, {mcfg.n_head} heads / {kv} KV heads ({variant}), "
+        f"{mcfg.position} positions, {window}, block {mcfg.block_size}, attn {_attention_path(mcfg, pos, device)}"
+    )
+
+
+def _attention_path(mcfg: GPTConfig, pos, device: torch.device) -> str:
+    if mcfg.attn_impl == "explicit" or pos.needs_probs:
+        return "explicit" if mcfg.attn_impl == "explicit" else f"explicit ({mcfg.position} value term)"
+    if mcfg.attn_impl != "auto":
+        return mcfg.attn_impl
+    windowed = mcfg.window is not None and mcfg.window < mcfg.block_size
+    flex = mcfg.dropout == 0 and flex_is_best(
+        device, mcfg.block_size, pos.has_score_bias, windowed, True, pos.learned_bias
+    )
+    return f"{'flex' if flex else 'sdpa'} (auto)"
 
 
 def _restore(ckpt: dict, model, optimizer, scaler, loader, run: RunDir) -> None:
@@ -264,7 +294,9 @@ def _start_summary(plan, raw_model, tcfg, overrides, device, dtype, dist, step, 
         "params": raw_model.num_params(),
         "best_val_loss": None if math.isinf(best_val) else best_val,
         "final_val_loss": old.get("final_val_loss"),
-        "tokens_per_s": old.get("tokens_per_s"),
+        "tokens_per_s": old.get("tokens_per_s"),  # the run's average (training/throughput.py)
+        "timed_steps": old.get("timed_steps", 0),
+        "timed_s": old.get("timed_s", 0.0),
         "wall_s": old.get("wall_s", 0.0),
         "kv_cache_bytes_per_token": raw_model.kv_cache_bytes_per_token(),
         "overrides": old.get("overrides", list(overrides)),
