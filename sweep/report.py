@@ -86,7 +86,8 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
         to_markdown(table),
         "",
         "Columns: the overrides that differ between runs; parameters; best and last val loss; training "
-        "tokens/s and wall time; KV-cache bytes per token (float32); "
+        "tokens/s (the run's average; first step, evaluation and checkpoints not counted) and wall time; "
+        "KV-cache bytes per token (float32); "
         + (
             f"val loss at k× the training block size (mean over all positions of {windows} fixed val "
             "windows, the same start offsets for every length; `python -m sweep.extrapolate`)."
