@@ -730,3 +730,17 @@ def test_a_failing_sweep_job_is_one_line_and_the_others_finish(tmp_path, data_di
     assert "(sweep job 0, " in errors[0]
     assert RunDir(sweep / "1").read_summary()["status"] == "finished"
     assert "| failed | 3 |" in r.stdout and "| finished | 2 |" in r.stdout
+
+
+def test_a_start_that_fails_after_writing_its_config_can_be_run_again(tmp_path):
+    """The data is prepared after config.yaml is written: a data error there removes what the start wrote,
+    so the same command gives the same error again, not "already holds a run"."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    args = ["data=text_files", f"data.path={empty}", "data.tokenizer=char", f"data.out_dir={tmp_path / 'd'}"]
+    for _ in range(2):
+        with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("config", overrides=[*SMALL, *args])
+        with pytest.raises(UserError, match="is empty; remove it or give it some text"):
+            train(cfg, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
