@@ -272,7 +272,13 @@ def test_compare_with_a_summary_of_wrong_types_is_not_a_traceback(tmp_path, caps
     (sweep / "1" / "metrics.jsonl").write_text(
         '{"kind": "eval", "step": "x", "val_loss": "abc"}\n{"kind": "eval", "step": 2, "val_loss": {"a": 1}}\n'
     )
-    md = compare.main([str(sweep), "--no-extrapolate"])
+    (sweep / "2").mkdir()  # lists where dicts are expected
+    (sweep / "2" / "summary.json").write_text("[1, 2]")
+    (sweep / "2" / "job_status.json").write_text('["failed"]')
+    (sweep / "2" / "config.yaml").write_text("- a\n- b\n")
+    (sweep / "2" / "extrapolation.json").write_text("[1]")
+    md = compare.main([str(sweep)])  # with the extrapolation step: it reads each run's cache
     table = md.read_text()
     assert "| `0` | finished |" in table and "abc" not in table  # the bad values read as absent
     assert "1.4000" in table  # the good run keeps its numbers
+    assert "| `2` | incomplete |" in table
