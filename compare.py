@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
+    from rundir.outdir import check_out_dir
     from sweep.report import print_table, summarize
 
     args = parse_args(argv)
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> Path:
 
         pick_device(args.device)  # a device that is not there: one line now, not one per run later
     out = args.out or (args.dirs[0] if len(args.dirs) == 1 else "comparison")
+    # its own places: the default, or a sweep directory it reads (where the sweep wrote its summary)
+    own = args.out is None or Path(out).resolve() in {Path(d).resolve() for d in args.dirs}
+    out = check_out_dir(out, "compare", "-o", own=own)
     md = summarize(
         args.dirs,
         out_dir=out,

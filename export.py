@@ -19,8 +19,6 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
@@ -34,6 +32,7 @@ def export(cfg: DictConfig) -> dict:
     """Check the options, load the run, write and check the export; returns interop.hf.export_hf's report."""
     from interop.hf import export_hf
     from rundir.load import load_run
+    from rundir.outdir import check_out_dir, mark_out_dir
 
     if not cfg.run:
         raise UserError("pass run=<run directory, checkpoint .pt, or HF model directory>")
@@ -44,9 +43,14 @@ def export(cfg: DictConfig) -> dict:
     for key in ("verify", "overwrite"):
         if not isinstance(cfg[key], bool):
             raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
-    out = Path(str(cfg.out)).expanduser()
+    # overwrite=true only ever replaces an earlier export (marked .gptlab-export), never a run or a user's folder
+    out = check_out_dir(
+        str(cfg.out), "export", "out", sources=[str(cfg.run)], overwrite=cfg.overwrite, claim=False
+    )
     run = load_run(str(cfg.run), device="cpu")
-    return export_hf(run, out, fmt=cfg.format, verify=cfg.verify, overwrite=cfg.overwrite)
+    report = export_hf(run, out, fmt=cfg.format, verify=cfg.verify, overwrite=cfg.overwrite)
+    mark_out_dir(out, "export")
+    return report
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="export")

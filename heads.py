@@ -179,6 +179,7 @@ def report(cfg: DictConfig) -> dict:
     from interp.html import token_texts
     from interp.report import analyse, summary_lines, write_report
     from interp.tracking import probe_for
+    from rundir.outdir import check_out_dir
 
     t_start = time.perf_counter()
     run = _load(cfg)
@@ -189,7 +190,13 @@ def report(cfg: DictConfig) -> dict:
     for name, v, n in (("layer", cfg.layer, L), ("head", cfg.head, H)):
         if not isinstance(v, int) or not 0 <= v < n:
             raise UserError(f"{name}={v} is out of range: this model has {n} {name}s (0..{n - 1})")
-    out = Path(cfg.out).expanduser() if cfg.out else run.run_dir / "heads"
+    out = check_out_dir(
+        str(cfg.out) if cfg.out else run.run_dir / "heads",
+        "heads",
+        "out",
+        sources=[run.run_dir],
+        own=not cfg.out,
+    )
     if cfg.steps.only:
         files = _steps_plots(run.run_dir, cfg, out, device)
         if not files:

@@ -6,10 +6,13 @@ the settings and a stamp of the input (file sizes and times) with ``meta.json`` 
 to a temporary folder inside the output folder and are renamed into place when complete; ``meta.json`` comes
 last, so a folder with a ``meta.json`` is always whole.
 
-Integrity: ``meta.json`` records a fingerprint of each ``.bin`` (sha256 of its size and 64 evenly spaced 4 KiB
-blocks, first and last included: a few hundred KiB read whatever the size) and a checksum of its own content.
-A truncated, zeroed or edited file, or a hand-edited ``meta.json``, fails the check, and ``prepare`` makes the
-folder again (saying why). Concurrent ``prepare`` calls on one folder take turns on its lock.
+Integrity: ``meta.json`` records a checksum of every byte of each ``.bin`` (data/integrity.py) and one of its
+own content. A truncated, zeroed or edited file, or a hand-edited ``meta.json``, fails the check, and ``prepare``
+makes the folder again (saying why). Concurrent ``prepare`` calls on one folder take turns on its lock.
+
+Where it writes: ``rundir.outdir.check_out_dir`` decides whether ``data.out_dir`` may be written (never a file,
+the checkout or home, nor a folder whose ``train.bin``/``val.bin``/``meta.json`` another program wrote); the folder
+gets a ``.gptlab-data`` marker. Only this tool's own temporaries there are ever removed.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import numpy as np
 
 from gptlab_errors import UserError, disk_full_cause
 from rundir.files import DirLock, read_json, remove_stale_temps, write_json
+from rundir.outdir import check_out_dir
 
-from .config import DataConfig
+from .config import PREPARED_ROOT, DataConfig
+from .integrity import file_checksum, is_legacy, matches
 from .tokenizers import (
     get_tokenizer,
     hf_tokenizer_meta,
@@ -42,7 +47,7 @@ from .tokenizers import (
 
 FORMAT = "gptlab-data"
 VERSION = 1
-FINGERPRINT_BLOCKS, FINGERPRINT_BYTES = 64, 4096
+WORK_PREFIX = ".gptlab-prepare-"  # the temporary folder a preparation writes into (inside the output folder)
 MIN_SPLIT_TOKENS = 16  # fewer tokens than this in train or val is surely a mistake
 AUTO_PARALLEL_CHARS = 16 << 20  # inputs larger than this are tokenized with all cores when num_proc is null
 
@@ -69,17 +74,6 @@ def load_meta(ddir) -> dict:
     return meta
 
 
-def fingerprint(path: Path) -> str:
-    """sha256 of a file's size and FINGERPRINT_BLOCKS evenly spaced blocks (cheap at any size)."""
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        for i in range(FINGERPRINT_BLOCKS):
-            f.seek(max(0, size - FINGERPRINT_BYTES) * i // (FINGERPRINT_BLOCKS - 1))
-            h.update(f.read(FINGERPRINT_BYTES))
-    return h.hexdigest()
-
-
 def _meta_checksum(meta: dict) -> str:
     body = {k: v for k, v in meta.items() if k != "meta_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -99,8 +93,8 @@ def check_prepared(out: Path) -> tuple[dict | None, str]:
             f = out / f"{split}.bin"
             if not f.is_file() or f.stat().st_size != meta[f"{split}_tokens"] * itemsize:
                 return None, f"{split}.bin is missing or has the wrong size"
-            if fingerprint(f) != meta["fingerprints"][split]:
-                return None, f"{split}.bin does not match its fingerprint (damaged or edited)"
+            if not matches(f, meta["fingerprints"][split]):
+                return None, f"{split}.bin does not match its checksum (damaged or edited)"
     except (KeyError, TypeError, ValueError, OSError) as e:
         return None, f"meta.json is incomplete ({e})"
     return meta, ""
@@ -335,10 +329,12 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
             "set data.out_dir to another folder (or data.name), or delete that folder"
         )
     old, _ = check_prepared(out)
-    if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
-        return out  # fast path: nothing changed
+    if _up_to_date(old, settings, stamp) and not _legacy(old):
+        return out  # fast path: nothing changed (the token files were checked whole)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    # the one rule for output folders; this tool's default place, or a folder it prepared, is its own
+    own = found.get("format") == FORMAT or out == PREPARED_ROOT / cfg.name
+    check_out_dir(out, "data", "data.out_dir", own=own)  # creates and marks the folder
     try:
         # the lock file sits beside the folder, which then holds only train.bin, val.bin and meta.json
         lock = out.parent / f".{out.name}.lock"
@@ -352,11 +348,21 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
 
 def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bool) -> Path:
     """prepare() under the folder's lock: another process may have just done the work."""
-    for leftover in out.glob(".tmp-prepare-*"):  # from a killed prepare: no one else is writing now
-        shutil.rmtree(leftover, ignore_errors=True)
-    remove_stale_temps(out)
+    # what a killed prepare left (no one else is writing now): only this tool's own temporaries
+    for leftover in out.glob(WORK_PREFIX + "*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    remove_stale_temps(out, names=("meta.json", ".gptlab-data"))
+    for name in ("train.bin", "val.bin", "meta.json"):
+        if (out / name).is_dir():
+            raise UserError(
+                f"{out / name} is a folder where the prepared data keeps a file; move it away "
+                "(python -m data never deletes what it did not write) and run again"
+            )
     old, why = check_prepared(out)
-    if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
+    if _up_to_date(old, settings, stamp):
+        if _legacy(old):  # prepared before whole-file checksums (checked by sampling): record them now
+            _write_meta(out, {**old, "fingerprints": _checksums(out / "train.bin", out / "val.bin")})
         return out
     if old is not None and old.get("settings") == settings and cfg.source == "files":
         # the file stamps changed (e.g. touched): if the contents did not, only refresh the stamp
@@ -364,7 +370,14 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
 
         files = resolve_files(cfg.path)[: int(cfg.max_documents or 0) or None]
         if files_sha256(files)[0] == old.get("source_sha256"):
-            _write_meta(out, {**old, "source_stamp": stamp})
+            _write_meta(
+                out,
+                {
+                    **old,
+                    "source_stamp": stamp,
+                    "fingerprints": _checksums(out / "train.bin", out / "val.bin"),
+                },
+            )
             return out
     if not quiet:
         again = f" (again: {why})" if (out / "meta.json").exists() and old is None else ""
@@ -373,7 +386,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
             file=sys.stderr,
         )
     t0 = time.time()
-    work = Path(tempfile.mkdtemp(prefix=".tmp-prepare-", dir=out))
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
     try:
         if cfg.source == "induction":
             meta, train_f, val_f = _build_induction(cfg, work)
@@ -395,7 +408,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
             "val_fraction": float(cfg.val_fraction),
             "settings": settings,
             "source_stamp": stamp,
-            "fingerprints": {"train": fingerprint(train_f), "val": fingerprint(val_f)},
+            "fingerprints": _checksums(train_f, val_f),
             "prepare_s": round(time.time() - t0, 3),
         }
         (out / "meta.json").unlink(missing_ok=True)  # from here until meta.json is back, "unprepared"
@@ -416,6 +429,19 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
             file=sys.stderr,
         )
     return out
+
+
+def _up_to_date(meta: dict | None, settings: dict, stamp) -> bool:
+    return meta is not None and meta.get("settings") == settings and meta.get("source_stamp") == stamp
+
+
+def _legacy(meta: dict | None) -> bool:
+    """A folder prepared before whole-file checksums (its fingerprints sample 64 blocks)."""
+    return meta is not None and any(is_legacy(v) for v in meta["fingerprints"].values())
+
+
+def _checksums(train_f: Path, val_f: Path) -> dict:
+    return {"train": file_checksum(train_f), "val": file_checksum(val_f)}
 
 
 def _write_meta(out: Path, meta: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,13 @@ class DataConfig:
                 )
         elif self.tokenizer == "ids":
             raise UserError("data.tokenizer=ids is only for data.source=induction; use char or gpt2")
-        if not self.name or "/" in str(self.name):
-            raise UserError(f"data.name={self.name!r} must be a plain non-empty folder name")
+        name = str(self.name or "")
+        if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", os.sep)):
+            # data/prepared/<name>/ must stay inside data/prepared (never the code folder data/ itself)
+            raise UserError(
+                f"data.name={self.name!r} must be a plain folder name (no '/', not '.' or '..'): the prepared data "
+                "goes to data/prepared/<name>/; use data.out_dir=<folder> to put it elsewhere"
+            )
 
     @classmethod
     def from_dict(cls, d: Any) -> DataConfig:

@@ -10,6 +10,9 @@ A global batch never straddles two epochs (the epoch's last few windows are drop
 If the prepared folder's meta.json has ``sample_align = a`` (the induction data), windows start at multiples
 of ``a`` instead, with no shift, so each window begins at a sequence boundary.
 
+The file is checked whole against meta.json's checksum when the loader is made (data/integrity.py), and
+every batch's ids against the vocabulary, so damaged data is one line, never a silent run or an IndexError.
+
 ``state_dict()`` is ``{epoch, cursor}`` plus the settings it depends on; restoring it continues the identical
 stream, even with a different ``world_size`` or ``batch_size`` (the cursor counts windows, not steps).
 """
@@ -24,6 +27,7 @@ import torch
 from gptlab_errors import UserError
 
 from .build import load_meta
+from .integrity import check_token_ids, verify_token_file
 
 
 class BatchLoader:
@@ -50,6 +54,7 @@ class BatchLoader:
             raise UserError(f"block_size ({block_size}) and batch_size ({batch_size}) must be >= 1")
         if not 0 <= self.rank < self.world_size:
             raise UserError(f"rank {rank} must be in [0, world_size={world_size})")
+        verify_token_file(self.path, meta)  # the whole file against meta.json's checksum (once per process)
         self.data = np.memmap(self.path, dtype=np.dtype(meta["dtype"]), mode="r")
         self.vocab_size = int(meta["vocab_size"])
         self.align = int(align if align is not None else meta.get("sample_align") or 0)  # 0 = random shift
@@ -99,11 +104,7 @@ class BatchLoader:
     def _gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         offsets = starts[:, None] + np.arange(self.block_size + 1)  # (B, T+1)
         buf = self.data[offsets]  # (B, T+1) in the file's dtype
-        if buf.max() >= self.vocab_size:  # a damaged file: one line, not an IndexError deep in the model
-            raise UserError(
-                f"{self.path} holds token id {int(buf.max())}, outside the vocabulary of {self.vocab_size}: the "
-                f"prepared data is damaged; delete {self.path.parent} and run again (it is prepared anew)"
-            )
+        check_token_ids(buf, self.vocab_size, self.path)  # one line, not an IndexError deep in the model
         # numpy makes the contiguous int64 copies (torch's .contiguous() is much slower on a busy CPU)
         x = torch.from_numpy(buf[:, :-1].astype(np.int64))  # (B, T)
         y = torch.from_numpy(buf[:, 1:].astype(np.int64))  # (B, T)

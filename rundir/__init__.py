@@ -4,8 +4,9 @@
     checkpoint  save / load / resolve checkpoints (``torch.save`` dicts, always loaded ``weights_only``)
     layout      ``RunDir``: the files of one run (config, checkpoints, metrics, summary, lock) and their rules
     load        ``load_run``: a run directory or checkpoint -> model, tokenizer and config, ready to use
+    outdir      ``check_out_dir``: where a tool may write (``out=``) and what it may replace there
 
-``files``, ``checkpoint`` and ``layout`` import nothing from the project (so ``data`` can use them); ``load``
+``files``, ``checkpoint``, ``layout`` and ``outdir`` import nothing from the project (so ``data`` can use them); ``load``
 sits above ``model`` and ``data``. Import the module you need (``from rundir.load import load_run``): this
 package file imports nothing, so no import cycle can hide here.
 """

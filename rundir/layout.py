@@ -7,16 +7,64 @@
     loss.png         the loss curves
     .lock            held (flock) by the one process training in this directory
 
-Every write is atomic or an append; every read tolerates a torn last line.
+Every write is atomic or an append; every read tolerates a torn last line, and a summary or metrics field of
+the wrong type (a hand-edited file) reads as absent, so no reader computes with it.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .files import DirLock, append_jsonl, atomic_write, read_json, read_jsonl, read_yaml, write_json
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _list_of(kind: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(isinstance(x, kind) for x in v)
+
+
+# the fields readers compute with, and the values each may hold (a value of another type reads as absent)
+SUMMARY_FIELDS: dict[str, Callable[[Any], bool]] = {
+    **dict.fromkeys(("status", "error", "stop_reason", "device", "dtype", "init_from"), _is_str),
+    **dict.fromkeys(("step", "max_iters", "params", "world_size"), _is_int),
+    **dict.fromkeys(
+        ("best_val_loss", "final_val_loss", "tokens_per_s", "wall_s", "kv_cache_bytes_per_token"), _is_number
+    ),
+    "overrides": _list_of(str),
+    "resumes": _list_of(dict),
+}
+METRIC_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "kind": _is_str,
+    "step": _is_int,
+    **dict.fromkeys(
+        ("train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu", "elapsed_s"), _is_number
+    ),
+    "heads": _list_of(dict),
+}
+
+
+def _typed(row: dict, fields: dict[str, Callable[[Any], bool]]) -> dict:
+    return {k: v for k, v in row.items() if v is None or k not in fields or fields[k](v)}
+
+
+def typed_summary(summary: dict) -> dict:
+    """``summary`` without the known fields whose value has the wrong type (None stays: "not known yet")."""
+    return _typed(summary, SUMMARY_FIELDS)
 
 
 class RunDir:
@@ -45,14 +93,16 @@ class RunDir:
         return [name for name in self.RUN_FILES if (self.path / name).exists()]
 
     def read_summary(self) -> dict:
-        return read_json(self.summary, {})
+        """summary.json as a dict; a field of the wrong type (hand-edited, or another program's) reads as absent."""
+        return typed_summary(read_json(self.summary, {}))
 
     def read_config(self) -> dict:
         cfg = read_yaml(self.config)
         return cfg if isinstance(cfg, dict) else {}
 
     def read_metrics(self, kind: str | None = None) -> list[dict]:
-        rows = read_jsonl(self.metrics)
+        """metrics.jsonl's rows (of one ``kind``); a field of the wrong type reads as absent."""
+        rows = [_typed(row, METRIC_FIELDS) for row in read_jsonl(self.metrics)]
         return rows if kind is None else [r for r in rows if r.get("kind") == kind]
 
     # ------------------------------------------------------------------------------------------ writing
@@ -71,7 +121,7 @@ class RunDir:
         """Keep only rows up to ``step`` (a resumed run logs each later step again); drops a torn line."""
         if not self.metrics.exists():
             return
-        rows = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        rows = [r for r in read_jsonl(self.metrics) if _is_int(r.get("step", 0)) and r.get("step", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in rows)
         if text != self.metrics.read_text(encoding="utf-8", errors="replace"):
             atomic_write(self.metrics, text)

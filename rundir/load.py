@@ -85,11 +85,26 @@ def build_model(stored_config: dict, state: dict[str, torch.Tensor], source: Pat
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+# the folders the lab's runs live in: a run= under one of them is a local path, never a hub org
+LOCAL_ROOTS = ("runs", "multirun", "outputs", "exports", "sweeps")
+
+
+def looks_local(path: str | Path) -> bool:
+    """A ``run=`` that can only mean a local path: it starts with ``.``, ``/`` or ``~``, has more parts than a
+    hub id (``org/name``), starts with a folder where runs live (``runs/…``), or its first part exists here."""
+    s = str(path)
+    first = s.replace("\\", "/").split("/")[0]
+    return (
+        s.startswith((".", "/", "~"))
+        or s.count("/") > 1
+        or "\\" in s
+        or ("/" in s and (first in LOCAL_ROOTS or Path(first).exists()))
+    )
 
 
 def is_hf_source(path: str | Path) -> bool:
     """A Hugging Face model directory (config.json, no checkpoint), or a string shaped like a hub id that is no
-    local path (its first part not a local folder either, so a mistyped ``runs/x`` never goes to the hub)."""
+    local path (:func:`looks_local`: so a mistyped ``runs/x`` says "no run directory", never "hub offline")."""
     p = Path(path).expanduser()
     if p.is_dir():
         return (p / "config.json").is_file() and not any((p / n).is_file() for n in CHECKPOINT_NAMES)
@@ -98,7 +113,7 @@ def is_hf_source(path: str | Path) -> bool:
         not p.exists()
         and HUB_ID.fullmatch(s) is not None
         and not s.endswith((".pt", ".json", ".safetensors", ".bin"))
-        and not Path(s.split("/")[0]).exists()
+        and not looks_local(s)
     )
 
 

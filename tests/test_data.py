@@ -142,7 +142,7 @@ def test_prepare_is_idempotent_and_fast_path_writes_nothing(char_dir):
     before = {f.name: f.stat().st_mtime_ns for f in char_dir.iterdir()}
     assert prepare(DataConfig(out_dir=str(char_dir)), quiet=True) == char_dir
     assert {f.name: f.stat().st_mtime_ns for f in char_dir.iterdir()} == before
-    assert sorted(before) == ["meta.json", "train.bin", "val.bin"]  # no temporary leftovers
+    assert sorted(before) == [".gptlab-data", "meta.json", "train.bin", "val.bin"]  # no temporary leftovers
 
 
 def test_changed_settings_reprepare(tmp_path):
@@ -237,7 +237,7 @@ def test_files_glob_and_change_detection(tmp_path):
     prepare(cfg, quiet=True)
     assert (d / "train.bin").stat().st_mtime_ns == train_mtime  # not re-tokenized
     assert load_meta(d)["source_stamp"]["files"][1][2] == f.stat().st_mtime_ns  # stamp refreshed
-    assert sorted(p.name for p in d.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in d.iterdir()) == [".gptlab-data", "meta.json", "train.bin", "val.bin"]
     f.write_text(f.read_text() + " more words")
     prepare(cfg, quiet=True)
     assert load_meta(d)["train_tokens"] + load_meta(d)["val_tokens"] == n + len(" more words")

@@ -84,17 +84,32 @@ def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(run
     assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())  # nothing written, no leftovers
 
 
-def test_export_keeps_an_occupied_folder_unless_told(runs, tmp_path):
+def test_export_replaces_only_an_earlier_export_and_only_when_told(runs, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    p = cli(f"run={runs['llama']}", f"out={out}")
-    assert p.returncode == 2 and "overwrite=true" in p.stderr and len(p.stderr.strip().splitlines()) == 1
-    assert (out / "mine.txt").read_text() == "keep me"
-    p = cli(f"run={runs['llama']}", f"out={out}", "overwrite=true", "verify=false")
+    for extra in ([], ["overwrite=true"]):  # a folder of the user's: never replaced, even with overwrite=true
+        p = cli(f"run={runs['llama']}", f"out={out}", *extra)
+        assert p.returncode == 2 and "not written by export.py" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+    assert [f.name for f in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
+    exp = tmp_path / "exp"
+    assert cli(f"run={runs['llama']}", f"out={exp}", "verify=false").returncode == 0
+    assert (exp / ".gptlab-export").is_file()
+    p = cli(f"run={runs['llama']}", f"out={exp}", "verify=false")
+    assert p.returncode == 2 and "holds an earlier export; pass overwrite=true" in p.stderr
+    (exp / "stale.txt").write_text("from the old export")
+    p = cli(f"run={runs['llama']}", f"out={exp}", "overwrite=true", "verify=false")
     assert p.returncode == 0, p.stderr
-    assert (out / "config.json").is_file() and not (out / "mine.txt").exists()
-    assert [f.name for f in tmp_path.iterdir()] == ["busy"]  # the temporary and the old folder are gone
+    assert (
+        (exp / "config.json").is_file()
+        and (exp / ".gptlab-export").is_file()
+        and not (exp / "stale.txt").exists()
+    )
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "busy",
+        "exp",
+    ]  # the temporary and the old folder are gone
 
 
 @pytest.mark.parametrize(

@@ -181,7 +181,7 @@ def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, d
     assert (tmp_path / "out" / "heads.csv").is_file() and res["out"] == tmp_path / "out"
     assert sorted(p.name for p in victim.iterdir()) == ["train.bin"]
     assert (victim / "train.bin").read_bytes() == b"precious"
-    assert not any(p.name.startswith(".tmp-prepare") for p in tmp_path.rglob("*"))
+    assert not any(p.name.startswith(".gptlab-prepare") for p in tmp_path.rglob("*"))
     from sweep.extrapolate import extrapolate_run
 
     with pytest.raises(UserError, match="prepared data is not here"):
@@ -259,11 +259,12 @@ def test_out_of_range_token_ids_are_one_line(tmp_path):
     out = tmp_path / "d"
     prepare(DataConfig(out_dir=str(out), max_documents=2), quiet=True)
     ids = np.memmap(out / "train.bin", dtype=np.uint16, mode="r+")
-    ids[:] = 60000  # beyond the 60-odd characters of the vocabulary (the loader reads files as they are)
+    ids[:] = 60000  # beyond the 60-odd characters of the vocabulary
     ids.flush()
-    loader = BatchLoader(out / "train.bin", block_size=16, batch_size=2)
-    with pytest.raises(UserError, match="outside the vocabulary .* damaged; delete"):
-        loader.next()
+    # the whole-file checksum refuses it first; a file whose checksum matches gets the id check per batch
+    # (tests/test_data_integrity.py)
+    with pytest.raises(UserError, match=r"train.bin does not match the checksum .*\(damaged or edited\)"):
+        BatchLoader(out / "train.bin", block_size=16, batch_size=2)
 
 
 # ---------------------------------------------------------------------------------------------- 8. torn lines, leftovers
@@ -293,11 +294,11 @@ def test_leftover_prepare_folders_are_removed(tmp_path):
     out = tmp_path / "d"
     cfg = DataConfig(out_dir=str(out), max_documents=2)
     prepare(cfg, quiet=True)
-    (out / ".tmp-prepare-dead").mkdir()
-    (out / ".tmp-prepare-dead" / "train.bin").write_bytes(b"x" * 1000)
+    (out / ".gptlab-prepare-dead").mkdir()
+    (out / ".gptlab-prepare-dead" / "train.bin").write_bytes(b"x" * 1000)
     (out / "train.bin").write_bytes(b"")  # damaged: the next prepare takes the lock and cleans up
     prepare(cfg, quiet=True)
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [".gptlab-data", "meta.json", "train.bin", "val.bin"]
 
 
 # ---------------------------------------------------------------------------------------------- tracebacks owed a line
