@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rundir.files import atomic_write
 
@@ -27,7 +26,7 @@ from . import metrics as M
 from . import plots
 from .ablation import ablation_importance
 from .html import page_data, write_html
-from .tracking import head_metric_tables
+from .tracking import head_metric_tables, token_losses
 
 
 @dataclass
@@ -55,16 +54,6 @@ def classify(row: dict) -> str:
         if v is not None and not (isinstance(v, float) and math.isnan(v)) and v >= threshold:
             return kind
     return "mixed"
-
-
-@torch.no_grad()
-def token_losses(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Per-token cross-entropy `(sum of B, T)` of `model` on `batches`."""
-    out = []
-    for x, y in batches:
-        logits, _ = model(x)
-        out.append(F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none"))  # (B, T)
-    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -32,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from data import get_tokenizer
 from gptlab_errors import UserError, disk_full_cause
-from interp.tracking import head_metrics_snapshot
+from interp.phases import training_phases
+from interp.tracking import training_row
 from rundir.checkpoint import NonFiniteWeights, save_checkpoint
 from rundir.layout import RunDir
 from runtime.device import autocast
@@ -46,6 +47,7 @@ from .resume import Plan, plan_run
 from .rng import get_rng_state
 from .session import Diverged, Session, setup
 from .signals import StopFlag
+from .snapshots import describe, parse_snapshots
 
 
 # ------------------------------------------------------------------------------------------------ entry
@@ -191,6 +193,25 @@ def save(s: Session, path: Path) -> None:
         s.saved_step = s.step
 
 
+def save_snapshot(s: Session) -> None:
+    """Keep the weights after ``s.step`` steps in ``snapshots/`` (rank 0; training/snapshots.py)."""
+    s.divergence.check()
+    if not s.main:
+        return
+    try:
+        save_checkpoint(
+            s.run.snapshot(s.step),
+            model=s.raw_model.state_dict(),
+            model_config=asdict(s.mcfg),
+            step=s.step,
+            config=OmegaConf.to_container(s.cfg, resolve=True),
+            tokenizer=s.meta,
+            snapshot=True,
+        )
+    except NonFiniteWeights:
+        raise Diverged(s.step, float("nan")) from None
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 def fit(s: Session) -> dict:
     """Train from ``s.step`` to ``train.max_iters`` (or until a signal), then finish."""
@@ -199,6 +220,15 @@ def fit(s: Session) -> dict:
     elapsed = lambda: wall_before + time.perf_counter() - wall_start  # noqa: E731
     lap_steps, lap_time = 0, 0.0
     head_every = tcfg.head_metrics_interval if s.main else 0
+    snaps = parse_snapshots(tcfg.snapshots)
+    if s.main and snaps.kind != "none":
+        storages = {
+            v.untyped_storage().data_ptr(): v.untyped_storage().nbytes()
+            for v in s.raw_model.state_dict().values()
+        }
+        say.print(describe(snaps, tcfg.max_iters, sum(storages.values())))  # tied weights counted once
+        if snaps.due(s.step, tcfg.max_iters) and not s.run.snapshot(s.step).is_file():
+            save_snapshot(s)  # step 0: the initial weights
     s.model.train()
     say.start(s.step)
     try:
@@ -218,6 +248,10 @@ def fit(s: Session) -> dict:
             if head_every and step % head_every == 0:
                 lap_time += watch.lap()
                 _heads_row(s)
+                watch.lap()
+            if snaps.due(step, tcfg.max_iters):  # before ckpt.pt: a checkpoint's step always has its snapshot
+                lap_time += watch.lap()
+                save_snapshot(s)
                 watch.lap()
             ckpt_due = (step % tcfg.ckpt_interval == 0) if tcfg.ckpt_interval else is_eval
             stopping = s.stop.requested or (
@@ -291,15 +325,17 @@ def _eval_row(s: Session, elapsed: float) -> None:
 
 
 def _heads_row(s: Session) -> None:
-    rows = head_metrics_snapshot(s.raw_model, s.meta, s.device)
-    s.run.append_metrics({"kind": "heads", "step": s.step, "heads": rows})
+    row = training_row(s.raw_model, s.meta, s.device, s.eval_batches.get("val"))
+    rows = row["heads"]
+    s.run.append_metrics({"kind": "heads", "step": s.step, **row})
     s.wandb.log(
         {
             f"heads/L{r['layer']}H{r['head']}/{k}": v
             for r in rows
             for k, v in r.items()
             if k not in ("layer", "head") and isinstance(v, int | float)
-        },
+        }
+        | ({"heads/icl_score": row["icl_score"]} if "icl_score" in row else {}),
         s.step,
     )
 
@@ -331,7 +367,11 @@ def finish(s: Session, wall_s: float) -> dict:
         s.summary["final_val_loss"] = s.last_eval["val"]
     if not s.main:
         return {**s.summary, "status": "finished"}
-    plot_losses(s.run.read_metrics(), s.run.loss_png, title=s.run.path.name)
+    rows = s.run.read_metrics()
+    plot_losses(rows, s.run.loss_png, title=s.run.path.name)
+    phases = training_phases(rows) if s.tcfg.head_metrics_interval else None
+    if phases is not None:
+        s.summary["phases"] = phases
     s.summary.update(status="finished")
     s.run.write_summary(s.summary)
     print(
@@ -339,6 +379,8 @@ def finish(s: Session, wall_s: float) -> dict:
         f"{s.summary['tokens_per_s'] or 0:.0f} tokens/s | {s.run.path}",
         flush=True,
     )
+    if phases is not None:
+        print(f"phases: {phases['sentence']}", flush=True)
     if s.tcfg.sample_tokens > 0:
         _print_sample(s)
     return s.summary
