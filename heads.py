@@ -169,7 +169,18 @@ def _load(cfg: DictConfig):
         raise UserError("pass run=<run directory or checkpoint .pt>")
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    return load_run(cfg.run, device=pick_device(str(cfg.device)))
+    run = load_run(cfg.run, device=pick_device(str(cfg.device)), step=cfg.get("step"))
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return run
+
+
+def _phases(run_dir: Path) -> dict | None:
+    """The run's phase changes from its metrics.jsonl head rows (interp/phases.py), or None."""
+    from interp.phases import training_phases
+    from rundir.layout import RunDir
+
+    return training_phases(RunDir(run_dir).read_metrics())
 
 
 def report(cfg: DictConfig) -> dict:
@@ -190,6 +201,10 @@ def report(cfg: DictConfig) -> dict:
         if not isinstance(v, int) or not 0 <= v < n:
             raise UserError(f"{name}={v} is out of range: this model has {n} {name}s (0..{n - 1})")
     out = Path(cfg.out).expanduser() if cfg.out else run.run_dir / "heads"
+    if not cfg.out and (run.snapshot or cfg.get("step") not in (None, "best")):
+        out = out / f"step_{run.step:06d}"  # a snapshot's report never replaces the run's own
+    phases = _phases(run.run_dir)
+    phase_lines = [f"phases: {phases['sentence']}"] if phases else []
     if cfg.steps.only:
         files = _steps_plots(run.run_dir, cfg, out, device)
         if not files:
@@ -197,7 +212,7 @@ def report(cfg: DictConfig) -> dict:
                 "no head metrics over steps to plot: train with train.head_metrics_interval=N "
                 "or pass steps.checkpoints=<glob>"
             )
-        return {"files": files, "summary": [], "timings": {}}
+        return {"files": files, "summary": phase_lines, "timings": {}}
     torch.manual_seed(0)
     if int(cfg.probe.reps) < 2:
         raise UserError(f"probe.reps={cfg.probe.reps} must be >= 2")
@@ -230,6 +245,8 @@ def report(cfg: DictConfig) -> dict:
         )
 
     rep = analyse(model, text_ids, tokens, probe, metric_x, eval_b, abl_b)
+    if phases:
+        rep.model_scores["phases"] = phases
     info = {
         "checkpoint": str(run.ckpt_path),
         "step": run.step,
@@ -239,13 +256,15 @@ def report(cfg: DictConfig) -> dict:
         "mlp": mc.mlp,
         "text": f"{len(ids)} tokens ({source})",
     }
+    if phases:
+        info["phases"] = phases["sentence"]
     title = f"heads of {run.run_dir.name}"
     files = write_report(rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head))
     files.update({p.stem: p for p in _steps_plots(run.run_dir, cfg, out, device)})
     rep.timings["total_s"] = time.perf_counter() - t_start
     return {
         "files": files,
-        "summary": summary_lines(rep, int(cfg.top)),
+        "summary": summary_lines(rep, int(cfg.top)) + phase_lines,
         "timings": rep.timings,
         "notes": rep.notes,
         "out": out,

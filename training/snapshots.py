@@ -79,8 +79,8 @@ def describe(schedule: SnapshotSchedule, max_iters: int, nbytes: int) -> str:
     shown = ", ".join(map(str, steps)) if len(steps) <= 8 else (
         ", ".join(map(str, steps[:5])) + ", ..., " + ", ".join(map(str, steps[-2:]))
     )  # fmt: skip
-    mb = nbytes / 1e6
+    mb, total = nbytes / 1e6, nbytes * len(steps) / 1e6
     return (
         f"snapshots: {len(steps)} at steps {shown} (weights only, about {mb:.1f} MB each, "
-        f"{mb * len(steps):.0f} MB in all)"
+        f"{total:.{1 if total < 10 else 0}f} MB in all)"
     )
