@@ -13,8 +13,9 @@
    - the rise is at least ``NOISE_SIGMAS`` times the series' noise (the robust spread of its second
      differences, which a smooth trend hardly moves), so a noisy series has none;
    - the window spans at most ``max_width`` (half) of the steps, so a steady linear drift is no phase;
-   - with ``after_plateau=True`` (the loss, whose fastest drop is usually at the very start), the curve
-     moved at most a third as much over the same number of steps just before the window: a slope change.
+   - with ``after_plateau=True`` (the loss, whose fastest drop is usually at the very start), the window does
+     not start the series, and over the stretch before it (as long as the window, or back to the first
+     point) the curve moved at most a third as fast: a slope change.
 
 `training_phases(rows)` applies it to a run's metrics.jsonl rows (each head's induction and previous-token
 score, the ICL score, the val loss) and says in one sentence what formed when.
@@ -112,11 +113,11 @@ def find_phase(
     if x[b] - x[a] > max_width * (x[-1] - x[0]):
         return None
     if after_plateau:
-        before = np.nonzero(x <= x[a] - (x[b] - x[a]))[0]
-        if len(before) == 0:
-            return None  # the window starts the run: no slower stretch before it to change from
-        prior = s[a] - s[before[-1]]
-        if prior > PLATEAU_RATIO * (s[b] - s[a]):
+        k = int(np.searchsorted(x, x[a] - (x[b] - x[a])))  # the stretch before, at most as long as the window
+        if k >= a:
+            return None  # the window starts the series: no slower stretch before it to change from
+        prior_slope = (s[a] - s[k]) / (x[a] - x[k])
+        if prior_slope > PLATEAU_RATIO * (s[b] - s[a]) / (x[b] - x[a]):
             return None
     j = int(np.argmax(s - low_before))
     i = int(np.argmin(s[: j + 1]))
@@ -212,11 +213,11 @@ def phase_sentence(ph: dict, n_rows: int | None = None, last_step: int | None = 
         p = Phase(**_phase_fields(d))
         how = "fell" if key == "icl_score" else "dropped"
         where = (
-            "in the same window"
+            "fastest in the same window"
             if window and p.overlaps(Phase(window[0], window[1], 0, 0, 0))
-            else f"between steps {p.start} and {p.end}"
+            else f"fastest between steps {p.start} and {p.end}"
         )
-        parts.append(f"{name} {how} from {p.before:.2f} to {p.after:.2f} {where}")
+        parts.append(f"{name} {how} from {p.before:.2f} to {p.after:.2f}, {where}")
     if prev:
         pw = _window(prev)
         word = "head" if len(prev) == 1 else "heads"

@@ -94,7 +94,7 @@ def test_recorded_2_layer_run_forms_induction_heads_in_one_window():
     assert ph["val_loss"] is not None and 350 <= ph["val_loss"]["start"] <= 550
     s = ph["sentence"]
     assert s.startswith("induction heads L1H0, L1H1, L1H2, L1H3 formed between steps")
-    assert "ICL score fell" in s and "in the same window" in s
+    assert "ICL score fell" in s and "fastest in the same window" in s
 
 
 def test_recorded_1_layer_run_reports_no_induction_phase():
@@ -129,6 +129,6 @@ def test_the_sentence_orders_previous_token_heads_before_induction_heads():
         "val_loss": None,
     }
     assert phase_sentence(ph) == (
-        "induction head L1H0 formed between steps 420 and 610; ICL score fell from -0.30 to -5.10 in the same "
-        "window; previous-token head L0H2 formed first, by step 300"
+        "induction head L1H0 formed between steps 420 and 610; ICL score fell from -0.30 to -5.10, fastest in "
+        "the same window; previous-token head L0H2 formed first, by step 300"
     )
