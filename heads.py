@@ -183,6 +183,38 @@ def _phases(run_dir: Path) -> dict | None:
     return training_phases(RunDir(run_dir).read_metrics())
 
 
+def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None, list[str]]:
+    """The page's timeline (interp/timeline.py) over the run's kept snapshots, and notes; None without
+    snapshots or head rows, or with timeline=false."""
+    from interp.timeline import measure_steps, pattern_bytes, pick_steps, series
+    from rundir.layout import RunDir
+    from rundir.load import load_run
+
+    rd = RunDir(run.run_dir)
+    kept, rows = rd.snapshot_steps(), rd.read_metrics()
+    if not cfg.timeline or not (kept or any(r.get("kind") == "heads" for r in rows)):
+        return None, []
+    mc, device = run.model.config, next(run.model.parameters()).device
+    steps, note = pick_steps(kept, pattern_bytes(mc.n_layer, mc.n_head, len(text_ids)))
+    notes = [note] if note else []
+
+    def models():
+        for s in steps:
+            try:
+                yield s, load_run(rd.snapshot(s), device=device).model
+            except UserError as e:  # a damaged snapshot: the others still make the timeline
+                notes.append(f"timeline: skipped {rd.snapshot(s)} ({e})")
+
+    tl = measure_steps(models(), text_ids, probe, metric_x)
+    tl.update(
+        series=series(rows, tl, mc.n_layer, mc.n_head),
+        phases=phases,
+        report_step=run.step,
+        report_name=run.ckpt_path.name,
+    )
+    return tl, notes
+
+
 def report(cfg: DictConfig) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
@@ -259,7 +291,13 @@ def report(cfg: DictConfig) -> dict:
     if phases:
         info["phases"] = phases["sentence"]
     title = f"heads of {run.run_dir.name}"
-    files = write_report(rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head))
+    t0 = time.perf_counter()
+    timeline, tl_notes = _timeline(run, cfg, text_ids, probe, metric_x, phases)
+    rep.notes.extend(tl_notes)
+    rep.timings["timeline_s"] = time.perf_counter() - t0
+    files = write_report(
+        rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head), timeline=timeline
+    )
     files.update({p.stem: p for p in _steps_plots(run.run_dir, cfg, out, device)})
     rep.timings["total_s"] = time.perf_counter() - t_start
     return {

@@ -226,7 +226,14 @@ def summary_lines(rep: HeadReport, top: int = 3) -> list[str]:
 
 
 def write_report(
-    rep: HeadReport, out: Path, *, title: str, info: dict, layer: int = 0, head: int = 0
+    rep: HeadReport,
+    out: Path,
+    *,
+    title: str,
+    info: dict,
+    layer: int = 0,
+    head: int = 0,
+    timeline: dict | None = None,
 ) -> dict:
     """Write every file into `out`; returns `{what: path}`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -308,6 +315,7 @@ def write_report(
             "baseline": rep.composition_baseline,
             "logit_lens": rep.logit_lens,
         },
+        timeline=timeline,
     )
     files["html"] = write_html(out / "heads.html", data)
     rep.timings["html_s"] = time.perf_counter() - t0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -189,3 +190,103 @@ def test_metrics_over_snapshots_skip_a_damaged_one(tracked, tmp_path, capsys):
     assert f"note: skipped {run}/snapshots/step_000008.pt" in capsys.readouterr().err
     snap = load_run(run, step=4)
     assert rows[1]["heads"] == head_metrics_snapshot(snap.model, snap.meta)
+
+
+# ---------------------------------------------------------------------------------------------- the timeline
+def _page_data(path: Path) -> dict:
+    text = path.read_text()
+    start = text.index('<script id="data" type="application/json">') + len(
+        '<script id="data" type="application/json">'
+    )
+    return json.loads(text[start : text.index("</script>", start)].replace("<\\/", "</"))
+
+
+def test_pick_steps_keeps_the_page_under_its_budget():
+    from interp.html import encode_pattern
+    from interp.timeline import pattern_bytes, pick_steps
+
+    assert pattern_bytes(2, 4, 64) == 8 * len(encode_pattern(torch.rand(64, 64).tril().numpy()))
+    kept = [0, 1, 2, 4, 8, 16, 32, 64, 100]
+    assert pick_steps(kept, 10, budget=1000) == (kept, None)
+    steps, note = pick_steps(kept, 10, budget=40)
+    assert steps == [0, 4, 16, 100]  # indices 0, 3, 5, 8 of 9
+    assert note.startswith("timeline: 4 of the 9 kept steps drawn")
+    steps, note = pick_steps(kept, 10, budget=15)
+    assert steps == [] and "none drawn" in note
+
+
+def test_the_page_timeline_holds_each_snapshot_s_patterns_and_metrics(tracked, tmp_path):
+    from interp.html import decode_pattern
+    from interp.tracking import probe_for
+
+    run, _ = tracked
+    res = heads.report(_heads_cfg(f"run={run}", f"out={tmp_path}", "text=To be or not", *QUICK))
+    tl = _page_data(tmp_path / "heads.html")["timeline"]
+    assert tl["steps"] == [0, 4, 8, 12] and tl["report_name"] == "best.pt"
+    assert tl["report_step"] == load_run(run).step
+    ids = torch.tensor(load_run(run).tokenizer.encode("To be or not"))
+    for i, step in enumerate(tl["steps"]):
+        snap = load_run(run, step=step)
+        pats = snap.model.attention_patterns(ids[None])[:, 0]  # (L, H, T, T)
+        for j, enc in enumerate(tl["patterns"][i]):
+            got = decode_pattern(enc, len(ids))
+            assert np.allclose(got, pats[j // 2, j % 2].numpy(), atol=2e-5)
+        probe = probe_for(snap.model, snap.meta, 2)
+        want = M.induction(snap.model.attention_patterns(probe), probe)
+        assert [r["induction"] for r in tl["rows"][i]] == pytest.approx(want.reshape(-1).tolist(), abs=1e-4)
+        assert {r["kind"] for r in tl["rows"][i]} <= {k for k, _, _ in M.KIND_RULES} | {"mixed"}
+    s = tl["series"]
+    assert (
+        s["source"] == "metrics.jsonl" and s["steps"] == [4, 8, 12] and len(s["metrics"]["induction"][0]) == 4
+    )
+    assert (
+        s["val_loss"]["steps"] == [4, 8, 12]
+        and tl["phases"]["sentence"] == res["report"].model_scores["phases"]["sentence"]
+    )
+
+
+def test_a_damaged_snapshot_is_left_out_of_the_timeline(tracked, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tracked[0], run)
+    RunDir(run).snapshot(4).write_bytes(b"torn")
+    res = heads.report(_heads_cfg(f"run={run}", *QUICK))
+    assert _page_data(run / "heads" / "heads.html")["timeline"]["steps"] == [0, 8, 12]
+    assert any(n.startswith(f"timeline: skipped {run}/snapshots/step_000004.pt") for n in res["notes"])
+    res = heads.report(_heads_cfg(f"run={run}", "timeline=false", f"out={tmp_path / 'no'}", *QUICK))
+    assert _page_data(tmp_path / "no" / "heads.html")["timeline"] is None
+
+
+@pytest.mark.browser
+def test_the_slider_redraws_the_metric_table_for_each_step(tracked, tmp_path, chromium):
+    run, _ = tracked
+    heads.report(_heads_cfg(f"run={run}", f"out={tmp_path}", *QUICK))
+    tl = _page_data(tmp_path / "heads.html")["timeline"]
+    page = chromium.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tmp_path / "heads.html").as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.eval_on_selector("body", "b => b.dataset.step") == str(tl["report_step"])
+    cols = page.eval_on_selector_all("#metrics thead th", "ths => ths.map(t => t.dataset.c)")
+    for i, step in enumerate(tl["steps"]):
+        page.eval_on_selector(
+            "#tl-slider", f"el => {{ el.value = {i}; el.dispatchEvent(new Event('input')); }}"
+        )
+        assert page.eval_on_selector("body", "b => b.dataset.step") == str(step)
+        assert page.inner_text("#tl-label") == f"the snapshot at step {step}"
+        first = page.eval_on_selector_all(
+            "#metrics tbody tr:first-child td", "tds => tds.map(t => t.textContent)"
+        )
+        row = next(r for r in tl["rows"][i] if (r["layer"], r["head"]) == (int(first[0]), int(first[1])))
+        assert first[cols.index("induction")] == f"{row['induction']:.3f}"
+        assert first[cols.index("kind")] == row["kind"]
+        assert page.eval_on_selector("line.now", "l => l.dataset.step") == str(step)
+    assert page.eval_on_selector_all("svg", "ss => ss.map(s => s.dataset.metric)") == [
+        "induction", "prev_token", "k_composition", "icl_score", "val_loss"
+    ]  # fmt: skip
+    assert not errors
+    ARTIFACTS = ROOT / "test-artifacts"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "heads_timeline.png"), full_page=True)
