@@ -91,12 +91,13 @@ def test_no_snapshots_by_default(tmp_path, data_dir):
 
 
 def test_a_resume_keeps_the_schedule(tmp_path, data_dir):
-    """Stopped at step 6 (ckpt there), a stale file from 'later' planted, resumed: the same steps, the same bits."""
+    """Stopped at step 6 (ckpt there), stale files from 'later' planted, resumed: the same steps, the same bits."""
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_train(data_dir, straight, "train.snapshots=log")
     first = run_train(data_dir, split, "train.snapshots=log", "train.stop_after_iters=6")
     assert first["status"] == "interrupted" and RunDir(split).snapshot_steps() == [0, 1, 2, 4]
-    (split / "snapshots" / "step_000008.pt").write_bytes(b"from a run killed after its checkpoint")
+    for late in (8, 16):  # left by a run killed past its checkpoint (16: one that was to train longer)
+        (split / "snapshots" / f"step_{late:06d}.pt").write_bytes(b"from a run killed after its checkpoint")
     (split / "snapshots" / ".step_000016.pt.abc.tmp").write_bytes(b"a kill mid-write")
     run_train(data_dir, split, "train.snapshots=log", "train.resume=true")
     rs, rt = RunDir(split), RunDir(straight)
