@@ -375,7 +375,7 @@ def main(cfg: DictConfig) -> None:
         print(
             f"wrote {len(res['files'])} files to {res['out']} in {t['total_s']:.1f} s "
             f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, circuits {t['circuits_s']:.1f} s, "
-            f"PNGs {t['png_s']:.1f} s, "
+            f"PNGs {t['png_s']:.1f} s, timeline {t['timeline_s']:.1f} s, "
             f"page {t['html_s']:.1f} s); open {res['out'] / 'heads.html'}"
         )
     else:
