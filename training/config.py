@@ -14,6 +14,8 @@ from typing import Any
 
 from gptlab_errors import UserError
 
+from .snapshots import check_count, parse_snapshots
+
 
 @dataclass
 class TrainConfig:
@@ -34,6 +36,8 @@ class TrainConfig:
     stop_after_iters: int | None = None
     sample_tokens: int = 300
     head_metrics_interval: int = 0
+    snapshots: Any = "none"  # none | log | every:N (training/snapshots.py)
+    snapshots_max: int = 100
     num_threads: int | None = None
 
     def __post_init__(self):
@@ -44,6 +48,8 @@ class TrainConfig:
                 _at_least(f"train.{name}", getattr(self, name), 1, "or null")
         _at_least("train.sample_tokens", self.sample_tokens, 0)
         _at_least("train.head_metrics_interval", self.head_metrics_interval, 0, "(0 = off)")
+        _at_least("train.snapshots_max", self.snapshots_max, 1)
+        check_count(parse_snapshots(self.snapshots), self.max_iters, self.snapshots_max, self.snapshots)
         if self.resume not in (True, False, "auto"):
             raise UserError(f"train.resume must be false, true or auto, got {self.resume!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -31,6 +31,8 @@ SAFE_KEYS = {
     "train.stop_after_iters",
     "train.sample_tokens",
     "train.head_metrics_interval",
+    "train.snapshots",
+    "train.snapshots_max",
     "train.resume",
     "train.overwrite",
 }

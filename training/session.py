@@ -146,6 +146,7 @@ def _prepare_run_dir(run: RunDir, plan: Plan, say: Progress) -> None:
         say.print(f"starting over in {run.path}: removed the previous run's {', '.join(gone)}")
     if plan.ckpt is not None:
         run.truncate_metrics(int(plan.ckpt["step"]))
+        run.truncate_snapshots(int(plan.ckpt["step"]))  # retaken as the run reaches them again
     run.write_config(plan.config)
 
 
