@@ -17,7 +17,7 @@ Three paths with the same weights and the same numbers (``attn_impl``; ``auto`` 
   ``hook_pattern``.
 
 ``qk_norm=True`` puts an RMSNorm on each head's queries and keys (over head_dim, one learnable (hs,) gain for
-q and one for k, shared by the heads; OLMo 2 / Qwen3 style), after the projections and before the position
+q and one for k, shared by the heads, as in Qwen3), after the projections and before the position
 scheme, so every path, the KV cache and ``hook_q``/``hook_k`` see the normalised (and rotated) q and k.
 
 ``auto`` = flex on CUDA where the scheme has a score bias or the window is active (what sdpa cannot fuse) and

@@ -237,3 +237,43 @@ def test_every_head_metric_runs_on_a_model_with_every_switch():
         torch.isfinite(torch.as_tensor(rep.tables[n])).all() for n in M.METRIC_NAMES if n in rep.tables
     )
     assert _LayerRunner(m, val[0][0]).shortcut  # ablation's layer shortcut unembeds with the cap too
+
+
+# ---------------------------------------------------------------------------------------------- the sweep
+def test_recipe_experiment_is_the_baseline_each_switch_alone_and_all_together():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from training.resume import differences
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    swept = OmegaConf.load(configs / "experiment" / "recipe.yaml").hydra.sweeper.params.recipe.split(",")
+    switches = {
+        "muon": {"optim.name": "muon"},
+        "qk_norm": {"model.qk_norm": True},
+        "relu2": {"model.mlp": "relu2"},
+        "softcap": {"model.logit_softcap": 15.0},
+        "zero_init": {"model.zero_init_proj": True},
+        "untied": {"model.tie_embeddings": False},
+    }
+    assert swept == ["baseline", *switches, "all"]
+    runs = {}
+    with initialize_config_dir(str(configs), version_base="1.3"):
+        for name in swept:
+            cfg = compose("config", overrides=["+experiment=recipe", f"recipe={name}"])
+            runs[name] = OmegaConf.to_container(cfg, resolve=False)
+    base = runs["baseline"]
+    assert (base["model"]["mlp"], base["optim"]["name"], base["model"]["tie_embeddings"]) == (
+        "swiglu",
+        "adamw",
+        True,
+    )
+    every = {}
+    for name, want in switches.items():
+        changed = {k: new for k, _, new in differences(base, runs[name]) if not k.startswith("optim.muon_")}
+        assert changed == want, name
+        every.update(want)
+    changed = {k: new for k, _, new in differences(base, runs["all"]) if not k.startswith("optim.muon_")}
+    assert changed == every
