@@ -7,10 +7,11 @@ Export (:func:`family_for`, :func:`to_hf_config`): the Hugging Face class that c
     mistral  MistralForCausalLM  the llama shape with a sliding window, bias=false
 
 Each takes any n_layer/n_head/n_embd/vocab/block_size, tied or untied embeddings, bias or none (Mistral:
-none), and any init (zero_init_proj only changes the starting weights). None has a query/key norm or a
-logit soft cap: qk_norm=true and a logit_softcap are refused. Where gptlab lacks a parameter the HF class has, the export writes the value that makes it vanish:
-zero biases for bias=false on GPT-2 (LayerNorm included), a zero MLP of width 1 for mlp=none, K/V heads
-repeated for their query group for GQA/MQA on GPT-2 (which only has MHA). Anything else — ALiBi, T5,
+none), and any init (zero_init_proj only changes the starting weights); none has a query/key norm or a
+logit soft cap, so qk_norm=true and a logit_softcap are refused. Where gptlab lacks a parameter the HF
+class has, the export writes the value that makes it vanish: zero biases for bias=false on GPT-2
+(LayerNorm included), a zero MLP of width 1 for mlp=none, K/V heads repeated for their query group for
+GQA/MQA on GPT-2 (which only has MHA). Anything else — ALiBi, T5,
 Shaw-relative, sinusoidal or no positions, LayerNorm with RoPE, ... — is refused in one line that names the
 field and the nearest mappable choice.
 

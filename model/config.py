@@ -49,9 +49,7 @@ class GPTConfig:
     mlp_hidden: int | None = None  # None: 4*n_embd (gelu, gelu_tanh, relu2) or swiglu_hidden(n_embd) (swiglu)
     tie_embeddings: bool = True
     logit_softcap: float | None = None  # logits = c * tanh(logits / c); None = off
-    zero_init_proj: bool = (
-        False  # init: attention o_proj and MLP proj weights zero (each block starts as identity)
-    )
+    zero_init_proj: bool = False  # init: attention o_proj and MLP proj weights zero
     window: int | None = None  # sliding-window (local) causal attention: each query sees `window` keys
     attn_impl: str = "auto"  # one of ATTN_IMPLS; auto = flex on CUDA for biases/windows, else sdpa
 
