@@ -7,9 +7,11 @@ Export (:func:`family_for`, :func:`to_hf_config`): the Hugging Face class that c
     mistral  MistralForCausalLM  the llama shape with a sliding window, bias=false
 
 Each takes any n_layer/n_head/n_embd/vocab/block_size, tied or untied embeddings, bias or none (Mistral:
-none). Where gptlab lacks a parameter the HF class has, the export writes the value that makes it vanish:
-zero biases for bias=false on GPT-2 (LayerNorm included), a zero MLP of width 1 for mlp=none, K/V heads
-repeated for their query group for GQA/MQA on GPT-2 (which only has MHA). Anything else — ALiBi, T5,
+none), and any init (zero_init_proj only changes the starting weights); none has a query/key norm or a
+logit soft cap, so qk_norm=true and a logit_softcap are refused. Where gptlab lacks a parameter the HF
+class has, the export writes the value that makes it vanish: zero biases for bias=false on GPT-2
+(LayerNorm included), a zero MLP of width 1 for mlp=none, K/V heads repeated for their query group for
+GQA/MQA on GPT-2 (which only has MHA). Anything else — ALiBi, T5,
 Shaw-relative, sinusoidal or no positions, LayerNorm with RoPE, ... — is refused in one line that names the
 field and the nearest mappable choice.
 
@@ -52,6 +54,12 @@ def _refuse(field: str, value, why: str, nearest: str):
 # ---------------------------------------------------------------------------------------------- export
 def family_for(cfg: GPTConfig) -> str:
     """'gpt2', 'llama' or 'mistral': the HF class that computes ``cfg``'s model exactly (UserError if none)."""
+    if cfg.qk_norm:
+        _refuse("qk_norm", "true", "GPT2LMHeadModel, LlamaForCausalLM and MistralForCausalLM have no query/key "
+                "norm", "qk_norm=false")  # fmt: skip
+    if cfg.logit_softcap is not None:
+        _refuse("logit_softcap", cfg.logit_softcap, "GPT2LMHeadModel, LlamaForCausalLM and MistralForCausalLM "
+                "do not cap their logits", "logit_softcap=null")  # fmt: skip
     if cfg.position == "learned":
         if cfg.norm != "layernorm":
             _refuse("norm", cfg.norm, "GPT2LMHeadModel (position=learned) has LayerNorm",

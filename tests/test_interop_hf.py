@@ -173,6 +173,16 @@ def test_greedy_tokens_of_an_exported_then_reloaded_model_equal_ours(tmp_path):
             "model.bias=true",
             "bias=false",
         ),
+        (
+            dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True),
+            "model.qk_norm=true",
+            "qk_norm=false",
+        ),
+        (
+            dict(position="learned", mlp="gelu", logit_softcap=30.0),
+            "model.logit_softcap=30.0",
+            "logit_softcap=null",
+        ),
     ],
 )
 def test_export_of_an_unmappable_architecture_is_one_line_naming_field_and_nearest(kw, field, nearest):

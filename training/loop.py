@@ -43,7 +43,7 @@ from runtime.device import autocast
 from .ddp import shutdown
 from .logging import log
 from .mfu import mfu
-from .optim import lr_at
+from .optim import set_lr
 from .plot import plot_losses
 from .resume import Plan, plan_run
 from .rng import get_rng_state
@@ -135,9 +135,7 @@ def _mark(run: RunDir, is_main: bool, **fields) -> None:
 def train_step(s: Session) -> None:
     """One optimizer step; leaves the loss and gradient norm on the device in ``s.last``."""
     tcfg = s.tcfg
-    lr = lr_at(s.step, s.ocfg, tcfg.max_iters)
-    for group in s.optimizer.param_groups:
-        group["lr"] = lr
+    lr = set_lr(s.optimizer, s.step, s.ocfg, tcfg.max_iters)
     loss_sum = torch.zeros((), device=s.device)
     for micro in range(tcfg.grad_accum):
         x, y = s.loader.next()
