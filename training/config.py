@@ -6,6 +6,7 @@ annotation, so ``optim.lr=abc`` gets "optim.lr must be a number, got 'abc'" rath
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -34,6 +35,7 @@ class TrainConfig:
     sample_tokens: int = 300
     head_metrics_interval: int = 0
     num_threads: int | None = None
+    target_loss: float | None = None  # record when val loss first reaches it (summary.json: time_to_target)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
@@ -49,6 +51,10 @@ class TrainConfig:
             raise UserError(f"train.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.grad_clip < 0:
             raise UserError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.target_loss is not None and not (math.isfinite(self.target_loss) and self.target_loss > 0):
+            raise UserError(
+                f"train.target_loss must be a positive number (a val loss to reach) or null, got {self.target_loss}"
+            )
 
 
 @dataclass
