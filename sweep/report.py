@@ -86,7 +86,7 @@ def summarize(
     write_settings_csv(table, out_dir / CSV_FILES["settings"])
     write_runs_csv(table, out_dir / CSV_FILES["runs"])
     comparison_csv = out_dir / CSV_FILES["comparison"]
-    if table.comparison is not None:
+    if table.comparison is not None and table.comparison.rows:
         write_comparison_csv(table, comparison_csv)
     elif comparison_csv.exists():
         comparison_csv.unlink()  # a stale comparison of an earlier summary would mislead

@@ -104,15 +104,15 @@ def _data_identity(run: RunRecord) -> str | None:
 
 def key_values(runs: list[RunRecord]) -> tuple[list[str], dict[Path, dict[str, str | None]]]:
     """The keys whose values differ between runs, and each run's value of each (None: the run does not say,
-    e.g. it crashed before writing its config). Keys: the overrides (first-seen order), then the budget keys
-    and the data when the runs' configs disagree on them."""
+    e.g. it crashed before writing its config). Keys: the overrides (first-seen order), then the seed, the
+    budget keys and the data when the runs' configs disagree on them."""
     candidates: list[str] = []
     for r in runs:
         for k in parse_overrides(r.overrides):
             if k in candidates or k in IGNORED_KEYS or k.startswith(IGNORED_PREFIXES):
                 continue
             candidates.append(k)
-    candidates += [k for k in (*BUDGET_KEYS, DATA_KEY) if k not in candidates]
+    candidates += [k for k in (SEED_KEY, *BUDGET_KEYS, DATA_KEY) if k not in candidates]
 
     names: dict[str, set] = {}  # data name -> identities seen under it
     for r in runs:

@@ -268,6 +268,15 @@ def test_compare_refuses_to_pair_settings_of_different_budgets_or_data(tmp_path,
     compare.main([str(a), str(b), "-o", str(tmp_path / "out"), "--no-extrapolate", "--unpaired"])
     assert [r["train.max_iters"] for r in read_csv(tmp_path / "out" / "summary.csv")] == ["300", "100"]
     assert not (tmp_path / "out" / "comparison.csv").exists()
+    # the Hydra callback (not strict) writes the summary and says in one warning line why nothing is paired
+    logged = []
+    md = summarize([a, b], tmp_path / "cb", extrapolate=False, strict=False, log=logged.append).read_text()
+    assert len(logged) == 1 and logged[0].startswith(
+        "warning: no paired comparison: `position=alibi, max_iters=300` and the baseline `position=rope, "
+        "max_iters=100` differ in budgets (train.max_iters 300 vs 100)"
+    )
+    assert "Note: no paired comparison" in md and "| `position=alibi, max_iters=300` | 2 |" in md
+    assert not (tmp_path / "cb" / "comparison.csv").exists()
     # the same setting at two budgets is two settings, never one setting of 4 seeds
     seeded(b, "rope", 0, 2.0, max_iters=300)
     table = build_table(collect_runs([a, b]), pair=False)
