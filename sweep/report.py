@@ -104,7 +104,7 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
     seeds = sorted({len(s.runs) for s in table.settings})
     per = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     grouping = (
-        f" {len(table.settings)} settings × {per} seeds."
+        f" {len(table.settings)} setting{'s' if len(table.settings) != 1 else ''} × {per} seeds."
         if table.seeded
         else " One seed per setting: no intervals (n=1); add seeds=3 to train each setting with 3 seeds."
     )

@@ -165,12 +165,11 @@ def _matches(s: Setting, tokens: list[str]) -> bool:
 
 def pick_baseline(settings: list[Setting], spec) -> Setting:
     """The setting `spec` names: its label (`position=rope, n_kv_head=4`), or enough `key=value` parts or bare
-    values of it to name one setting. None: the first setting of the sweep (Hydra's first job)."""
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return min(settings, key=lambda s: s.order)
+    values of it to name one setting. None: the first setting of the sweep (Hydra's first job) that finished
+    a run."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()) or _fmt_value(spec) == ONE_SETTING:
+        return min(settings, key=lambda s: (not s.finished, s.order))
     spec = _fmt_value(spec)
-    if spec == ONE_SETTING:
-        return min(settings, key=lambda s: s.order)
     found = [s for s in settings if s.label == spec] or [s for s in settings if _matches(s, _tokens(spec))]
     labels = "; ".join(s.label for s in settings)
     if not found:

@@ -226,13 +226,19 @@ def test_baseline_chosen_by_name_and_bad_baselines_are_one_line(seeds_sweep, cap
 
 def test_one_seed_per_setting_shows_no_interval_not_an_error(tmp_path):
     for i, (pos, bests) in enumerate(BEST.items()):
-        seeded(tmp_path, pos, 0, bests[0], job=i)
+        seeded(tmp_path, pos, 0, bests[0], job=i + 1)
+    failed = seeded(tmp_path, "t5", 0, 2.0, job=0) / "summary.json"
+    failed.write_text(json.dumps({**json.loads(failed.read_text()), "status": "failed", "error": "NaN"}))
     md = summarize([tmp_path], extrapolate=False).read_text()
+    # the default baseline is the first job's setting that finished a run (job 0 failed)
+    assert "## Paired comparison with `position=rope`" in md
     assert "One seed per setting" in md and "## Settings" not in md  # the runs table says it all
-    rows = read_csv(tmp_path / "comparison.csv")
-    assert {r["verdict"] for r in rows} == {"n=1, no interval"} and {r["p"] for r in rows} == {""}
+    rows = {r["setting"]: r for r in read_csv(tmp_path / "comparison.csv")}
+    assert rows.pop("position=t5")["verdict"] == "no finished seed in common with the baseline"
+    assert {r["verdict"] for r in rows.values()} == {"n=1, no interval"}
+    assert {r["p"] for r in rows.values()} == {""}
     assert "| `position=alibi` | 1 | -0.0500 | n=1, no interval | – | – | n=1, no interval |" in md
-    assert {r["note"] for r in read_csv(tmp_path / "summary.csv")} == {"n=1, no interval"}
+    assert {r["note"] for r in read_csv(tmp_path / "summary.csv")} == {"n=1, no interval", "no finished run"}
 
 
 def test_compare_merges_the_seeds_of_separate_sweeps(tmp_path, capsys):
