@@ -227,7 +227,7 @@ def compare_settings(settings: list[Setting], spec=None, strict: bool = True) ->
     return Comparison(baseline, rows, pairs, note)
 
 
-def verdict(pair: Paired, p_holm: float | None, lower_is_better: bool = True) -> str:
+def verdict(pair: Paired, p_holm: float | None) -> str:
     if pair.n == 0:
         return "no finished seed in common with the baseline"
     if pair.diff.low is None:
