@@ -39,6 +39,7 @@ class TrainConfig:
     snapshots: Any = "none"  # none | log | every:N (training/snapshots.py)
     snapshots_max: int = 100
     num_threads: int | None = None
+    target_loss: float | None = None  # record when val loss first reaches it (summary.json: time_to_target)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
@@ -56,6 +57,10 @@ class TrainConfig:
             raise UserError(f"train.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.grad_clip < 0:
             raise UserError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.target_loss is not None and not (math.isfinite(self.target_loss) and self.target_loss > 0):
+            raise UserError(
+                f"train.target_loss must be a positive number (a val loss to reach) or null, got {self.target_loss}"
+            )
 
 
 OPTIMIZERS = ("adamw", "muon")
