@@ -58,10 +58,15 @@ def main(cfg: DictConfig) -> None:
         "with tokenizer files" if rep["tokenizer"] else "no tokenizer files (this tokenizer has no HF form)"
     )
     print(f"wrote {rep['class']} to {rep['out']} ({tokenizer}); logit gap to ours: {checks}")
+    if rep.get("note"):
+        print(f"note: {rep['note']}")
     if cfg.format == "transformer_lens":
-        print(
-            f"load it: from transformer_lens import TransformerBridge; TransformerBridge.boot_transformers('{rep['out']}')"
-        )
+        boot = f"TransformerBridge.boot_transformers('{rep['out']}')"
+        if rep[
+            "no_bos"
+        ]:  # a char or ids tokenizer: TransformerLens would invent a BOS id past the vocabulary
+            boot = f"from interop.tl import fit_special_tokens; fit_special_tokens({boot})"
+        print(f"load it: from transformer_lens import TransformerBridge; {boot}")
     else:
         print(
             f"load it: from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('{rep['out']}')"

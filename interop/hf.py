@@ -28,7 +28,7 @@ from rundir.checkpoint import first_line
 from rundir.files import read_json
 from rundir.load import Run, build_model
 
-from .hf_config import FAMILIES, from_hf_config, to_hf_config
+from .hf_config import FAMILIES, from_hf_config, past_block_size, to_hf_config
 from .hf_tokenizer import TOKENIZER_FILES, save_tokenizer, tokenizer_meta_for
 from .hf_weights import State, drop_empty_mlps, from_hf, to_hf
 
@@ -287,6 +287,9 @@ def export_hf(
     tmp = out.parent / f".{out.name}.export-{os.getpid()}-{secrets.token_hex(3)}"
     tmp.mkdir()
     report = {"out": out, "class": type(hf).__name__, "tokenizer": False, "gaps": {}}
+    report["note"] = past_block_size(model.config)  # where it stops agreeing with our sampler, if silently
+    # no end-of-text token: TransformerLens needs interop.tl.fit_special_tokens for string input
+    report["no_bos"] = eot is None or not 0 <= int(eot) < model.config.vocab_size
     try:
         hf.save_pretrained(str(tmp))
         report["tokenizer"] = save_tokenizer(run.meta, tmp, model.config.block_size)

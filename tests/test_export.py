@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
     """Two trained char runs: the default (tiny: RoPE, RMSNorm, SwiGLU, here GQA) and an ALiBi one."""
     root = tmp_path_factory.mktemp("export_runs")
     out = {}
-    for name, extra in (("llama", []), ("alibi", ["model.position=alibi"])):
+    for name, extra in (("rope", []), ("alibi", ["model.position=alibi"])):
         with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
             cfg = compose("config", overrides=[*SMALL, f"data.out_dir={root / 'prepared'}", *extra])
         train(cfg, root / name)
@@ -46,15 +46,17 @@ def cli(*args, timeout=300):
 
 def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_path):
     out = tmp_path / "hf"
-    p = cli(f"run={runs['llama']}", f"out={out}")
+    p = cli(f"run={runs['rope']}", f"out={out}")
     assert p.returncode == 0, p.stderr
-    assert "wrote LlamaForCausalLM" in p.stdout and "with tokenizer files" in p.stdout
+    assert "wrote MistralForCausalLM" in p.stdout and "with tokenizer files" in p.stdout
+    assert "note:" not in p.stdout  # a bias-free RoPE model agrees past block_size too
     names = sorted(f.name for f in out.iterdir())
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(names)
     assert not any(n.endswith((".bin", ".pt", ".pkl", ".pth")) for n in names)  # safetensors only: no pickle
-    run = load_run(runs["llama"])
+    run = load_run(runs["rope"])
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    assert type(hf).__name__ == "LlamaForCausalLM" and hf.config.num_key_value_heads == 2
+    assert type(hf).__name__ == "MistralForCausalLM" and hf.config.num_key_value_heads == 2
+    assert hf.config.sliding_window == hf.config.max_position_embeddings == 32  # our sampler's window
     idx = torch.randint(0, run.model.config.vocab_size, (3, 32))
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, run.model(idx)[0], rtol=1e-4, atol=1e-4)
@@ -71,9 +73,10 @@ def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_
 
 def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
     pytest.importorskip("transformer_lens")
-    p = cli(f"run={runs['llama']}", f"out={tmp_path / 'tl'}", "format=transformer_lens")
+    p = cli(f"run={runs['rope']}", f"out={tmp_path / 'tl'}", "format=transformer_lens")
     assert p.returncode == 0, p.stderr
     assert "transformer_lens_patterns" in p.stdout and "TransformerBridge.boot_transformers" in p.stdout
+    assert "fit_special_tokens(" in p.stdout  # a char run: TransformerLens needs it for string input
 
 
 def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(runs, tmp_path):
@@ -88,10 +91,10 @@ def test_export_keeps_an_occupied_folder_unless_told(runs, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    p = cli(f"run={runs['llama']}", f"out={out}")
+    p = cli(f"run={runs['rope']}", f"out={out}")
     assert p.returncode == 2 and "overwrite=true" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert (out / "mine.txt").read_text() == "keep me"
-    p = cli(f"run={runs['llama']}", f"out={out}", "overwrite=true", "verify=false")
+    p = cli(f"run={runs['rope']}", f"out={out}", "overwrite=true", "verify=false")
     assert p.returncode == 0, p.stderr
     assert (out / "config.json").is_file() and not (out / "mine.txt").exists()
     assert [f.name for f in tmp_path.iterdir()] == ["busy"]  # the temporary and the old folder are gone
