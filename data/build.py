@@ -314,6 +314,16 @@ def _build_induction(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
     return meta, train_f, val_f
 
 
+def same_tokens(old: dict | None, new: dict) -> bool:
+    """Whether a prepared folder's settings give ``new``'s tokens: equal, or equal but for the path the same
+    tokenizer.json (by content hash) was read from (a copy, e.g. the one a resumed run carries)."""
+    if old == new:
+        return True
+    if not isinstance(old, dict) or "hf_tokenizer_sha256" not in new:
+        return False
+    return {**old, "tokenizer": None} == {**new, "tokenizer": None}
+
+
 def prepare(cfg, *, quiet: bool = False) -> Path:
     """Make sure ``cfg``'s prepared folder is up to date and whole, and return it (cheap when nothing changed).
 
@@ -335,7 +345,7 @@ def prepare(cfg, *, quiet: bool = False) -> Path:
             "set data.out_dir to another folder (or data.name), or delete that folder"
         )
     old, _ = check_prepared(out)
-    if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
+    if old is not None and same_tokens(old.get("settings"), settings) and old.get("source_stamp") == stamp:
         return out  # fast path: nothing changed
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -356,9 +366,9 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
         shutil.rmtree(leftover, ignore_errors=True)
     remove_stale_temps(out)
     old, why = check_prepared(out)
-    if old is not None and old.get("settings") == settings and old.get("source_stamp") == stamp:
+    if old is not None and same_tokens(old.get("settings"), settings) and old.get("source_stamp") == stamp:
         return out
-    if old is not None and old.get("settings") == settings and cfg.source == "files":
+    if old is not None and same_tokens(old.get("settings"), settings) and cfg.source == "files":
         # the file stamps changed (e.g. touched): if the contents did not, only refresh the stamp
         from .sources import files_sha256, resolve_files
 
