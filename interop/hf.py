@@ -26,7 +26,7 @@ from gptlab_errors import UserError
 from model import GPT, GPTConfig
 from rundir.checkpoint import first_line
 from rundir.files import read_json
-from rundir.load import Run, build_model
+from rundir.load import Run, build_model, check_weights
 
 from .hf_config import FAMILIES, from_hf_config, past_block_size, to_hf_config
 from .hf_tokenizer import TOKENIZER_FILES, save_tokenizer, tokenizer_meta_for
@@ -97,15 +97,26 @@ def _download(repo_id: str) -> Path:
         ) from None
 
 
+SIZES = (  # config.json fields that count something: a positive integer where they are set
+    "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "hidden_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings",
+    "sliding_window",
+)  # fmt: skip
+
+
 def read_hf_config(local: Path) -> dict:
     """config.json as transformers reads it (its defaults filled in, old field names converted)."""
     transformers = quiet_transformers()
+    f = local / "config.json"
+    raw = read_json(f, {})
+    for key in SIZES:  # before transformers divides by them
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{f} has {key}={value!r}; it must be a positive integer")
     try:
         return transformers.AutoConfig.from_pretrained(str(local)).to_dict()
-    except (ValueError, KeyError, OSError, TypeError) as e:
-        raise UserError(
-            f"{local / 'config.json'} cannot be read by transformers ({first_line(e, 160)})"
-        ) from None
+    except Exception as e:  # transformers validates configs with many error types (ValueError, its own)
+        raise UserError(f"{f} cannot be read by transformers ({first_line(e.__cause__ or e, 160)})") from None
 
 
 def read_weights(local: Path) -> tuple[State, Path]:
@@ -189,6 +200,10 @@ def read_pretrained_weights(pre: Pretrained) -> Pretrained:
     hf_state, pre.weights_file = read_weights(pre.local)
     state = from_hf(pre.family, GPTConfig(**pre.config), hf_state, source=str(pre.weights_file))
     pre.config, pre.state = drop_empty_mlps(pre.config, state)
+    # what every tool and train.py init_from= build on: one line here, never a load_state_dict traceback
+    check_weights(
+        pre.config, pre.state, pre.weights_file, why=f"{pre.local / 'config.json'} describes another model"
+    )
     return pre
 
 

@@ -273,3 +273,18 @@ def test_a_resume_needs_neither_the_source_nor_its_tokenizer(tmp_path, capsys, p
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["data"]["tokenizer"] == str(src)  # the run still says where it started from
     assert ckpt["tokenizer"]["eot_id"] == tok.token_to_id("</s>")
+
+
+def test_init_from_weights_of_other_shapes_is_one_line_before_anything_is_written(gpt2_dir, tmp_path):
+    """A 32-wide model's weights under a config edited to say 48: the shared loader's one line, not
+    load_state_dict's traceback."""
+    edited = tmp_path / "edited"
+    shutil.copytree(gpt2_dir, edited)
+    cfg = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**cfg, "n_embd": 48}))
+    p = cli("train.py", f"init_from={edited}", "data=shakespeare_gpt2", f"hydra.run.dir={tmp_path / 'r'}")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "the weights do not match the model its config describes" in lines[0]
+    assert "(50257, 32) in the file, (50257, 48) in the model" in lines[0]
+    assert not (tmp_path / "r" / "config.yaml").exists()

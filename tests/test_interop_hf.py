@@ -251,6 +251,58 @@ def test_loading_such_a_directory_names_the_source_and_the_field(tmp_path):
     assert str(tmp_path) in str(e.value)
 
 
+def _edited_dir(tmp_path, family: str, **edits) -> Path:
+    """A tiny saved HF model whose config.json is then edited by hand (as a broken download might be)."""
+    if family == "gpt2":
+        hf = transformers.GPT2LMHeadModel(
+            transformers.GPT2Config(vocab_size=61, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+        )
+    else:
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=61, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=16))  # fmt: skip
+    d = tmp_path / f"{family}-edited"
+    hf.save_pretrained(d)
+    (d / "tokenizer.json").write_text(ids_tokenizer_json(61))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(edits)
+    cfg.pop("head_dim", None)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize(
+    "family, edits, msg",
+    [
+        ("gpt2", dict(n_embd=32), r"model.safetensors: the weights do not match the model its config describes "
+         r"\(.*tok_emb.weight: \(61, 16\) in the file, \(61, 32\) in the model.*config.json describes another model"),
+        ("llama", dict(hidden_size=32), r"the weights do not match .*config.json describes another model"),
+        ("llama", dict(num_attention_heads=0), r"config.json has num_attention_heads=0; it must be a positive integer"),
+        ("gpt2", dict(n_head=0), r"config.json has n_head=0; it must be a positive integer"),
+        ("llama", dict(num_attention_heads=3), r"config.json cannot be read by transformers \(The hidden size \(16\) "
+         r"is not a multiple of the number of attention heads \(3\)"),
+        ("gpt2", dict(n_head=3), r"n_embd=16 is not divisible by model.n_head=3"),
+    ],
+)  # fmt: skip
+def test_a_directory_whose_config_does_not_fit_is_one_line_from_the_shared_loader(
+    tmp_path, family, edits, msg
+):
+    """load_pretrained: what sample.py, heads.py, export.py and train.py init_from= all read through."""
+    d = _edited_dir(tmp_path, family, **edits)
+    with pytest.raises(UserError, match=msg) as e:
+        load_pretrained(str(d))
+    assert "\n" not in str(e.value) and str(d) in str(e.value)
+
+
+def test_sample_py_on_a_config_transformers_refuses_is_one_line(tmp_path):
+    d = _edited_dir(tmp_path, "llama", num_attention_heads=3)
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "sample.py", f"run={d}", "prompt=1 2", "max_new_tokens=2"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "is not a multiple of the number of attention heads (3)" in p.stderr
+
+
 # ------------------------------------------------------------------------------------------ sources
 def test_what_counts_as_a_hub_id(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
