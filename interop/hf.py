@@ -25,7 +25,7 @@ from data import get_tokenizer
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
 from rundir.checkpoint import first_line
-from rundir.files import read_json
+from rundir.files import plain_file_mode, read_json
 from rundir.load import Run, build_model, check_weights
 
 from .hf_config import FAMILIES, from_hf_config, past_block_size, to_hf_config
@@ -308,6 +308,11 @@ def export_hf(
     try:
         hf.save_pretrained(str(tmp))
         report["tokenizer"] = save_tokenizer(run.meta, tmp, model.config.block_size)
+        for f in (
+            tmp.iterdir()
+        ):  # safetensors writes model.safetensors 0600: give it the umask's mode, as the rest
+            if f.is_file():
+                os.chmod(f, plain_file_mode())
         if verify:
             report["gaps"]["transformers"] = gap = verify_hf_dir(tmp, model)
             check_gap(gap, f"{report['class']}.from_pretrained({out})")

@@ -39,6 +39,12 @@ def _umask() -> int:
     return mask
 
 
+def plain_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the umask (for files other libraries write
+    through mkstemp, 0600, that should read like the rest)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, content: str | bytes | Callable[[str], Any]) -> Path:
     """Write ``path`` atomically: ``content`` is text, bytes, or ``write(tmp_path)`` that writes the file.
 
@@ -55,7 +61,7 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[str], Any]) 
                 f.write(content)
         if callable(content):
             content(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, plain_file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -38,16 +38,20 @@ def runs(tmp_path_factory):
     return out
 
 
-def cli(*args, timeout=300):
+def cli(*args, timeout=300, umask=None):
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "export.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+                          timeout=timeout, preexec_fn=None if umask is None else (lambda: os.umask(umask)))  # fmt: skip
 
 
 def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_path):
     out = tmp_path / "hf"
-    p = cli(f"run={runs['rope']}", f"out={out}")
+    p = cli(f"run={runs['rope']}", f"out={out}", umask=0o022)
     assert p.returncode == 0, p.stderr
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in out.iterdir()}
+    assert set(modes.values()) == {"0o644"}, (
+        modes
+    )  # as open() makes files under umask 022 (safetensors: 0600)
     assert "wrote MistralForCausalLM" in p.stdout and "with tokenizer files" in p.stdout
     assert "note:" not in p.stdout  # a bias-free RoPE model agrees past block_size too
     names = sorted(f.name for f in out.iterdir())
