@@ -52,7 +52,11 @@ def export(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="configs", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    rep = export(cfg)
+    try:
+        rep = export(cfg)
+    except KeyboardInterrupt:  # export_hf removes its unfinished folder on the way out
+        print("\ninterrupted; the export was not written (out= is as it was)", file=sys.stderr)
+        sys.exit(130)
     checks = ", ".join(f"{k} {v:.1e}" for k, v in rep["gaps"].items()) or "not checked (verify=false)"
     tokenizer = (
         "with tokenizer files" if rep["tokenizer"] else "no tokenizer files (this tokenizer has no HF form)"

@@ -25,7 +25,7 @@ from data import get_tokenizer
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
 from rundir.checkpoint import first_line
-from rundir.files import plain_file_mode, read_json
+from rundir.files import disk_full_error, plain_file_mode, read_json
 from rundir.load import Run, build_model, check_weights
 
 from .hf_config import FAMILIES, from_hf_config, past_block_size, to_hf_config
@@ -298,19 +298,27 @@ def export_hf(
     model = run.model.float().eval()
     eot = run.meta.get("eot_id")
     hf = to_hf_model(model, eot)  # refuses an architecture no class computes, before anything is written
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.export-{os.getpid()}-{secrets.token_hex(3)}"
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise disk_full_error(e, out) or UserError(f"cannot write out={out}: {_why_not(out, e)}") from None
     report = {"out": out, "class": type(hf).__name__, "tokenizer": False, "gaps": {}}
     report["note"] = past_block_size(model.config)  # where it stops agreeing with our sampler, if silently
     # no end-of-text token: TransformerLens needs interop.tl.fit_special_tokens for string input
     report["no_bos"] = eot is None or not 0 <= int(eot) < model.config.vocab_size
     try:
-        hf.save_pretrained(str(tmp))
-        report["tokenizer"] = save_tokenizer(run.meta, tmp, model.config.block_size)
-        for f in (
-            tmp.iterdir()
-        ):  # safetensors writes model.safetensors 0600: give it the umask's mode, as the rest
+        try:
+            hf.save_pretrained(str(tmp))
+            report["tokenizer"] = save_tokenizer(run.meta, tmp, model.config.block_size)
+        except Exception as e:  # safetensors reports a full disk as its own SafetensorError
+            full = disk_full_error(e, out)
+            if full is None:
+                raise
+            raise full from e
+        # safetensors writes model.safetensors 0600: the umask's mode, as the other files have
+        for f in tmp.iterdir():
             if f.is_file():
                 os.chmod(f, plain_file_mode())
         if verify:
@@ -324,6 +332,16 @@ def export_hf(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _why_not(out: Path, e: OSError) -> str:
+    """Why the folder ``out`` (or the temporary one beside it) cannot be made, in words, and what to do."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder; pass out= a path under a folder"
+            return f"no folder can be made in {parent} ({e.strerror}); pass out= a folder you can write"
+    return f"{e.strerror}; pass out= a folder you can write"
 
 
 def _replace_dir(new: Path, out: Path) -> None:

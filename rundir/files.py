@@ -86,6 +86,23 @@ def _no_room(folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < NO_ROOM_BYTES
 
 
+def disk_full_error(e: BaseException, path: str | Path) -> OSError | None:
+    """The "no space left" OSError naming ``path`` to raise in place of ``e`` when a full disk caused it (``e``
+    itself or a cause it wraps, or a library's own non-OSError, e.g. safetensors', raised while the filesystem
+    holding ``path`` has no room left, as :func:`atomic_write` judges); None otherwise."""
+    from gptlab_errors import disk_full_cause
+
+    if disk_full_cause(e) is None:
+        if isinstance(e, OSError):  # an OSError says what it is (no room check: /proc has no room either)
+            return None
+        folder = Path(path)
+        while not folder.exists() and folder != folder.parent:  # the filesystem that would have held it
+            folder = folder.parent
+        if not _no_room(folder):
+            return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """``obj`` as indented JSON, atomically."""
     return atomic_write(path, json.dumps(obj, indent=2) + "\n")

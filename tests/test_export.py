@@ -130,3 +130,56 @@ def test_an_unknown_option_is_one_line_before_hydra():
     p = cli("run=runs/x", "out=x", "nonsense=1", timeout=120)
     assert p.returncode == 2 and "unknown config key 'nonsense'" in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_an_out_that_cannot_be_a_folder_is_one_line(runs, tmp_path, where):
+    from omegaconf import OmegaConf
+
+    import export
+
+    (tmp_path / "afile").write_text("a file")
+    out = tmp_path / "afile" / "sub" if where == "under-a-file" else Path("/proc/gptlab-export-test")
+    cfg = OmegaConf.create({"run": str(runs["rope"]), "out": str(out), "format": "hf", "verify": True, "overwrite": False})  # fmt: skip
+    want = (
+        f"{tmp_path / 'afile'} is a file, not a folder"
+        if where == "under-a-file"
+        else "no folder can be made in /proc"
+    )
+    with pytest.raises(UserError, match=f"cannot write out={out}: {want}") as e:
+        export.export(cfg)
+    assert "\n" not in str(e.value)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_full_disk_while_exporting_is_one_line_naming_the_folder(runs, tmp_path):
+    """safetensors reports ENOSPC as its own SafetensorError; a 40 KB tmpfs (root only) takes config.json but
+    not model.safetensors. Nothing is left behind."""
+    from test_faults import small_tmpfs
+
+    with small_tmpfs(tmp_path / "full", "40k") as full:
+        p = cli(f"run={runs['rope']}", f"out={full / 'x'}")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1, p.stderr
+        assert (
+            lines[0]
+            == f"error: no space left on the device (writing {full / 'x'}); free some space and run again"
+        )
+        assert list(full.iterdir()) == []
+
+
+def test_ctrl_c_while_exporting_is_one_line_and_leaves_nothing(runs, tmp_path):
+    """A real SIGINT, sent by the export to itself once its files are written (while it checks them)."""
+    code = (
+        "import os, runpy, signal, sys\n"
+        "import interop.hf\n"
+        "interop.hf.verify_hf_dir = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.argv[0] = 'export.py'\n"
+        "runpy.run_path('export.py', run_name='__main__')\n"
+    )
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "-c", code, f"run={runs['rope']}", f"out={tmp_path / 'x'}"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip() == "interrupted; the export was not written (out= is as it was)"
+    assert list(tmp_path.iterdir()) == []  # neither out nor the unfinished folder beside it
