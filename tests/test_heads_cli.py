@@ -301,3 +301,24 @@ def test_token_texts_keep_integer_ids_apart():
     assert token_texts(ids_tok, ids_tok.encode("3 17 3")) == ["3 ", "17 ", "3 "]
     char_tok = get_tokenizer({"tokenizer": "char", "chars": "ab\n"})
     assert token_texts(char_tok, char_tok.encode("ab\na")) == ["a", "b", "\n", "a"]
+
+
+def test_every_plot_keeps_its_labels_inside_the_image(run_dir, tmp_path, monkeypatch):
+    """No tick label, axis label, title or colour-bar label of any PNG the report draws is cut off."""
+    from interp import plots
+
+    drawn = {}
+    save = plots._save
+
+    def check_then_save(fig, path):
+        fig.canvas.draw()
+        inked = fig.get_tightbbox(fig.canvas.get_renderer())  # every drawn artist, in inches
+        page = fig.bbox_inches
+        drawn[Path(path).name] = (inked.x0, inked.y0, page.x1 - inked.x1, page.y1 - inked.y1)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", check_then_save)
+    heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "ablation.batch_size=2", "icl.batch_size=2"))
+    assert {"heatmap_induction.png", "heatmap_dla.png", "composition.png", "patterns_grid.png"} <= set(drawn)
+    cut = {name: margins for name, margins in drawn.items() if min(margins) < -0.01}
+    assert not cut, cut  # negative margin: something sticks out of the image by that many inches
