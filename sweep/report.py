@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS, extrapolate_run, read_cache
-from sweep.plots import PLOT_FILES, write_plots
+from sweep.plots import PLOT_FILES, skipped_plots, timing_caveat, write_plots
 from sweep.runs import RunRecord, collect_runs
 from sweep.table import build_table, to_markdown, write_csv
 
@@ -85,6 +85,8 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
         "",
         to_markdown(table),
         "",
+        f"Timing: {timing_caveat(table)}",
+        "",
         "Columns: the overrides that differ between runs; parameters; best and last val loss; training "
         "tokens/s and wall time; KV-cache bytes per token (float32); "
         + (
@@ -101,8 +103,12 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
         "params": "Best val loss vs parameters",
         "length": "Length extrapolation",
     }
+    skipped = skipped_plots(table)
     for key, name in PLOT_FILES.items():
-        parts += [f"![{titles[key]}]({name})", ""]
+        shown = (
+            f"{titles[key]}: not drawn, {skipped[key]}." if key in skipped else f"![{titles[key]}]({name})"
+        )
+        parts += [shown, ""]
     return "\n".join(parts)
 
 
