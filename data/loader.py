@@ -99,11 +99,7 @@ class BatchLoader:
     def _gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         offsets = starts[:, None] + np.arange(self.block_size + 1)  # (B, T+1)
         buf = self.data[offsets]  # (B, T+1) in the file's dtype
-        if buf.max() >= self.vocab_size:  # a damaged file: one line, not an IndexError deep in the model
-            raise UserError(
-                f"{self.path} holds token id {int(buf.max())}, outside the vocabulary of {self.vocab_size}: the "
-                f"prepared data is damaged; delete {self.path.parent} and run again (it is prepared anew)"
-            )
+        check_token_ids(buf, self.vocab_size, self.path)
         # numpy makes the contiguous int64 copies (torch's .contiguous() is much slower on a busy CPU)
         x = torch.from_numpy(buf[:, :-1].astype(np.int64))  # (B, T)
         y = torch.from_numpy(buf[:, 1:].astype(np.int64))  # (B, T)
@@ -161,6 +157,20 @@ class BatchLoader:
                 )
         self.epoch, self.cursor = int(sd["epoch"]), int(sd["cursor"])
         # a cursor saved with another batch_size*world_size may not fit a whole global batch: _advance rolls over
+
+
+def check_token_ids(ids, vocab_size: int, path, fix: str | None = None) -> None:
+    """One line, not an IndexError deep in the model, when ``ids`` (read from ``path``) hold an id outside
+    ``[0, vocab_size)``. ``fix`` says what to do; by default the file is taken as damaged."""
+    ids = np.asarray(ids)
+    if ids.size and int(ids.max()) >= vocab_size:
+        fix = (
+            fix
+            or f"the prepared data is damaged; delete {Path(path).parent} and run again (it is prepared anew)"
+        )
+        raise UserError(
+            f"{path} holds token id {int(ids.max())}, outside the vocabulary of {vocab_size}: {fix}"
+        )
 
 
 def _meta_beside(path: Path) -> dict:
