@@ -350,7 +350,17 @@ def _bad_data(tmp_path, char_data, vocab_size=None) -> Path:
     if vocab_size:
         meta = json.loads((d / "meta.json").read_text())
         (d / "meta.json").write_text(json.dumps({**meta, "vocab_size": vocab_size}))
+        _rechecksum(d)
     return d
+
+
+def _rechecksum(d):
+    """Record val.bin's new checksum: data that is whole, only of another tokenizer (not damaged)."""
+    from data.integrity import file_checksum
+
+    meta = json.loads((d / "meta.json").read_text())
+    meta["fingerprints"]["val"] = file_checksum(d / "val.bin")
+    (d / "meta.json").write_text(json.dumps(meta))
 
 
 @pytest.mark.parametrize("overrides", [[], ["text=ROMEO", "icl.batch_size=2"]])
@@ -365,6 +375,7 @@ def test_token_ids_outside_the_model_are_one_line(run_dir, tmp_path, char_data, 
         arr = np.fromfile(bad / "val.bin", dtype=char_data[1]["dtype"])
         arr[::7] = 60000
         arr.tofile(bad / "val.bin")
+        _rechecksum(bad)
     with pytest.raises(
         UserError, match=r"val.bin holds token id 60000, outside the vocabulary of \d+: "
     ) as e:
