@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cli import check_overrides
+from cli import prepare_argv
 from gptlab_errors import UserError, exit_on_user_error
 
 FORMATS = ("hf", "transformer_lens")
@@ -70,5 +70,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("export", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("export", sys.argv[1:], __doc__)
     main()

@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cli import check_overrides, read_text_file
+from cli import prepare_argv, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 
 PAGE_MAX_TOKENS = 1024  # heads.html stores n_layer * n_head * T^2 / 2 weights: keep it openable
@@ -159,17 +159,21 @@ def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
 
 
 def _load(cfg: DictConfig):
-    """The run named by ``run=`` on ``device=``, with ``num_threads`` applied (the report and the server)."""
-    import torch
-
+    """The run named by ``run=`` on ``device=``, with ``threads`` applied (the report and the server)."""
     from rundir.load import load_run
-    from runtime.device import pick_device
+    from runtime.device import pick_device, set_threads
 
     if not cfg.run:
         raise UserError("pass run=<run directory or checkpoint .pt>")
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    return load_run(cfg.run, device=pick_device(str(cfg.device)))
+    threads = cfg.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads must be a positive integer or null, got {threads!r}")
+    device = pick_device(str(cfg.device))
+    run = load_run(cfg.run, device=device)
+    # the largest forward the report runs: a batch of block_size-long val rows (forward = a third of training)
+    block = run.model.config.block_size
+    set_threads(threads, run.model.flops_per_token(block) / 3 * block * int(cfg.icl.batch_size), device)
+    return run
 
 
 def report(cfg: DictConfig) -> dict:
@@ -328,5 +332,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("heads", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("heads", sys.argv[1:], __doc__)
     main()

@@ -30,10 +30,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cli import check_overrides, read_text_file
+from cli import prepare_argv, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 from model.generate import COMPILE_MODES
-from runtime.device import DTYPES, pick_device, pick_dtype
+from runtime.device import DTYPES, pick_device, pick_dtype, set_threads
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # absolute: works from any cwd or importer
 
@@ -403,14 +403,14 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
 
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    if opts.threads is not None:
-        torch.set_num_threads(opts.threads)
     device = pick_device(opts.device)
     dtype = pick_dtype(opts.dtype, device)
     text = read_prompt(opts.prompt, opts.prompt_file, stdin)  # before loading: a bad file fails fast
 
     run = load_run(opts.run, device=device)
     model = run.model.to(dtype=dtype).eval()
+    # one decode step: the forward FLOPs of one token per sample (a third of the training FLOPs per token)
+    set_threads(opts.threads, model.flops_per_token(model.config.block_size) / 3 * opts.num_samples, device)
     prompt_ids = encode_prompt(run.tokenizer, run.meta, text, getattr(model, "max_seq_len", None))
     eot_id = run.tokenizer.eot_id if opts.stop_at_eot else None
     top_k = min(opts.top_k, model.config.vocab_size) if opts.top_k else None
@@ -471,5 +471,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("sample", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("sample", sys.argv[1:], __doc__)
     main()

@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cli import check_overrides
+from cli import prepare_argv
 from gptlab_errors import exit_on_user_error
 from training.loop import train
 
@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("config", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("config", sys.argv[1:], __doc__)
     try:
         main()
     except KeyboardInterrupt:  # a second Ctrl-C, or a signal that stops a sweep: the loop said where it is
