@@ -10,6 +10,7 @@ config choice (Hydra answers those with several lines and a hint about HYDRA_FUL
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -26,6 +27,15 @@ FREE_TEXT = {
     "heads": ("text",),
     "config": ("wandb.name", "wandb.group"),
 }
+# Keys whose value is a path: quoted for Hydra when its grammar cannot read them as typed (data.path=~/books/*.txt,
+# prompt_file=notes (v2).txt); a value Hydra reads (a list, a null) keeps its meaning.
+PATH_KEYS = {
+    "sample": ("run", "prompt_file"),
+    "heads": ("run", "text_file", "out", "data_dir", "steps.checkpoints"),
+    "export": ("run", "out"),
+    "config": ("init_from", "data.path", "data.out_dir"),
+    "prepare": ("data.path", "data.out_dir"),
+}
 # Old key -> new key. The old name still works, with a one-line warning.
 RENAMED = {
     "heads": {"num_threads": "threads"},
@@ -39,18 +49,25 @@ _INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searc
 
 def prepare_argv(config_name: str, argv: list[str], doc: str | None = None) -> list[str]:
     """The checked arguments to hand Hydra (see the module doc); ``--help`` prints the help and exits 0."""
-    if "--help" in argv or "-h" in argv:
-        try:
-            print(help_text(config_name, doc), flush=True)
-        except BrokenPipeError:  # `--help | head`: stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0)
+    exit_after_help(config_name, argv, doc)
     argv = [_renamed(config_name, a) for a in argv]
     check_words(argv)
     argv = quote_free_text(config_name, argv)
     check_syntax(argv)
     check_overrides(config_name, argv)
     return argv
+
+
+def exit_after_help(config_name: str, argv: list[str], doc: str | None) -> None:
+    """With ``--help`` or ``-h`` in ``argv``: print the tool's help and exit 0. Entry points call this before
+    their slow imports, so the help comes at once."""
+    if "--help" not in argv and "-h" not in argv:
+        return
+    try:
+        print(help_text(config_name, doc), flush=True)
+    except BrokenPipeError:  # `--help | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 def hydra_quote(text: str) -> str:
@@ -64,6 +81,7 @@ def hydra_quote(text: str) -> str:
     return f'"{text}"'
 
 
+@functools.cache
 def _parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -105,18 +123,31 @@ def _kinds(argv: list[str]) -> list[str]:
 
 
 def quote_free_text(config_name: str, argv: list[str]) -> list[str]:
-    """``argv`` with every free-text value (FREE_TEXT) quoted for Hydra, so it reaches the config as typed.
+    """``argv`` with every free-text value (FREE_TEXT) quoted for Hydra, so it reaches the config as typed, and
+    every path (PATH_KEYS) that Hydra's grammar cannot read.
 
     A value that already is one Hydra quoted string is left as it is (its outer quotes go, as they always did)."""
-    keys = FREE_TEXT.get(config_name, ())
+    text_keys, path_keys = FREE_TEXT.get(config_name, ()), PATH_KEYS.get(config_name, ())
     out = []
     for a, kind in zip(argv, _kinds(argv)):
         if kind == "override":
             key, value = a.split("=", 1)
-            if key.lstrip("+") in keys and not _is_hydra_quoted(a, value):
+            name = key.lstrip("+")
+            if (name in text_keys and not _is_hydra_quoted(a, value)) or (
+                name in path_keys and not _readable(a)
+            ):
                 a = f"{key}={hydra_quote(value)}"
         out.append(a)
     return out
+
+
+def _readable(arg: str) -> bool:
+    """Whether Hydra's grammar reads the override ``arg``."""
+    try:
+        _parser().parse_override(arg)
+        return True
+    except Exception:
+        return False
 
 
 def check_words(argv: list[str]) -> None:

@@ -18,6 +18,9 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("export", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 from pathlib import Path
 

@@ -18,6 +18,9 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("sample", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import codecs
 import os
@@ -47,7 +50,7 @@ class Options:
     """The validated settings of one sampling call (configs/sample.yaml documents each)."""
 
     run: str
-    prompt: str = "\n"
+    prompt: str | None = None  # None: default_prompt(run)
     prompt_file: str | None = None
     num_samples: int = 1
     max_new_tokens: int = 500
@@ -98,7 +101,7 @@ def parse_options(cfg: DictConfig | dict) -> Options:
     o.run = str(o.run)
     if isinstance(o.prompt, (list, dict)):
         raise UserError("prompt must be one string; quote it for Hydra: 'prompt=\"Hello, world\"'")
-    o.prompt = "" if o.prompt is None else str(o.prompt)
+    o.prompt = None if o.prompt is None else str(o.prompt)
     o.prompt_file = None if o.prompt_file in (None, "") else str(o.prompt_file)
     o.num_samples = _as_int("num_samples", o.num_samples, 1)
     o.max_new_tokens = _as_int("max_new_tokens", o.max_new_tokens, 0)
@@ -139,14 +142,37 @@ def parse_options(cfg: DictConfig | dict) -> Options:
 # prompt
 
 
-def read_prompt(prompt: str, prompt_file: str | None, stdin=None) -> str:
-    """The prompt text: from `prompt_file` when set, else `prompt`; "-" for either reads stdin."""
+def read_prompt(prompt: str | None, prompt_file: str | None, stdin=None) -> str | None:
+    """The prompt text: from `prompt_file` when set, else `prompt`; "-" for either reads stdin; None for the
+    run's default prompt (`default_prompt`)."""
     stdin = sys.stdin if stdin is None else stdin
     if prompt_file is not None:
         return stdin.read() if prompt_file == "-" else read_text_file(prompt_file, "prompt_file")
     if prompt == "-":
         return stdin.read()
     return prompt
+
+
+def default_prompt(run, max_tokens: int = 32) -> str:
+    """The prompt of ``prompt=null``: the first line of the run's training text (at most ``max_tokens`` tokens, not
+    its newline) when its prepared data is here; else the start of a document: the end-of-text token ("") where
+    the tokenizer has one, "\\n" where it has none (a char model). Greedy decoding of a small char model from
+    "\\n" can print newlines forever (a newline is the likeliest character after a newline in Shakespeare); from
+    the middle of a line it prints text."""
+    import numpy as np
+
+    from data import find_prepared, load_meta
+
+    data_cfg = (run.config or {}).get("data")
+    found = find_prepared(data_cfg, run.meta) if isinstance(data_cfg, dict) else None
+    if found is not None:
+        n = max(1, min(max_tokens, run.model.config.block_size // 2))
+        ids = np.memmap(found / "train.bin", dtype=np.dtype(load_meta(found)["dtype"]), mode="r")[:n]
+        text = run.tokenizer.decode([int(t) for t in ids])
+        line = text.split("\n", 1)[0]
+        if line.strip():
+            return line
+    return "" if getattr(run.tokenizer, "eot_id", None) is not None else "\n"
 
 
 def encode_prompt(tokenizer, meta: dict, text: str, max_seq_len: int | None) -> list[int]:
@@ -408,6 +434,8 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
     text = read_prompt(opts.prompt, opts.prompt_file, stdin)  # before loading: a bad file fails fast
 
     run = load_run(opts.run, device=device)
+    if text is None:
+        text = default_prompt(run)
     model = run.model.to(dtype=dtype).eval()
     # one decode step: the forward FLOPs of one token per sample (a third of the training FLOPs per token)
     set_threads(opts.threads, model.flops_per_token(model.config.block_size) / 3 * opts.num_samples, device)
@@ -454,6 +482,16 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
             if opts.num_samples > 1:
                 _write(stdout, opts.separator + "\n")
     print(summary_line(gen, model, dtype, opts.use_cache, bool(opts.compile)), file=stderr, flush=True)
+    if (
+        opts.temperature == 0
+        and gen.steps
+        and not any(run.tokenizer.decode(row).strip() for row in gen.tokens)
+    ):
+        print(
+            "note: greedy decoding produced only whitespace (a small model's most likely token can be a newline "
+            'forever); give a prompt, e.g. prompt="ROMEO:", or sample with temperature > 0',
+            file=stderr,
+        )
     return gen
 
 
