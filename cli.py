@@ -247,18 +247,20 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
                 if name and name not in groups[key]:
                     raise UserError(f"unknown {key} config {name!r}; choose one of {', '.join(groups[key])}")
             choices.append(f"{prefix}{key}={value.split(',')[0]}")
-    cfg = _compose(config_name, choices)
+    cfg = _compose(config_name, tuple(choices))
     for prefix, key, _ in overrides:
         if prefix or key in groups or key.startswith(("hydra.", "hydra/")):
             continue  # +key adds a key, ~key deletes one, group choices were checked above
         _check_key(cfg, key)
 
 
-def _compose(config_name: str, choices: list[str]):
+@functools.lru_cache(maxsize=32)
+def _compose(config_name: str, choices: tuple[str, ...]):
+    """The config with these group choices (read only: cached for callers that check many command lines)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name, overrides=choices)
+        return compose(config_name, overrides=list(choices))
 
 
 def _check_key(cfg, key: str) -> None:
