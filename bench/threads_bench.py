@@ -7,7 +7,8 @@ Workloads: batch-1 KV-cached decoding (what sample.py does), a no-grad forward o
 does), and a training step (forward, backward, AdamW), each on the `tiny` and the `small` shape with random
 weights. Thread counts are interleaved repeat by repeat so a drift in the machine's speed hits them alike; the
 table gives the median time per step, the spread (min-max) and the thread count `runtime.device.threads_for`
-picks from the step's FLOPs. The first line names the CPU and the load average.
+picks from the step's FLOPs on an idle machine and at the load average at the end. The first line names the CPU
+and the load average at the start.
 """
 
 from __future__ import annotations
@@ -108,16 +109,17 @@ def main() -> None:
                     t0 = time.perf_counter()
                     steps = fn()
                     times[(name, t)].append((time.perf_counter() - t0) / steps)
-        print(
-            f"\n| workload | MFLOP/step | {' | '.join(f'{t} thr ms/step' for t in args.threads)} | rule picks |"
-        )
-        print(f"|---|---|{'---|' * len(args.threads)}---|")
+        load = os.getloadavg()[0]
+        head = " | ".join(f"{t} thr ms/step" for t in args.threads)
+        print(f"\n| workload | MFLOP/step | {head} | rule: idle machine | rule: load {load:.1f} |")
+        print(f"|---|---|{'---|' * len(args.threads)}---|---|")
         for name, flops, _ in work:
             cells = []
             for t in args.threads:
                 v = [x * 1e3 for x in times[(name, t)]]
                 cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
-            print(f"| {name} | {flops / 1e6:.1f} | {' | '.join(cells)} | {threads_for(flops, cores)} |")
+            rule = f"{threads_for(flops, cores)} | {threads_for(flops, cores, load)}"
+            print(f"| {name} | {flops / 1e6:.1f} | {' | '.join(cells)} | {rule} |")
     finally:
         for p in burners:
             p.kill()
