@@ -513,8 +513,23 @@ def start_server(cfg: DictConfig):
     run = _load(cfg)
     info = {"checkpoint": run.ckpt_path.name, "step": run.step}
     live = LiveModel(run.model, run.tokenizer, title=f"heads of {run.run_dir.name}", info=info)
+    both = None
+    if cfg.compare is not None:  # a second model beside it: /api/compare and the side-by-side page
+        from interp.live_compare import LiveCompare
+
+        run_b, target = _compare_target(cfg, run)
+        same = (run.model.config.n_layer, run.model.config.n_head) == (
+            run_b.model.config.n_layer,
+            run_b.model.config.n_head,
+        )
+        live.title = f"{run.run_dir.name} step {run.step}"
+        info_b = {"checkpoint": run_b.ckpt_path.name, "step": run_b.step}
+        live_b = LiveModel(
+            run_b.model, run_b.tokenizer, title=f"{run_b.run_dir.name} step {run_b.step}", info=info_b
+        )
+        both = LiveCompare(live, live_b, _match_method(cfg, target, same))
     try:
-        return HeadServer(live, host, port)
+        return HeadServer(live, host, port, compare=both)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} is in use; pass port=<another> (port=0 picks a free one)") from None

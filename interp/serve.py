@@ -5,6 +5,7 @@ Standard library only (``http.server.ThreadingHTTPServer``): three endpoints do 
     GET  /                 the page (self-contained: inline CSS/JS, loads nothing from the network)
     GET  /api/info         the model: layers, heads, context, tokenizer
     POST /api/attention    {"text": ..., "ablate": [[l, h], ...], "encoding": "json"|"b64", "top_k": 10}
+    POST /api/compare      the same and "ablate_b", for both models (a server started with compare=)
 
 Every error is a JSON object ``{"error": "..."}`` with a 4xx status, and the server keeps serving: 400 bad
 JSON or fields, 403 a Host header that is not this loopback server's (DNS rebinding), 404 unknown path, 405
@@ -25,6 +26,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .live import BadRequest, LiveModel, parse_request
+from .live_compare import LiveCompare, parse_compare_request
 from .live_page import page
 
 MAX_BODY = 1 << 20  # bytes of request body (a text of ~1 MB; the model sees at most its context anyway)
@@ -90,9 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             self._send(200, self.server.page, "text/html; charset=utf-8", {"Content-Security-Policy": CSP})
         elif path == "/api/info":
-            self._json(200, self.server.live.info())
-        elif path == "/api/attention":
-            self._error(405, 'use POST /api/attention with a JSON body {"text": "..."}')
+            cmp = self.server.compare
+            self._json(200, {**self.server.live.info(), **({"compare": cmp.info()} if cmp else {})})
+        elif path in ("/api/attention", "/api/compare"):
+            self._error(405, f'use POST {path} with a JSON body {{"text": "..."}}')
         else:
             self._error(
                 404,
@@ -115,8 +118,13 @@ class _Handler(BaseHTTPRequestHandler):
             drained = n <= DRAIN_LIMIT and self._drain(n)
             return self._error(413, f"the body has {n} bytes; send at most {MAX_BODY}", close=not drained)
         raw = self.rfile.read(n)  # read before any answer, so the connection stays usable
-        if path != "/api/attention":
+        if path not in ("/api/attention", "/api/compare"):
             return self._error(404, f"no such endpoint {path[:80]!r}; POST to /api/attention")
+        cmp = self.server.compare
+        if path == "/api/compare" and cmp is None:
+            return self._error(
+                404, "this server shows one model: start it with heads.py run=<A> compare=<B> serve=true"
+            )
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             return self._error(415, f"send Content-Type: application/json (got {ctype[:40] or 'none'!r})")
@@ -127,8 +135,10 @@ class _Handler(BaseHTTPRequestHandler):
         live = self.server.live
         cfg = live.model.config
         try:
-            req = parse_request(obj, cfg.n_layer, cfg.n_head)
-            out = live.analyse(**req)
+            if path == "/api/compare":
+                out = cmp.analyse(**parse_compare_request(obj, *cmp.shapes()))
+            else:
+                out = live.analyse(**parse_request(obj, cfg.n_layer, cfg.n_head))
         except BadRequest as e:
             return self._error(400, str(e))
         except Exception as e:  # the server's boundary: say so in one line, log the traceback, keep serving
@@ -164,10 +174,18 @@ class HeadServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, live: LiveModel, host: str = "127.0.0.1", port: int = 8765):
+    def __init__(
+        self, live: LiveModel, host: str = "127.0.0.1", port: int = 8765, compare: LiveCompare | None = None
+    ):
         self.live = live
+        self.compare = compare  # with a second model: / is the side-by-side page, /api/compare answers
         self.loopback_only = _is_loopback(host)
-        self.page = page(live.info()).encode("utf-8")
+        if compare is not None:
+            from .compare_live_page import compare_live_page
+
+            self.page = compare_live_page(compare.info()).encode("utf-8")
+        else:
+            self.page = page(live.info()).encode("utf-8")
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)

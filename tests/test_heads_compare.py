@@ -483,3 +483,143 @@ def test_compare_page_shows_both_models_patterns_in_chromium(runs, tmp_path, chr
     assert not errors, errors
     html = (tmp_path / "compare.html").read_text()
     assert "http://" not in html and "https://" not in html and "<script src" not in html
+
+
+# ---------------------------------------------------------------------------------------------- the live viewer
+LIVE_TEXT = "ROMEO: good morrow cousin. ROMEO: good morrow"
+
+
+@pytest.fixture(scope="module")
+def live_server(char_data):
+    import threading
+
+    from data import get_tokenizer
+    from interp.live import LiveModel
+    from interp.live_compare import LiveCompare
+    from interp.serve import HeadServer
+
+    tok = get_tokenizer(char_data[1])
+    a = _char_model(char_data[1], seed=0)
+    b = copy.deepcopy(a)
+    for l, p in enumerate(PERMS):
+        permute_heads(b, l, p)
+    with torch.no_grad():  # heads that move the logits, so an ablation shows in the predictions
+        for m in (a, b):
+            for blk in m.blocks:
+                blk.attn.o_proj.weight.mul_(20)
+    both = LiveCompare(LiveModel(a, tok, title="A"), LiveModel(b, tok, title="B"))
+    srv = HeadServer(both.a, "127.0.0.1", 0, compare=both)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv, a, b, tok
+    srv.shutdown()
+    srv.server_close()
+
+
+def _post(srv, body, path="/api/compare"):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=30)
+    conn.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    out = r.status, json.loads(r.read())
+    conn.close()
+    return out
+
+
+def test_api_compare_answers_both_models_and_matches_their_heads(live_server):
+    srv, a, b, tok = live_server
+    status, r = _post(srv, {"text": LIVE_TEXT, "top_k": 3})
+    assert status == 200, r
+    ids = torch.tensor([tok.encode(LIVE_TEXT)])
+    with torch.no_grad():
+        for side, m in (("a", a), ("b", b)):
+            np.testing.assert_allclose(
+                np.array(r[side]["patterns"]), m.attention_patterns(ids)[:, 0].numpy(), atol=1e-5
+            )
+    assert {(la, ha): (lb, hb) for la, ha, lb, hb, _ in r["pairs"]} == {
+        (l, PERMS[l][j]): (l, j) for l in range(2) for j in range(4)
+    }
+    assert r["mean_similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert r["a"]["predictions"] == r["b"]["predictions"]  # the same function
+    # ablating B's copy of A's head L1H0 gives B what A gives with L1H0 ablated; A is left alone
+    lb, hb = next((p[2], p[3]) for p in r["pairs"] if p[:2] == [1, 0])
+    _, one = _post(srv, {"text": LIVE_TEXT, "top_k": 3, "ablate": [[1, 0]]})
+    _, other = _post(srv, {"text": LIVE_TEXT, "top_k": 3, "ablate_b": [[lb, hb]]})
+    assert other["a"]["predictions_clean"] is None and other["a"]["predictions"] == r["a"]["predictions"]
+    assert [p["id"] for p in other["b"]["predictions"]] == [p["id"] for p in one["a"]["predictions"]]
+    for x, y in zip(other["b"]["predictions"], one["a"]["predictions"]):
+        assert x["prob"] == pytest.approx(y["prob"], abs=1e-5)
+    assert other["b"]["predictions"] != r["b"]["predictions"]
+    assert [[p[0], p[1], p[2], p[3]] for p in other["pairs"]] == [p[:4] for p in r["pairs"]]  # pairs stay put
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"text": "hi", "ablate_b": [[5, 0]]}, '"ablate_b" entries are [layer, head]'),
+        ({"text": "hi", "ablate": [[0, 9]]}, '"ablate" entries are [layer, head]'),
+        ({"text": "hi", "colour": 1}, "unknown field(s) colour"),
+        ({"ablate_b": []}, 'missing "text"'),
+    ],
+)
+def test_api_compare_bad_requests_are_json_errors(live_server, body, message):
+    srv = live_server[0]
+    status, r = _post(srv, body)
+    assert status == 400 and message in r["error"] and r["status"] == 400
+    assert _post(srv, {"text": "ok"})[0] == 200  # and it goes on serving
+
+
+def test_api_compare_on_a_one_model_server_is_a_json_404(live_server):
+    from interp.serve import HeadServer
+
+    live = live_server[0].compare.a
+    srv = HeadServer(live, "127.0.0.1", 0)
+    import threading
+
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        status, r = _post(srv, {"text": "hi"})
+        assert status == 404 and "compare=<B> serve=true" in r["error"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.browser
+def test_live_compare_page_in_chromium(live_server, chromium):
+    srv, a, b, tok = live_server
+    errors = []
+    page = chromium.new_page(viewport={"width": 1500, "height": 1100})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: None if r.url.startswith(srv.url) else errors.append(f"off-server {r.url}"))
+    page.goto(srv.url)
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    page.fill("#text", LIVE_TEXT)
+    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 1", timeout=20_000)
+    ids = torch.tensor([tok.encode(LIVE_TEXT)])
+    with torch.no_grad():
+        pa, pb = a.attention_patterns(ids)[:, 0].numpy(), b.attention_patterns(ids)[:, 0].numpy()
+    page.select_option("#a-head", "1,1")
+    lb, hb = 1, PERMS[1].index(1)  # B's copy of A's L1H1
+    assert page.input_value("#b-head") == f"{lb},{hb}"
+    q = 30
+    page.click(f"#tokens .tok[data-i='{q}']")
+    cells = page.eval_on_selector_all(
+        "#weights td.wcell", "cs => cs.map(c => [c.dataset.side, +c.dataset.q, +c.dataset.k, +c.dataset.w])"
+    )
+    assert len(cells) == 3 * (q + 1)
+    for side, qq, k, w in cells:
+        want = {"a": pa[1, 1, q, k], "b": pb[lb, hb, q, k], "d": pb[lb, hb, q, k] - pa[1, 1, q, k]}[side]
+        assert qq == q and w == pytest.approx(want, abs=2.1e-4)
+    before = page.inner_text("#preds-b")
+    page.check(f"#grid-b input.ablate[data-l='{lb}'][data-h='{hb}']")
+    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 2", timeout=20_000)
+    _, api = _post(srv, {"text": LIVE_TEXT, "ablate_b": [[lb, hb]], "top_k": 8})
+    shown = page.eval_on_selector_all("#preds-b ol:first-of-type li", "ls => ls.map(l => +l.dataset.prob)")
+    assert shown == [p["prob"] for p in api["b"]["predictions"]]
+    assert page.inner_text("#preds-b") != before and "without the ablations" in page.inner_text("#preds-b")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "heads_compare_live.png"), full_page=True)
+    assert not errors, errors
