@@ -7,10 +7,15 @@ heads_over_steps_<metric>.png when the run logged head metrics; prints the top h
 
 `serve=true` instead starts the live viewer (interp/serve.py): a local page where any typed text is run
 through the model (`port=8765 host=127.0.0.1`).
+
+`compare=<B>` (another run, an HF directory of the same tokenizer, or `step:N` of this run) measures both models
+on the same text, matches their heads and writes compare.csv, compare.md and compare.html instead (with
+`serve=true`: both models side by side in the live viewer).
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 
@@ -357,7 +362,10 @@ def _compare_target(cfg, run_a):
         else:
             run_b = load_run(target, device=device)
     except UserError as e:
-        raise UserError(f"compare={target}: {e}") from None
+        msg = str(e)
+        if target.startswith("step:"):  # load_run's step= lines, in the option the user wrote
+            msg = re.sub(r"(?<![\w.])step=", "compare=step:", msg)
+        raise UserError(msg if msg.startswith("compare=") else f"compare={target}: {msg}") from None
     for note in run_b.notes:
         print(f"note: compare={target}: {note}", file=sys.stderr)
     why = tokenizer_mismatch(run_a.tokenizer, run_a.meta, run_b.tokenizer, run_b.meta)

@@ -305,7 +305,7 @@ function buildGrid(side) {
 function buildPairs() {
   const names = D.metric_names;
   const hd = r => r === null ? "\u2014" : "";
-  let s = "<thead><tr><th>A</th><th>B</th><th>similarity</th><th>kind A</th><th>kind B</th>" +
+  let s = "<thead><tr><th>A</th><th>B</th><th>similarity</th><th title=\"A's head's best similarity to another head of B\">runner-up</th><th>kind A</th><th>kind B</th>" +
     names.map(m => `<th>${m} \u0394</th>`).join("") + "</tr></thead><tbody>";
   let dmax = {};
   for (const m of names) dmax[m] = Math.max(1e-9, ...D.rows.map(r => Math.abs(r[m + "_delta"] ?? 0)));
@@ -313,6 +313,7 @@ function buildPairs() {
     const a = r.layer_a === null ? "\u2014" : headName(r.layer_a, r.head_a), b = r.layer_b === null ? "\u2014" : headName(r.layer_b, r.head_b);
     s += `<tr data-la="${r.layer_a ?? ""}" data-ha="${r.head_a ?? ""}" data-lb="${r.layer_b ?? ""}" data-hb="${r.head_b ?? ""}">` +
       `<td>${a}</td><td>${b}</td><td data-m="similarity">${r.similarity === null ? "" : r.similarity.toFixed(3)}</td>` +
+      `<td data-m="runner_up">${r.runner_up === null ? "" : r.runner_up.toFixed(3)}</td>` +
       `<td>${r.kind_a ?? ""}</td><td>${r.kind_b ?? ""}</td>` + names.map(m => {
         const v = r[m + "_delta"];
         if (v === null || v === undefined) return `<td data-m="${m}"></td>`;

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rundir.files import atomic_write
 
 from . import metrics as M
@@ -92,12 +94,21 @@ def _delta(va, vb):
 def compare_rows(a: HeadReport, b: HeadReport, matching: Matching) -> list[dict]:
     """One row per matched pair (A's head order), then A's heads without a partner, then B's.
 
-    Columns: layer_a, head_a, layer_b, head_b, similarity, kind_a, kind_b, and for every registry metric m
-    either report has: m_a, m_b, m_delta (B minus A, from the values in the two reports' rows).
+    Columns: layer_a, head_a, layer_b, head_b, similarity, runner_up (A's head's best similarity to any other
+    head of B it could have been paired with: close to `similarity` = a near tie), kind_a, kind_b, and for every
+    registry metric m either report has: m_a, m_b, m_delta (B minus A, from the values in the two reports' rows).
     """
     names = _metric_names(a, b)
     row_a = {(r["layer"], r["head"]): r for r in a.rows}
     row_b = {(r["layer"], r["head"]): r for r in b.rows}
+
+    def runner_up(ka, kb):
+        """A's head's best similarity to a head of B other than its partner (None: no other candidate)."""
+        if matching.similarity is None or ka is None or kb is None:
+            return None
+        s = matching.similarity[ka].copy()
+        s[kb] = np.nan
+        return None if np.isnan(s).all() else round(float(np.nanmax(s)), DIGITS)
 
     def row(ka, kb, sim):
         ra, rb = row_a.get(ka, {}), row_b.get(kb, {})
@@ -107,6 +118,7 @@ def compare_rows(a: HeadReport, b: HeadReport, matching: Matching) -> list[dict]
             "layer_b": kb[0] if kb else None,
             "head_b": kb[1] if kb else None,
             "similarity": None if sim is None else round(sim, DIGITS),
+            "runner_up": runner_up(ka, kb),
             "kind_a": ra.get("kind"),
             "kind_b": rb.get("kind"),
         }
@@ -122,7 +134,7 @@ def compare_rows(a: HeadReport, b: HeadReport, matching: Matching) -> list[dict]
 
 
 def csv_columns(a: HeadReport, b: HeadReport) -> list[str]:
-    cols = ["layer_a", "head_a", "layer_b", "head_b", "similarity", "kind_a", "kind_b"]
+    cols = ["layer_a", "head_a", "layer_b", "head_b", "similarity", "runner_up", "kind_a", "kind_b"]
     for m in _metric_names(a, b):
         cols += [f"{m}_a", f"{m}_b", f"{m}_delta"]
     return cols
@@ -216,19 +228,23 @@ def markdown(
         "## Matched heads",
         "",
         "Similarity: the attention mass the two heads put on the same keys (mean over query rows of "
-        "sum_j min(A_ij, B_ij); 1 = the same pattern), averaged over the text and the probe. "
-        "Deltas are B minus A.",
+        "sum_j min(A_ij, B_ij); 1 = the same pattern), averaged over the text and the probe; runner-up: "
+        "A's head's best similarity to another head of B it could have been paired with (close to the "
+        "similarity: a near tie). Deltas are B minus A.",
         "",
     ]
     names = _metric_names(a.report, b.report)
-    lines.append("| A | B | similarity | kind A | kind B | " + " | ".join(f"{m} Δ" for m in names) + " |")
-    lines.append("|---" * (5 + len(names)) + "|")
+    lines.append(
+        "| A | B | similarity | runner-up | kind A | kind B | " + " | ".join(f"{m} Δ" for m in names) + " |"
+    )
+    lines.append("|---" * (6 + len(names)) + "|")
     for r in rows:
         ha = _head(r["layer_a"], r["head_a"]) if r["layer_a"] is not None else "—"
         hb = _head(r["layer_b"], r["head_b"]) if r["layer_b"] is not None else "—"
         sim = "" if r["similarity"] is None else f"{r['similarity']:.3f}"
+        run = "" if r["runner_up"] is None else f"{r['runner_up']:.3f}"
         lines.append(
-            f"| {ha} | {hb} | {sim} | {r['kind_a'] or ''} | {r['kind_b'] or ''} | "
+            f"| {ha} | {hb} | {sim} | {run} | {r['kind_a'] or ''} | {r['kind_b'] or ''} | "
             + " | ".join(_fmt(r[f"{m}_delta"]) for m in names)
             + " |"
         )

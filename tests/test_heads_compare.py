@@ -273,6 +273,11 @@ def test_a_permuted_copy_matches_head_for_head_with_zero_deltas(runs, tmp_path):
     pairs = {(int(r["layer_a"]), int(r["head_a"])): (int(r["layer_b"]), int(r["head_b"])) for r in rows}
     assert pairs == {(l, PERMS[l][j]): (l, j) for l in range(2) for j in range(4)}
     assert all(float(r["similarity"]) == pytest.approx(1.0, abs=1e-4) for r in rows)
+    sim = res["matching"].similarity  # runner-up: the best other head of B in the layer, clearly below 1
+    for r in rows:
+        la, ha, lb = int(r["layer_a"]), int(r["head_a"]), int(r["layer_b"])
+        others = [sim[la, ha, lb, h] for h in range(4) if h != int(r["head_b"])]
+        assert float(r["runner_up"]) == pytest.approx(max(others), abs=1e-5) and max(others) < 0.9
     for r in rows:  # the same heads: every metric, ablations included, is unchanged
         for m in M.METRIC_NAMES:
             if r.get(f"{m}_delta") not in (None, ""):
@@ -290,7 +295,7 @@ def test_compare_csv_columns_and_deltas_equal_the_two_reports(runs, tmp_path):
     rows = _csv(tmp_path / "c" / "compare.csv")
     metrics = [m for m in M.METRIC_NAMES if m in next(iter(ra.values()))]
     assert {"induction", "prev_token", "zero_ablation", "dla"} <= set(metrics)
-    want = ["layer_a", "head_a", "layer_b", "head_b", "similarity", "kind_a", "kind_b"]
+    want = ["layer_a", "head_a", "layer_b", "head_b", "similarity", "runner_up", "kind_a", "kind_b"]
     for m in metrics:
         want += [f"{m}_a", f"{m}_b", f"{m}_delta"]
     assert list(rows[0]) == want
@@ -378,7 +383,11 @@ def _other_tokenizer_runs(tmp_path, char_data):
         ("a", "{chars}", "both use the char tokenizer but with other vocabularies"),
         ("a", "{tmp}/nope", r"compare=.*/nope: .*nope"),
         ("seed", "step:4", "keeps no snapshots"),
-        ("a", "step:99", "step=99 is beyond the snapshots of .*: kept steps are 0, 4"),
+        (
+            "a",
+            "step:99",
+            "^compare=step:99 is beyond the snapshots of .*: kept steps are 0, 4; compare=step:last",
+        ),
         ("a", "400", "pass compare=step:400"),
     ],
 )
@@ -410,7 +419,7 @@ def test_bad_compare_on_the_command_line_is_one_line(runs, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (
         f"error: compare=step:400: {runs['seed']} keeps no snapshots (train it with train.snapshots=log to keep "
-        "them); step=best or step=last load best.pt or ckpt.pt"
+        "them); compare=step:best or compare=step:last load best.pt or ckpt.pt"
     )
 
 
