@@ -141,7 +141,8 @@ function rowTable(q, a, b) {
   let s = "<thead><tr><th>#</th><th>token</th><th>A " + headName(...a) + "</th><th>B " + headName(...b) +
     "</th><th>B \u2212 A</th></tr></thead><tbody>";
   for (let k = 0; k <= q; k++) {
-    const wa = w(0, a[0], a[1], q, k), wb = w(1, b[0], b[1], q, k), dd = wb - wa;
+    const wa = w(0, a[0], a[1], q, k), wb = w(1, b[0], b[1], q, k);
+    const dd = Math.abs(wb - wa) < 5e-5 ? 0 : wb - wa;  // no "-0.0000"
     const cell = (side, l, h, v) => `<td class="wcell" data-side="${side}" data-layer="${l}" data-head="${h}" ` +
       `data-q="${q}" data-k="${k}" data-w="${fmt(v)}">${fmt(v)}</td>`;
     s += `<tr><td>${k}</td><td class="tokcell">${escapeHtml(d[k])}</td>` + cell("a", a[0], a[1], wa) +

@@ -406,6 +406,7 @@ def test_position_matching_needs_one_shape(runs, tmp_path):
         )
 
 
+@pytest.mark.slow  # a fresh interpreter loading torch and Hydra
 def test_bad_compare_on_the_command_line_is_one_line(runs, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
     r = subprocess.run(
