@@ -259,6 +259,10 @@ document.getElementById("to-partner").onclick = () => select(state.a);
 buildGrid(0); buildGrid(1);
 document.getElementById("text").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(request, INFO.debounce_ms); });
 document.getElementById("tokens").addEventListener("click", e => { const i = e.target.dataset.i; if (i !== undefined && R) setQuery(+i); });
+if (INFO.a.sample_text) {  // open with A's sample text (the start of its val text), as the one-model page
+  document.getElementById("text").value = INFO.a.sample_text;
+  request();
+}
 document.body.dataset.ready = "1";
 </script>
 </body></html>

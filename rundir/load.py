@@ -70,23 +70,33 @@ def shape_mismatch(expected: dict[str, torch.Size], state: dict[str, torch.Tenso
     return "; ".join(parts) or None
 
 
-def build_model(stored_config: dict, state: dict[str, torch.Tensor], source: Path) -> GPT:
-    """The GPT of ``stored_config`` with the weights ``state`` (checked before any real allocation)."""
+def check_weights(
+    stored_config: dict,
+    state: dict[str, torch.Tensor],
+    source: Path | str,
+    why: str = "the file is damaged or was written by another gptlab version",
+) -> GPTConfig:
+    """The GPTConfig of ``stored_config``, once ``state`` has exactly its tensors, shapes and finite values
+    (checked on the meta device: nothing real is allocated); one line naming ``source`` and ``why`` if not."""
     cfg = model_config(stored_config)
     with torch.device("meta"):  # shapes only: a crafted config cannot make us allocate a huge model
         expected = {k: v.shape for k, v in GPT(cfg).state_dict().items()}
     problem = shape_mismatch(expected, state)
     if problem:
         raise UserError(
-            f"{source}: the weights do not match the model its config describes ({problem}); "
-            "the file is damaged or was written by another gptlab version"
+            f"{source}: the weights do not match the model its config describes ({problem}); {why}"
         )
     bad = non_finite(state)
     if bad:
         raise UserError(
             f"{source} holds non-finite weights ({bad[0]}: NaN or inf); use an earlier checkpoint"
         )
-    model = GPT(cfg)
+    return cfg
+
+
+def build_model(stored_config: dict, state: dict[str, torch.Tensor], source: Path) -> GPT:
+    """The GPT of ``stored_config`` with the weights ``state`` (checked before any real allocation)."""
+    model = GPT(check_weights(stored_config, state, source))
     model.load_state_dict(state)
     return model
 

@@ -606,8 +606,11 @@ def test_live_compare_page_in_chromium(live_server, chromium):
     page.on("request", lambda r: None if r.url.startswith(srv.url) else errors.append(f"off-server {r.url}"))
     page.goto(srv.url)
     page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 1", timeout=20_000)  # the sample
+    assert page.input_value("#text") == srv.compare.a.sample_text != ""
     page.fill("#text", LIVE_TEXT)
-    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 1", timeout=20_000)
+    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 2", timeout=20_000)
+    page.wait_for_function(f"() => document.querySelectorAll('#tokens .tok').length === {len(LIVE_TEXT)}")
     ids = torch.tensor([tok.encode(LIVE_TEXT)])
     with torch.no_grad():
         pa, pb = a.attention_patterns(ids)[:, 0].numpy(), b.attention_patterns(ids)[:, 0].numpy()
@@ -625,7 +628,7 @@ def test_live_compare_page_in_chromium(live_server, chromium):
         assert qq == q and w == pytest.approx(want, abs=2.1e-4)
     before = page.inner_text("#preds-b")
     page.check(f"#grid-b input.ablate[data-l='{lb}'][data-h='{hb}']")
-    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 2", timeout=20_000)
+    page.wait_for_function("() => +(document.body.dataset.updated || 0) >= 3", timeout=20_000)
     _, api = _post(srv, {"text": LIVE_TEXT, "ablate_b": [[lb, hb]], "top_k": 8})
     shown = page.eval_on_selector_all("#preds-b ol:first-of-type li", "ls => ls.map(l => +l.dataset.prob)")
     assert shown == [p["prob"] for p in api["b"]["predictions"]]

@@ -43,7 +43,7 @@ from runtime.device import autocast
 from .ddp import shutdown
 from .logging import log
 from .mfu import mfu
-from .optim import lr_at
+from .optim import set_lr
 from .plot import plot_losses
 from .resume import Plan, plan_run
 from .rng import get_rng_state
@@ -135,9 +135,7 @@ def _mark(run: RunDir, is_main: bool, **fields) -> None:
 def train_step(s: Session) -> None:
     """One optimizer step; leaves the loss and gradient norm on the device in ``s.last``."""
     tcfg = s.tcfg
-    lr = lr_at(s.step, s.ocfg, tcfg.max_iters)
-    for group in s.optimizer.param_groups:
-        group["lr"] = lr
+    lr = set_lr(s.optimizer, s.step, s.ocfg, tcfg.max_iters)
     loss_sum = torch.zeros((), device=s.device)
     for micro in range(tcfg.grad_accum):
         x, y = s.loader.next()
@@ -333,6 +331,7 @@ def _eval_row(s: Session, elapsed: float) -> None:
     if not math.isfinite(losses["val"]):
         raise Diverged(s.step, losses["val"])
     s.last_eval = losses
+    _note_target(s, losses["val"], elapsed)
     row = {
         "kind": "eval", "step": s.step, "train_loss": losses["train"], "val_loss": losses["val"],
         "lr": s.last["lr"], "tokens_per_s": s.summary["tokens_per_s"], "elapsed_s": elapsed,
@@ -345,6 +344,24 @@ def _eval_row(s: Session, elapsed: float) -> None:
         s.best_val = losses["val"]
         save(s, s.run.best)
     s.summary.update(best_val_loss=s.best_val, final_val_loss=losses["val"])
+
+
+def _note_target(s: Session, val_loss: float, elapsed: float) -> None:
+    """train.target_loss: summary.json's time_to_target holds the step, tokens and wall seconds of the first
+    evaluation whose val loss was at or below it (null until then; kept across a resume)."""
+    target = s.tcfg.target_loss
+    if target is None:
+        return
+    rec = s.summary.get("time_to_target")
+    if not isinstance(rec, dict) or rec.get("target_loss") != target:
+        rec = s.summary["time_to_target"] = {
+            "target_loss": target,
+            "step": None,
+            "tokens": None,
+            "wall_s": None,
+        }
+    if rec["step"] is None and val_loss <= target:
+        rec.update(step=s.step, tokens=s.step * s.tokens_per_step, wall_s=elapsed)
 
 
 def _heads_row(s: Session) -> None:

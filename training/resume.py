@@ -36,7 +36,7 @@ SAFE_KEYS = {
     "train.resume",
     "train.overwrite",
 }
-SAFE_PREFIXES = ("wandb.",)
+SAFE_PREFIXES = ("wandb.", "compare.")  # compare.*: how a sweep summary reads the runs
 
 
 @dataclass

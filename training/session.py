@@ -38,7 +38,7 @@ from .ddp import Dist, init_distributed
 from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer
-from .pretrained import start_from_pretrained
+from .pretrained import carried_tokenizer, start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
 from .signals import StopFlag
@@ -156,6 +156,7 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
     pretrained = start_from_pretrained(plan, overrides)
     cfg = OmegaConf.create(plan.config)
     tcfg, ocfg, dcfg, seed = _validated(plan.config)  # every section, before anything is written
+    dcfg = carried_tokenizer(plan, run.path, dcfg)  # a resume whose data.tokenizer=<path> is gone
     device = pick_device(tcfg.device)
     model_cfg = plan.config["model"]
     if model_cfg.get("attn_impl") == "flex":  # before anything is written: can this torch train flex here?
@@ -169,6 +170,10 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
         _prepare_run_dir(run, plan, say)
         for change in plan.changes:
             say.print(f"resume: {change}")
+        if dcfg.tokenizer != plan.config["data"]["tokenizer"]:
+            say.print(
+                f"resume: data.tokenizer={plan.config['data']['tokenizer']} is gone; using the run's copy"
+            )
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     seed_everything(seed)
