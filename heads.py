@@ -24,6 +24,9 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("heads", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import time
 from pathlib import Path
@@ -31,7 +34,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cli import check_overrides, read_text_file
+from cli import prepare_argv, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 
 PAGE_MAX_TOKENS = 1024  # heads.html stores n_layer * n_head * T^2 / 2 weights: keep it openable
@@ -225,20 +228,22 @@ def _check_count(cfg: DictConfig, key: str, low: int, hint: str | None) -> None:
 
 
 def _load(cfg: DictConfig):
-    """The run named by ``run=`` on ``device=``, with ``num_threads`` applied (the report and the server)."""
-    import torch
-
+    """The run named by ``run=`` on ``device=``, with ``threads`` applied (the report and the server)."""
     from rundir.load import load_run
-    from runtime.device import pick_device
+    from runtime.device import pick_device, set_threads
 
     if not cfg.run:
         raise UserError("pass run=<run directory or checkpoint .pt>")
-    if cfg.get("num_threads") is not None:
-        _check_count(cfg, "num_threads", 1, "or null = torch's default")
-        torch.set_num_threads(int(cfg.num_threads))
-    run = load_run(cfg.run, device=pick_device(str(cfg.device)), step=cfg.get("step"))
+    _check_count(cfg, "threads", 1, "or null = automatic")
+    device = pick_device(str(cfg.device))
+    run = load_run(cfg.run, device=device, step=cfg.get("step"))
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
+    # the largest forward the report runs: a batch of block_size-long val rows (forward = a third of training)
+    block = run.model.config.block_size
+    set_threads(
+        cfg.get("threads"), run.model.flops_per_token(block) / 3 * block * int(cfg.icl.batch_size), device
+    )
     return run
 
 
@@ -732,5 +737,5 @@ def _main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("heads", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("heads", sys.argv[1:], __doc__)
     main()

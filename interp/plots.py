@@ -125,7 +125,17 @@ def pattern_grid(
 def head_pattern(
     pattern: np.ndarray, tokens: list[str], path: str | Path, title: str, max_labels: int = 64
 ) -> Path:
-    """One head's pattern `(T, T)` large, with token labels on both axes."""
+    """One head's pattern `(T, T)` large, with token labels on both axes, written to `path`."""
+    fig = pattern_figure(pattern, tokens, title, max_labels)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def pattern_figure(pattern, tokens: list[str], title: str = "", max_labels: int = 64):
+    """One head's pattern `(T, T)` (an array or a tensor) as a matplotlib Figure, token labels on both axes: a
+    notebook shows it inline (`fig.savefig(path)` writes it)."""
+    pattern = np.asarray(pattern.detach().cpu() if hasattr(pattern, "detach") else pattern, dtype=np.float32)
     T = pattern.shape[-1]
     size = min(14.0, 3 + T * 0.12)
     fig, ax = plt.subplots(figsize=(size, size), dpi=90)
@@ -140,7 +150,7 @@ def head_pattern(
     ax.set_ylabel("query")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def metric_over_steps(

@@ -38,13 +38,13 @@ class TrainConfig:
     head_metrics_interval: int = 0
     snapshots: Any = "none"  # none | log | every:N (training/snapshots.py)
     snapshots_max: int = 100
-    num_threads: int | None = None
+    threads: int | None = None  # torch CPU threads; None = runtime.device.threads_for's rule
     target_loss: float | None = None  # record when val loss first reaches it (summary.json: time_to_target)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             _at_least(f"train.{name}", getattr(self, name), 1)
-        for name in ("ckpt_interval", "stop_after_iters", "num_threads"):
+        for name in ("ckpt_interval", "stop_after_iters", "threads"):
             if getattr(self, name) is not None:
                 _at_least(f"train.{name}", getattr(self, name), 1, "or null")
         _at_least("train.sample_tokens", self.sample_tokens, 0)
@@ -158,8 +158,17 @@ def _type_error(name: str, value: Any, hint: Any) -> str | None:
     return f"must be {wanted}"
 
 
+RENAMED = {"num_threads": "threads"}  # old field -> new field: configs saved under the old name still load
+
+
 def from_mapping(cls, values: dict, group: str):
     """Build dataclass ``cls`` from a config mapping: unknown keys and mistyped values get one line each."""
+    values = dict(values)
+    for old, new in RENAMED.items():
+        if old in values and old not in {f.name for f in fields(cls)}:
+            value = values.pop(old)
+            if values.get(new) is None:
+                values[new] = value
     known = [f.name for f in fields(cls)]
     unknown = sorted(set(values) - set(known))
     if unknown:

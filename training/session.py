@@ -30,6 +30,7 @@ from runtime.device import (
     grad_scaler,
     pick_device,
     pick_dtype,
+    set_threads,
     warn_slow_dtype,
 )
 
@@ -174,8 +175,6 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
             say.print(
                 f"resume: data.tokenizer={plan.config['data']['tokenizer']} is gone; using the run's copy"
             )
-    if tcfg.num_threads:
-        torch.set_num_threads(tcfg.num_threads)
     seed_everything(seed)
     enable_tf32()
     if tcfg.deterministic:
@@ -195,6 +194,7 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
         say.print(
             f"init_from={pretrained.source}: {pretrained.family} weights from {pretrained.weights_file}"
         )
+    set_threads(tcfg.threads, raw_model.flops_per_token(mcfg.block_size) * tcfg.batch_size, device)
     raw_model = raw_model.to(device)
     optimizer = build_optimizer(raw_model, ocfg, device.type)
     scaler = grad_scaler(device, dtype)
