@@ -68,7 +68,7 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)  # smaller than q for GQA/MQA
         self.v_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)
         self.o_proj = nn.Linear(self.n_head * hs, C, bias=cfg.bias)
-        self.o_proj.residual_proj = True  # scaled init (see gpt.init_weights)
+        self.o_proj.residual_proj = True  # type: ignore[assignment]  # scaled init (gpt.init_weights); stubs: tensors/modules only
         self.attn_drop = nn.Dropout(cfg.dropout)
         self.resid_drop = nn.Dropout(cfg.dropout)
         self.hook_q = HookPoint()  # (B, nh, T, hs), after the position scheme
@@ -95,6 +95,7 @@ class CausalSelfAttention(nn.Module):
         ring = cache if isinstance(cache, StaticKVCache) else None
         # position tensors only for schemes that read them (score bias / value term); rotate uses q0
         relative = pos.has_score_bias or pos.has_value_term
+        q_pos: Tensor | None  # (T,) query positions, for the schemes that read them
         if ring is not None:  # one token at ring.pos, a device tensor (no host number: compilable)
             q_pos, start = ring.pos, None
         else:
@@ -108,12 +109,13 @@ class CausalSelfAttention(nn.Module):
 
         explicit = impl == "explicit" or pos.needs_probs
         allowed, is_causal = None, False  # allowed: bool (Tq, Tk) mask; None = every key is visible
+        k_pos: Tensor | None  # (Tk,) key positions, for the schemes that read them
         if ring is not None:  # every slot of the ring; the mask says which hold visible keys
             k, v, k_pos = ring.update(self.layer, k, v)  # (B, nkv, size, hs), (size,)
             path, allowed = ("explicit" if explicit else "sdpa"), ring.visible(window)
         else:
             k0 = q0
-            if cache is not None:
+            if isinstance(cache, KVCache):  # (a StaticKVCache took the branch above)
                 k, v, k0 = cache.update(self.layer, k, v)  # (B, nkv, Tk, hs), keys from position k0
             Tk = k.shape[2]
             k_pos = torch.arange(k0, k0 + Tk, device=x.device) if relative else None  # (Tk,)
@@ -132,6 +134,7 @@ class CausalSelfAttention(nn.Module):
 
         bias = None  # flex adds the bias inside its kernel; the other paths get it as a tensor
         if path != "flex" and pos.has_score_bias:
+            assert q_pos is not None and k_pos is not None  # built for every scheme with a score bias
             bias = pos.score_bias(self.layer, q, q_pos, k_pos)  # (1|B, nh, Tq, Tk)
         if path == "flex":
             y = flex_attend(q, k, v, pos.flex_score_mod(self.layer, q), window, enable_gqa=nkv != nh)
