@@ -16,54 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import BLOCK, make_run
 
 import sample
 from data import get_tokenizer
 from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-BLOCK = 16
-
-
-def make_run(path: Path, *, position="learned", n_kv_head=None, tokenizer="char", seed=0) -> Path:
-    """A tiny GPT with large random weights (so greedy output varies), saved in the checkpoint format."""
-    if tokenizer == "char":
-        meta = {
-            "tokenizer": "char",
-            "vocab_size": len(CHARS),
-            "chars": CHARS,
-            "eot_id": None,
-            "dtype": "uint16",
-        }
-    else:
-        meta = {"tokenizer": "gpt2", "vocab_size": 50257, "eot_id": 50256, "dtype": "uint16"}
-    cfg = GPTConfig(
-        vocab_size=meta["vocab_size"],
-        block_size=BLOCK,
-        n_layer=2,
-        n_head=4,
-        n_kv_head=n_kv_head,
-        n_embd=32,
-        position=position,
-    )
-    torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    path.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        path / "best.pt",
-        model=model.state_dict(),
-        model_config=cfg.to_dict(),
-        tokenizer=meta,
-        config={},
-        step=0,
-        best_val_loss=None,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
