@@ -44,6 +44,7 @@ def cli(*args, timeout=300):
                           timeout=timeout)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_path):
     out = tmp_path / "hf"
     p = cli(f"run={runs['llama']}", f"out={out}")
@@ -69,6 +70,7 @@ def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_
     )
 
 
+@pytest.mark.slow
 def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
     pytest.importorskip("transformer_lens")
     p = cli(f"run={runs['llama']}", f"out={tmp_path / 'tl'}", "format=transformer_lens")
@@ -76,6 +78,7 @@ def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
     assert "transformer_lens_patterns" in p.stdout and "TransformerBridge.boot_transformers" in p.stdout
 
 
+@pytest.mark.slow
 def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(runs, tmp_path):
     p = cli(f"run={runs['alibi']}", f"out={tmp_path / 'x'}")
     lines = p.stderr.strip().splitlines()
@@ -84,6 +87,7 @@ def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(run
     assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())  # nothing written, no leftovers
 
 
+@pytest.mark.slow
 def test_export_replaces_only_an_earlier_export_and_only_when_told(runs, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()

@@ -610,6 +610,7 @@ def small_tmpfs(folder: Path, size: str):
         subprocess.run(["umount", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_real_small_filesystem(tmp_path, data_dir):
     """A 160 KB tmpfs (needs root to mount; skipped otherwise): one line, summary says failed, exit 2."""
     with small_tmpfs(tmp_path / "full", "160k") as full:
@@ -646,6 +647,7 @@ def test_a_full_disk_is_found_behind_a_library_s_own_error():
     assert disk_full_cause(OSError(errno.EACCES, "denied")) is None
 
 
+@pytest.mark.slow
 def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path, data_dir):
     """Hydra makes the run folder (.hydra/, train.log) before train.py can check a value: it goes again."""
     r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", "seed=abc", f"hydra.run.dir={tmp_path / 'r'}")

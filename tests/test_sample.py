@@ -72,6 +72,7 @@ def cli(*args, cwd, input=None):
 # the CLI
 
 
+@pytest.mark.slow
 def test_cli_greedy_matches_model_generate_and_leaves_no_files(runs, tmp_path):
     """Greedy text equals the model's own no-cache generate; the end line goes to stderr; cwd stays empty."""
     r = cli(f"run={runs['learned']}", "prompt=To be", "temperature=0", "max_new_tokens=40", cwd=tmp_path)
@@ -85,6 +86,7 @@ def test_cli_greedy_matches_model_generate_and_leaves_no_files(runs, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no outputs/, .hydra/ or log files
 
 
+@pytest.mark.slow
 def test_cli_prompt_from_stdin(runs, tmp_path):
     r = cli(
         f"run={runs['learned']}",
@@ -132,6 +134,7 @@ def _error_cases(runs, tmp: Path):
 IN_SUBPROCESS = {"truncated", "chars outside vocab", "absent cuda"}
 
 
+@pytest.mark.slow
 def test_cli_bad_input_gives_one_line_and_nonzero_exit(runs, tmp_path):
     cases = [c for c in _error_cases(runs, tmp_path) if c[0] in IN_SUBPROCESS]
     procs = [  # all at once: each is mostly interpreter start-up
@@ -154,6 +157,7 @@ def test_cli_bad_input_gives_one_line_and_nonzero_exit(runs, tmp_path):
         assert needle in lines[0], f"{name}: {lines[0]!r}"
 
 
+@pytest.mark.slow
 def test_entry_point_bad_input_gives_one_line_and_exit_2(runs, tmp_path, monkeypatch, capsys):
     cases = [c for c in _error_cases(runs, tmp_path) if c[0] not in IN_SUBPROCESS]
     monkeypatch.chdir(tmp_path)
