@@ -2,7 +2,7 @@
 
     python bench/train_bench.py --nanogpt /path/to/nanoGPT            # both, 1 repeat each
     python bench/train_bench.py --repeats 3                           # ours only
-    python bench/train_bench.py --small --corpus some.txt             # smoke run: 4 steps of a tiny model
+    python bench/train_bench.py --small                               # smoke run: 4 steps of a tiny model
 
 Runs on ../shared/data/tinyshakespeare/input.txt (never committed; the split is nanoGPT's: last 10% = val):
   nanogpt    nanoGPT's README CPU recipe: 4 layers, 4 heads, 128 wide, block 64, batch 12, 2000 iterations
