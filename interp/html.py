@@ -1,9 +1,11 @@
 """heads.html: one self-contained page (inline CSS/JS, data embedded as JSON, no network) to browse heads.
 
 The attention patterns of the chosen text are stored as the lower triangle of each head's `(T, T)` matrix,
-quantised to uint16 (`round(w * 65535)`, error < 1e-5) and base64-encoded, so 12 x 12 heads at 256 tokens
-is about 12 MB. The page draws every matrix on `<canvas>` (thumbnail grid and a large view), so it stays
-responsive with thousands of cells; the token strip and the weights panel are plain DOM.
+quantised (interp/pattern_codec.py: uint16 up to 512 tokens, error < 1e-5; uint8 per row past that) and
+base64-encoded, so 12 x 12 heads at 256 tokens is about 12 MB, with a 64 x 64 thumbnail of each head. The
+page draws the matrices on `<canvas>`: the thumbnails from those, the large view only the cells in its
+window (zoom with the wheel); the token strip and the weights tables put only their visible rows in the DOM,
+so a 2,048-token text stays responsive. The code is interp/web/heads.html with its CSS and JS.
 
 What the page shows: the text as tokens; a layer and head picker (or all heads of a layer overlaid in
 colours); hover or click a query token to see its attention over every earlier token (colours on the
@@ -17,7 +19,6 @@ multiples of the metrics over training with the phase windows shaded.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +26,14 @@ import numpy as np
 from rundir.files import atomic_write
 
 from .page_common import render
+from .pattern_codec import decode, encode, encode_pattern, encoding_for, thumbnail
+
+__all__ = ["decode_pattern", "encode_pattern", "page_data", "token_label", "token_texts", "write_html"]
 
 
-def encode_pattern(pattern: np.ndarray) -> str:
-    """Lower triangle of one `(T, T)` pattern, row by row, as base64 of little-endian uint16 (w * 65535)."""
-    T = pattern.shape[-1]
-    rows, cols = np.tril_indices(T)
-    q = np.clip(np.rint(np.asarray(pattern, dtype=np.float64)[rows, cols] * 65535), 0, 65535)
-    return base64.b64encode(q.astype("<u2").tobytes()).decode("ascii")
-
-
-def decode_pattern(data: str, T: int) -> np.ndarray:
-    """Inverse of :func:`encode_pattern` (used by tests): `(T, T)` float64 with zeros above the diagonal."""
-    q = np.frombuffer(base64.b64decode(data), dtype="<u2").astype(np.float64) / 65535
-    out = np.zeros((T, T))
-    out[np.tril_indices(T)] = q
-    return out
+def decode_pattern(data: str, T: int, encoding: str = "u16") -> np.ndarray:
+    """A pattern of the page back as `(T, T)` (interp/pattern_codec.py; used by tests)."""
+    return decode(data, T, encoding)
 
 
 def token_texts(tokenizer, ids) -> list[str]:
@@ -83,6 +76,7 @@ def page_data(
     if T != T2 or T != len(tokens):
         raise ValueError(f"patterns {patterns.shape} do not match {len(tokens)} tokens")
     metric_names = [k for k in (rows[0] if rows else {}) if k not in ("layer", "head", "kv_head", "kind")]
+    enc = encoding_for(T)
     return {
         "title": title,
         "tokens": [token_label(t) for t in tokens],
@@ -93,7 +87,9 @@ def page_data(
         "info": info or {},
         "metric_names": metric_names,
         "rows": rows,
-        "patterns": [encode_pattern(patterns[l, h]) for l in range(L) for h in range(H)],
+        "encoding": enc,
+        "patterns": [encode(patterns[l, h], enc) for l in range(L) for h in range(H)],
+        "thumbs": [thumbnail(patterns[l, h]) for l in range(L) for h in range(H)],
         "initial": {"layer": layer, "head": head},
         "circuits": {
             "composition": {

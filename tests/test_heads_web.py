@@ -78,6 +78,7 @@ def _load(browser, url, ready="body[data-ready='1']"):
 def _timeline_page(tmp_path):
     """heads.html with a timeline of two snapshot steps (the data interp/timeline.py makes)."""
     from interp.html import encode_pattern
+    from interp.pattern_codec import thumbnail
 
     L, H, T = 2, 2, 12
     pats = [_random_patterns(L, H, T, seed=s) for s in range(3)]
@@ -103,6 +104,7 @@ def _timeline_page(tmp_path):
     timeline = {
         "steps": [0, 5],
         "patterns": [[encode_pattern(p[l, h]) for l in range(L) for h in range(H)] for p in pats[:2]],
+        "thumbs": [[thumbnail(p[l, h]) for l in range(L) for h in range(H)] for p in pats[:2]],
         "rows": rows[:2],
         "series": series,
         "phases": None,

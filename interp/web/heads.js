@@ -1,22 +1,25 @@
 "use strict";
 const D = JSON.parse(document.getElementById("data").textContent);
 const L = D.n_layer, H = D.n_head, T = D.T, KV = D.n_kv_head, GROUP = H / KV;
-const cache = new Map();
-const tokSpans = [];  // the token spans, by position (the strip also holds <br> after newline tokens)
+const cache = new Map();  // decoded patterns, the most recently used last
+const CACHE_MAX = Math.max(8, H + 2);  // an overlay needs every head of a layer
 const state = {layer: D.initial.layer, head: D.initial.head, query: null, pinned: false};
+let strip = null, bigView = null, weightRows = null;
 
 function kvOf(h) { return Math.floor(h / GROUP); }
 function hc(h, a) { return headColor(h, H, a); }
-// Lower triangle of head (l, h), decoded once.
+// Lower triangle of head (l, h), decoded when first needed; the least recently used ones are dropped.
 function tri(l, h) {
   const key = l * H + h;
-  if (!cache.has(key)) cache.set(key, decodeTri(D.patterns[key]));
-  return cache.get(key);
+  let t = cache.get(key);
+  if (t) { cache.delete(key); cache.set(key, t); return t; }
+  t = decodePattern(D.patterns[key], D.encoding, T);
+  cache.set(key, t);
+  if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value);
+  return t;
 }
 function w(l, h, q, k) { return k > q ? 0 : tri(l, h)[rowStart(q) + k]; }
 const fmt = fmtWeight;
-
-function drawPattern(canvas, l, h, size) { drawTri(canvas, tri(l, h), T, size); }
 
 function buildControls() {
   document.getElementById("title").textContent = D.title;
@@ -43,10 +46,24 @@ function buildControls() {
     `<span><i class="swatch" style="background:${hc(h, 1)}"></i>h${h}</span>`);
 }
 
+// A token's look for the current query: shaded by its weight (the strongest head's colour in an overlay).
+function paintToken(s, k) {
+  const q = state.query;
+  if (q === null) return;
+  const l = state.layer, hs = heads();
+  s.classList.toggle("query", k === q); s.classList.toggle("future", k > q);
+  if (k > q) { s.style.background = ""; s.removeAttribute("data-w"); s.title = `#${k}`; return; }
+  let best = 0, bh = hs[0];
+  for (const h of hs) { const v = w(l, h, q, k); if (v > best) { best = v; bh = h; } }
+  s.style.background = hs.length === 1 ? weightColor(best) : hc(bh, Math.sqrt(best));
+  s.dataset.w = fmt(best);
+  s.title = `#${k}  ` + hs.map(h => `h${h}: ${fmt(w(l, h, q, k))}`).join("  ");
+}
+
 function buildTokens() {
   const box = document.getElementById("tokens");
-  box.innerHTML = D.tokens.map((t, i) => tokenSpanHtml(t, i, `#${i}`)).join("");  // <br> after newline tokens
-  box.querySelectorAll(".tok").forEach(s => tokSpans.push(s));
+  strip = makeTokenStrip(box, i => `#${i}`, paintToken);
+  strip.set(D.tokens);
   box.addEventListener("mouseover", e => { const i = e.target.dataset.i; if (i !== undefined && !state.pinned) setQuery(+i); });
   box.addEventListener("click", e => {
     const i = e.target.dataset.i; if (i === undefined) return;
@@ -60,7 +77,6 @@ function buildGrid() {
   g.insertAdjacentHTML("beforeend", `<div class="lab"></div>`);
   for (let h = 0; h < H; h++)
     g.insertAdjacentHTML("beforeend", `<div class="lab">h${h}${KV < H ? "<br>kv" + kvOf(h) : ""}</div>`);
-  const size = Math.min(T, 64);
   for (let l = 0; l < L; l++) {
     g.insertAdjacentHTML("beforeend", `<div class="lab">L${l}</div>`);
     for (let h = 0; h < H; h++) {
@@ -69,7 +85,7 @@ function buildGrid() {
       if (KV < H) c.style.borderBottomColor = `hsl(${Math.round(360 * kvOf(h) / KV)},60%,55%)`;
       c.onclick = () => select(l, h);
       g.appendChild(c);
-      drawPattern(c, l, h, size);
+      drawThumb(c, D.thumbs[l * H + h]);
     }
   }
 }
@@ -107,11 +123,10 @@ function select(l, h) {
   document.getElementById("layer").value = l;
   document.getElementById("head").value = h;
   document.getElementById("mode").textContent = h === "all" ? "overlay: colour = head" : "";
-  const big = document.getElementById("big");
   const bh = h === "all" ? 0 : h;
   document.getElementById("big-title").textContent = `Pattern: layer ${l}, head ${bh}` +
     (KV < H ? ` (kv head ${kvOf(bh)})` : "") + (h === "all" ? " \u2014 overlay selected, showing head 0" : "");
-  drawPattern(big, l, bh, Math.min(T, 512));
+  bigView.set(tri(l, bh), T);
   markSelected();
   drawComposition();
   if (state.query === null) state.query = Math.min(T - 1, Math.max(0, Math.floor(T / 2)));
@@ -122,17 +137,9 @@ function heads() { return state.head === "all" ? [...Array(H).keys()] : [state.h
 
 function setQuery(q) {
   state.query = q;
-  const l = state.layer, hs = heads(), spans = tokSpans;
-  for (let k = 0; k < T; k++) {
-    const s = spans[k];
-    s.classList.toggle("query", k === q); s.classList.toggle("future", k > q);
-    if (k > q) { s.style.background = ""; s.removeAttribute("data-w"); continue; }
-    let best = 0, bh = hs[0];
-    for (const h of hs) { const v = w(l, h, q, k); if (v > best) { best = v; bh = h; } }
-    s.style.background = hs.length === 1 ? weightColor(best) : hc(bh, Math.sqrt(best));
-    s.dataset.w = fmt(best);
-    s.title = `#${k}  ` + hs.map(h => `h${h}: ${fmt(w(l, h, q, k))}`).join("  ");
-  }
+  const l = state.layer, hs = heads();
+  strip.repaint();
+  bigView.show(q);
   drawBars(q, l, hs);
   fillWeights(q, l, hs);
 }
@@ -158,15 +165,15 @@ function drawBars(q, l, hs) {
 function fillWeights(q, l, hs) {
   const tb = document.getElementById("weights");
   tb.dataset.query = q; tb.dataset.layer = l; tb.dataset.heads = hs.join(",");
-  let s = "<thead><tr><th>key</th><th>token</th>" +
-    hs.map(h => `<th style="color:${hc(h, 1)}">h${h}</th>`).join("") + "</tr></thead><tbody>";
-  for (let k = q; k >= 0; k--) {
-    s += `<tr><td>${k}</td><td class="tokcell">${escapeHtml(showSpaces(D.tokens[k]))}</td>` + hs.map(h => {
+  const head = "<thead><tr><th>key</th><th>token</th>" +
+    hs.map(h => `<th style="color:${hc(h, 1)}">h${h}</th>`).join("") + "</tr></thead>";
+  weightRows.set(head, q + 1, i => {  // row i: key q - i (the nearest first)
+    const k = q - i;
+    return `<tr><td>${k}</td><td class="tokcell">${escapeHtml(showSpaces(D.tokens[k]))}</td>` + hs.map(h => {
       const v = fmt(w(l, h, q, k));
       return `<td class="wcell" data-layer="${l}" data-head="${h}" data-q="${q}" data-k="${k}" data-w="${v}">${v}</td>`;
     }).join("") + "</tr>";
-  }
-  tb.innerHTML = s + "</tbody>";
+  });
   // the strongest keys first, summed over the shown heads
   const tot = [];
   for (let k = 0; k <= q; k++) tot.push([k, hs.reduce((a, h) => a + w(l, h, q, k), 0) / hs.length]);
@@ -176,14 +183,11 @@ function fillWeights(q, l, hs) {
 }
 
 
-document.getElementById("big").addEventListener("mousemove", e => {
-  const c = e.target, r = c.getBoundingClientRect();
-  const q = Math.floor((e.clientY - r.top) / r.height * T), k = Math.floor((e.clientX - r.left) / r.width * T);
+function hoverBig(q, k) {
   const h = state.head === "all" ? 0 : state.head;
-  if (q < 0 || k < 0 || q >= T || k >= T) return;
   document.getElementById("hoverinfo").textContent = k > q ? `query #${q}, key #${k}: masked (future)` :
     `query #${q} "${D.tokens[q]}" \u2192 key #${k} "${D.tokens[k]}": ${fmt(w(state.layer, h, q, k))}`;
-});
+}
 
 // ---- circuits: composition matrix of the chosen kind, and the logit lens
 const C = D.circuits, KINDS = Object.keys(C.composition);
@@ -279,6 +283,8 @@ function drawComposition() {
 }
 function buildLens() { document.getElementById("lens").innerHTML = lensTableHtml(C.logit_lens); }
 
+bigView = makePatternView(document.getElementById("big"), 512, hoverBig, document.getElementById("big-window"));
+weightRows = makeVirtualRows(document.getElementById("weights-wrap"), document.getElementById("weights"));
 buildControls(); buildTokens(); buildGrid(); buildMetrics(); buildCircuits(); buildLens(); buildTimeline();
 select(state.layer, state.head);
 document.body.dataset.ready = "1";

@@ -1,11 +1,21 @@
 "use strict";
 const INFO = JSON.parse(document.getElementById("info-data").textContent);
 const L = INFO.n_layer, H = INFO.n_head, KV = INFO.n_kv_head;
-const state = {layer: 0, head: 0, query: null, ablated: new Set(), data: null, tris: null, seq: 0, drawn: 0};
-let timer = null, controller = null, tInput = 0, updates = 0;
+const state = {layer: 0, head: 0, query: null, ablated: new Set(), data: null, tris: new Map(), seq: 0, drawn: 0};
+let timer = null, controller = null, tInput = 0, updates = 0, strip = null, bigView = null, toRows = null, byRows = null;
 window.lastUpdate = null;
 
-function w(l, h, q, k) { return k > q ? 0 : state.tris[l * H + h][rowStart(q) + k]; }
+// Head (l, h)'s lower triangle, decoded when first needed; null when the answer did not bring it (a long text
+// brings only the selected head's: selecting another asks the server again, which answers from its cache).
+function tri(l, h) {
+  const key = `${l},${h}`, d = state.data;
+  if (!state.tris.has(key)) {
+    if (!d || !(key in d.patterns_page)) return null;
+    state.tris.set(key, decodePattern(d.patterns_page[key], d.pattern_encoding, d.n_tokens));
+  }
+  return state.tris.get(key);
+}
+function w(l, h, q, k) { return k > q ? 0 : tri(l, h)[rowStart(q) + k]; }
 const fmt = fmtWeight;
 
 function buildGrid() {
@@ -46,7 +56,8 @@ async function request() {
   let res, data;
   try {
     res = await fetch("/api/attention", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({text, ablate, encoding: "b64", top_k: 10}), signal: controller.signal});
+      body: JSON.stringify({text, ablate, encoding: "page", heads: [[state.layer, state.head]], top_k: 10}),
+      signal: controller.signal});
     data = await res.json();
   } catch (e) {
     if (e.name === "AbortError") return;
@@ -69,17 +80,16 @@ async function request() {
 
 function render(d) {
   state.data = d;
-  state.tris = d.patterns_b64.map(decodeTri);
+  state.tris = new Map();
   const T = d.n_tokens;
   document.getElementById("notice").textContent = d.notice || "";
   document.getElementById("status").textContent =
     `${T} tokens \u00b7 ${d.timing_ms.total.toFixed(0)} ms on the server` +
     (d.ablate.length ? ` \u00b7 ablated: ${d.ablate.map(([l, h]) => `L${l}H${h}`).join(", ")}` : "");
   if (state.query === null || state.query >= T) state.query = T - 1;
-  const box = document.getElementById("tokens");
-  box.innerHTML = d.tokens.map((t, i) => tokenSpanHtml(t, i, `#${i} id ${d.ids[i]}`)).join("");
+  strip.set(d.tokens);
   for (let l = 0; l < L; l++) for (let h = 0; h < H; h++)
-    drawTri(document.getElementById(`thumb-${l}-${h}`), state.tris[l * H + h], T, 64);
+    drawThumb(document.getElementById(`thumb-${l}-${h}`), d.thumbs[l * H + h]);
   renderPreds(d);
   renderMetrics(d);
   renderLens(d);
@@ -122,19 +132,20 @@ function select(l, h) {
   document.querySelectorAll("#metrics tbody tr").forEach(tr => tr.classList.toggle("sel", +tr.dataset.l === l && +tr.dataset.h === h));
   if (!state.data) return;
   document.getElementById("big-title").textContent = `Pattern: layer ${l}, head ${h}` + (KV < H ? ` (kv head ${Math.floor(h / (H / KV))})` : "");
-  drawTri(document.getElementById("big"), state.tris[l * H + h], state.data.n_tokens, 380);
+  const t = tri(l, h);
+  if (!t) {  // not in this answer: ask for it (same text, so the server only encodes it)
+    document.getElementById("status").textContent = `loading the pattern of L${l}H${h}\u2026`;
+    tInput = performance.now(); clearTimeout(timer); request(); return;
+  }
+  bigView.set(t, state.data.n_tokens);
   setQuery(state.query);
 }
 
 function setQuery(q) {
   const d = state.data, T = d.n_tokens, l = state.layer, h = state.head;
   state.query = q;
-  document.querySelectorAll("#tokens .tok").forEach(s => {
-    const k = +s.dataset.i;
-    s.classList.toggle("query", k === q);
-    const v = k <= q ? w(l, h, q, k) : 0;
-    s.style.background = k <= q ? weightColor(v) : "";
-  });
+  strip.repaint();
+  bigView.show(q);
   document.getElementById("sel-title").textContent = `Token #${q} ${JSON.stringify(d.tokens[q])} in layer ${l}, head ${h}`;
   const row = (k, v, dir) => `<tr><td>${k}</td><td class="tokcell">${escapeHtml(showSpaces(d.tokens[k]))}</td>` +
     `<td class="wcell" data-dir="${dir}" data-layer="${l}" data-head="${h}" data-q="${dir === "to" ? q : k}" data-k="${dir === "to" ? k : q}" data-w="${fmt(v)}">${fmt(v)}</td></tr>`;
@@ -142,9 +153,9 @@ function setQuery(q) {
   for (let k = 0; k <= q; k++) to.push([k, w(l, h, q, k)]);
   for (let i = q; i < T; i++) by.push([i, w(l, h, i, q)]);
   to.sort((a, b) => b[1] - a[1]); by.sort((a, b) => b[1] - a[1]);
-  const head = "<thead><tr><th>#</th><th>token</th><th>weight</th></tr></thead><tbody>";
-  document.getElementById("attends-to").innerHTML = head + to.map(([k, v]) => row(k, v, "to")).join("") + "</tbody>";
-  document.getElementById("attended-by").innerHTML = head + by.map(([k, v]) => row(k, v, "by")).join("") + "</tbody>";
+  const head = "<thead><tr><th>#</th><th>token</th><th>weight</th></tr></thead>";
+  toRows.set(head, to.length, i => row(to[i][0], to[i][1], "to"));
+  byRows.set(head, by.length, i => row(by[i][0], by[i][1], "by"));
 }
 
 document.getElementById("title").textContent = `${INFO.title} \u2014 live`;
@@ -152,6 +163,17 @@ document.getElementById("info").textContent =
   `${L} layers x ${H} heads` + (KV < H ? ` (${KV} kv heads)` : "") + ` \u00b7 ${INFO.position} positions \u00b7 context ` +
   `${INFO.block_size} tokens (texts are cut at ${INFO.max_tokens}) \u00b7 tokenizer ${INFO.tokenizer}` +
   Object.entries(INFO.info || {}).map(([k, v]) => ` \u00b7 ${k}: ${v}`).join("");
+// a token's shade: how much the clicked token attends to it in the selected head
+function paintToken(s, k) {
+  const q = state.query, t = tri(state.layer, state.head);
+  if (q === null || !t) return;
+  s.classList.toggle("query", k === q);
+  s.style.background = k <= q ? weightColor(w(state.layer, state.head, q, k)) : "";
+}
+strip = makeTokenStrip(document.getElementById("tokens"), i => `#${i} id ${state.data.ids[i]}`, paintToken);
+bigView = makePatternView(document.getElementById("big"), 380, null, document.getElementById("big-window"));
+const tableRows = id => makeVirtualRows(document.getElementById(id).parentElement, document.getElementById(id));
+toRows = tableRows("attends-to"); byRows = tableRows("attended-by");
 buildGrid();
 document.getElementById("text").addEventListener("input", onInput);
 if (INFO.sample_text) {  // open with a text (the start of the run's val text), not an empty page

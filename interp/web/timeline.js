@@ -45,16 +45,17 @@ function buildTimeline() {
   if (!tl) return;
   document.getElementById("timeline").hidden = false;
   document.getElementById("tl-sentence").textContent = tl.phases ? "phases: " + tl.phases.sentence : "";
-  const base = {patterns: D.patterns, rows: D.rows}, n = tl.steps.length;
+  const base = {patterns: D.patterns, thumbs: D.thumbs, rows: D.rows}, n = tl.steps.length;
   const sl = document.getElementById("tl-slider"), label = document.getElementById("tl-label");
   sl.max = n; sl.value = n; sl.hidden = n === 0;
   const show = i => {
     const own = i >= n, step = own ? tl.report_step : tl.steps[i];
     D.patterns = own ? base.patterns : tl.patterns[i];
+    D.thumbs = own ? base.thumbs : tl.thumbs[i];
     D.rows = own ? base.rows : tl.rows[i];
     cache.clear();
     for (let l = 0; l < L; l++) for (let h = 0; h < H; h++)
-      drawPattern(document.getElementById(`thumb-${l}-${h}`), l, h, Math.min(T, 64));
+      drawThumb(document.getElementById(`thumb-${l}-${h}`), D.thumbs[l * H + h]);
     buildMetrics(); select(state.layer, state.head);
     label.textContent = own ? `the report's checkpoint (${tl.report_name}, step ${step})` : `the snapshot at step ${step}`;
     document.body.dataset.step = step;
