@@ -26,7 +26,7 @@ import numpy as np
 from rundir.files import atomic_write
 
 from .page_common import render
-from .pattern_codec import decode, encode, encode_pattern, encoding_for, thumbnail
+from .pattern_codec import decode, encode, encode_pattern, encoding_for, thumbnails
 
 __all__ = ["decode_pattern", "encode_pattern", "page_data", "token_label", "token_texts", "write_html"]
 
@@ -89,7 +89,7 @@ def page_data(
         "rows": rows,
         "encoding": enc,
         "patterns": [encode(patterns[l, h], enc) for l in range(L) for h in range(H)],
-        "thumbs": [thumbnail(patterns[l, h]) for l in range(L) for h in range(H)],
+        "thumbs": thumbnails(patterns),
         "initial": {"layer": layer, "head": head},
         "circuits": {
             "composition": {

@@ -23,12 +23,10 @@ from . import circuits as CI
 from . import metrics as M
 from .ablation import ablation_hooks
 from .html import token_label, token_texts
-from .pattern_codec import encode, encode_pattern, encoded_bytes, encoding_for, thumbnail
+from .pattern_codec import encode, encode_pattern, encoded_bytes, encoding_for, thumbnails
 
 MAX_TOKENS = 2048  # the longest text the viewer runs (a learned-position model: at most its block_size)
-PAGE_BUDGET = (
-    8_000_000  # base64 bytes of patterns in one "page" answer; past it only the asked-for heads come
-)
+PAGE_BUDGET = 2_000_000  # base64 bytes of patterns in a "page" answer; past it only the asked-for heads
 ENCODINGS = ("json", "b64", "page")
 FIELDS = {"text", "ablate", "encoding", "top_k", "heads"}
 MAX_TOP_K = 50
@@ -203,7 +201,7 @@ class LiveModel:
             out["patterns_page"] = {
                 f"{l},{h}": encode(p[l, h], enc) for l, h in (every if heads is None or fits else heads)
             }
-            out["thumbs"] = [thumbnail(p[l, h]) for l, h in every]
+            out["thumbs"] = thumbnails(p)  # layer-major, as `every`
         elif encoding == "b64":
             out["patterns_b64"] = [encode_pattern(p[l, h]) for l in range(L) for h in range(H)]
         else:

@@ -21,6 +21,8 @@ import base64
 from functools import lru_cache
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 U16_MAX_TOKENS = 512  # longer texts travel as u8
 THUMB = 64  # thumbnail side in cells (at most)
@@ -93,11 +95,23 @@ def thumb_bounds(T: int, n: int) -> np.ndarray:
     return np.floor(np.arange(n) * (T / n)).astype(np.int64)
 
 
-def thumbnail(pattern: np.ndarray, size: int = THUMB) -> str:
-    """The pattern max-pooled to `n x n` (n = min(T, size)) as base64 uint8 `round(255 * sqrt(max))`."""
-    p = np.clip(np.asarray(pattern, dtype=np.float64), 0, 1)
+def thumbnails(patterns: np.ndarray, size: int = THUMB) -> list[str]:
+    """Each `(T, T)` pattern of `patterns (..., T, T)` max-pooled to `n x n` (n = min(T, size)) as base64 uint8
+    `round(255 * sqrt(max))`, in the order of the leading axes."""
+    p = np.asarray(patterns, dtype=np.float32)
     T = p.shape[-1]
+    p = p.reshape(-1, T, T) * _tril_mask(T)  # clipped to [0, 1] after pooling (the max commutes with it)
     n = min(T, size)
-    b = thumb_bounds(T, n)
-    m = np.maximum.reduceat(np.maximum.reduceat(np.tril(p), b, axis=0), b, axis=1)  # (n, n)
-    return base64.b64encode(np.rint(255 * np.sqrt(m)).astype(np.uint8).tobytes()).decode("ascii")
+    if T % n == 0:  # equal blocks: torch's max pooling (numpy's max over a short axis is slow)
+        r = T // n
+        m = F.max_pool2d(torch.from_numpy(p)[:, None], r)[:, 0].numpy()
+    else:
+        b = thumb_bounds(T, n)
+        m = np.maximum.reduceat(np.maximum.reduceat(p, b, axis=1), b, axis=2)
+    q = np.rint(255 * np.sqrt(np.clip(m, 0, 1).astype(np.float64))).astype(np.uint8)  # (heads, n, n)
+    return [base64.b64encode(x.tobytes()).decode("ascii") for x in q]
+
+
+def thumbnail(pattern: np.ndarray, size: int = THUMB) -> str:
+    """One pattern's thumbnail (:func:`thumbnails`)."""
+    return thumbnails(pattern[None], size)[0]

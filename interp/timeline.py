@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .pattern_codec import encode, encoded_bytes, encoding_for, thumbnail
+from .pattern_codec import encode, encoded_bytes, encoding_for, thumbnails
 from .report import classify
 from .tracking import head_metric_tables, mean_k_composition, tables_to_rows
 
@@ -73,7 +73,7 @@ def measure_steps(
         L, H = pats.shape[:2]
         out["steps"].append(int(step))
         out["patterns"].append([encode(pats[l, h], enc) for l in range(L) for h in range(H)])
-        out["thumbs"].append([thumbnail(pats[l, h]) for l in range(L) for h in range(H)])
+        out["thumbs"].append(thumbnails(pats))
         out["rows"].append(rows)
     return out
 

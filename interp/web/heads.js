@@ -288,3 +288,4 @@ weightRows = makeVirtualRows(document.getElementById("weights-wrap"), document.g
 buildControls(); buildTokens(); buildGrid(); buildMetrics(); buildCircuits(); buildLens(); buildTimeline();
 select(state.layer, state.head);
 document.body.dataset.ready = "1";
+requestAnimationFrame(() => { window.loadedMs = performance.now(); });  // the first frame drawn (bench/heads_bench.py)

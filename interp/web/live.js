@@ -144,6 +144,7 @@ function select(l, h) {
 function setQuery(q) {
   const d = state.data, T = d.n_tokens, l = state.layer, h = state.head;
   state.query = q;
+  if (!tri(l, h)) return;  // the selected head's pattern is on its way; its answer redraws with this query
   strip.repaint();
   bigView.show(q);
   document.getElementById("sel-title").textContent = `Token #${q} ${JSON.stringify(d.tokens[q])} in layer ${l}, head ${h}`;
