@@ -85,8 +85,10 @@ def parse_request(obj, n_layer: int, n_head: int) -> dict:
     top_k = obj.get("top_k", 10)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
         raise BadRequest(f'"top_k" must be an integer from 1 to {MAX_TOP_K}, got {str(top_k)[:20]}')
-    heads = _head_pairs(obj, "heads", n_layer, n_head) if "heads" in obj else None
-    return {"text": text, "ablate": pairs, "encoding": encoding, "top_k": top_k, "heads": heads}
+    out = {"text": text, "ablate": pairs, "encoding": encoding, "top_k": top_k}
+    if "heads" in obj:  # only when asked: analyse's other callers need not know the field
+        out["heads"] = _head_pairs(obj, "heads", n_layer, n_head)
+    return out
 
 
 def _nested(a: np.ndarray, digits: int = 4):

@@ -105,7 +105,11 @@ def test_bad_heads_field_is_a_400():
         live_mod.parse_request({"text": "a", "heads": [[5, 0]]}, 2, 4)
     with pytest.raises(live_mod.BadRequest, match='"heads" must be a list'):
         live_mod.parse_request({"text": "a", "heads": "0,0"}, 2, 4)
-    assert live_mod.parse_request({"text": "a"}, 2, 4)["heads"] is None
+    assert "heads" not in live_mod.parse_request({"text": "a"}, 2, 4)
+    assert live_mod.parse_request({"text": "a", "heads": [[1, 0], [0, 3], [1, 0]]}, 2, 4)["heads"] == [
+        (0, 3),
+        (1, 0),
+    ]
 
 
 def _gpt(position, block=64, n_layer=1, n_head=2, n_embd=16):
