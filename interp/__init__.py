@@ -10,4 +10,5 @@ live      the live viewer's analysis of one text (patterns, metrics, DLA, ablati
 serve     its HTTP server (heads.py serve=true); live_page its page
 plots, html, steps
 page_common  makes a self-contained page of the web code in interp/web (heads.html, live.html, their .css/.js)
+pattern_codec  how patterns travel to the pages (uint16, uint8 per row past 512 tokens, thumbnails)
 """

@@ -2,6 +2,8 @@
 (thumbnails for every head, whole patterns for the asked-for heads past a budget), heads.py's limits, and a
 2,048-token heads.html in Chromium that keeps only what is in view in the DOM and shows the right numbers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -259,3 +261,35 @@ def test_live_page_asks_for_a_head_it_was_not_sent(chromium, monkeypatch):
         srv.shutdown()
         srv.server_close()
     assert not errors, errors
+
+
+def test_heads_report_past_the_block_size(tmp_path, monkeypatch):
+    """heads.py on a RoPE run with a text of 599 tokens, block_size 64: the page holds the u8 patterns of the
+    whole text (the model's own, past its training length) and the report says they are extrapolated."""
+    from hydra import compose, initialize_config_dir
+    from test_heads_live import ROOT, _save_run
+    from test_heads_observatory import _page_data
+
+    from interp import report
+
+    def no_png(*args, **kw):  # the PNGs are not what this test is about (and take seconds)
+        return next(Path(a) for a in args if str(a).endswith(".png"))
+
+    for name in ("metric_heatmap", "pattern_grid", "head_pattern", "composition_matrices", "logit_lens"):
+        monkeypatch.setattr(report.plots, name, no_png)
+    run = _save_run(tmp_path / "run")
+    text = ("The cat sat on the mat. " * 25).rstrip()  # 599 characters, 599 tokens (u8: past 512)
+    overrides = [f"run={run}", f"text={text}", f"out={tmp_path / 'out'}", "ablation.enabled=false"]
+    overrides += ["icl.batches=0", "probe.batch_size=2", "timeline=false"]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        res = heads.report(compose("heads", overrides=overrides))
+    assert any("past the model's training length (64)" in n for n in res["notes"])
+    d = _page_data(tmp_path / "out" / "heads.html")
+    assert d["T"] == 599 and d["encoding"] == "u8" and len(d["thumbs"]) == 8
+    ids = torch.tensor(get_tokenizer(META).encode(text))
+    want = _model().attention_patterns(ids[None])[:, 0].numpy()
+    for j, s in enumerate(d["patterns"]):
+        got = PC.decode(s, 599, "u8")
+        assert (
+            np.abs(got - want[j // 4, j % 4]).max(axis=1) <= PC.max_error(want[j // 4, j % 4], "u8")
+        ).all()
