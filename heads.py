@@ -37,7 +37,8 @@ from omegaconf import DictConfig
 from cli import prepare_argv, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 
-PAGE_MAX_TOKENS = 1024  # heads.html stores n_layer * n_head * T^2 / 2 weights: keep it openable
+PAGE_MAX_TOKENS = 2048  # the longest text heads.html draws (it holds n_layer * n_head * T^2 / 2 weights)
+PAGE_MAX_BYTES = 200_000_000  # and its patterns never take more than this (a browser tab must open it)
 
 
 def _data_hint(run) -> str:
@@ -159,7 +160,10 @@ def _text_ids(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
     return [int(t) for t in arr], f"the first {n} tokens of {split}.bin"
 
 
-def _check_length(n: int, model) -> None:
+def _check_length(n: int, model) -> str | None:
+    """Refuse a text the model or the page cannot take; a note when it runs past the training length."""
+    from interp.pattern_codec import encoded_bytes, encoding_for
+
     lim = model.max_seq_len
     if lim is not None and n > lim:
         raise UserError(
@@ -170,6 +174,24 @@ def _check_length(n: int, model) -> None:
         raise UserError(
             f"the text has {n} tokens; heads.html draws at most {PAGE_MAX_TOKENS}: pass max_tokens="
         )
+    mc = model.config
+    size = encoded_bytes(mc.n_layer * mc.n_head, n, encoding_for(n))
+    if size > PAGE_MAX_BYTES:
+        fit = next(
+            t
+            for t in range(n, 1, -64)
+            if encoded_bytes(mc.n_layer * mc.n_head, t, encoding_for(t)) <= PAGE_MAX_BYTES
+        )
+        raise UserError(
+            f"the text has {n} tokens: the patterns of {mc.n_layer} x {mc.n_head} heads would make heads.html "
+            f"{size / 1e6:.0f} MB (at most {PAGE_MAX_BYTES / 1e6:.0f}); pass max_tokens={fit}"
+        )
+    if n > mc.block_size:
+        return (
+            f"the text ({n} tokens) is past the model's training length ({mc.block_size}): its {mc.position} "
+            f"positions from {mc.block_size} on are extrapolated"
+        )
+    return None
 
 
 def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
@@ -401,7 +423,7 @@ def report(cfg: DictConfig) -> dict:
     )
     ddir = _val_dir(run, cfg, skipping) if skipping else None
     ids, source = _text_ids(run, cfg, ddir, probe)
-    _check_length(len(ids), model)
+    long_note = _check_length(len(ids), model)
     rep, metric_x = _measure(run, cfg, ids, ddir, probe)
     text_ids = torch.tensor(ids, dtype=torch.long, device=device)
     if phases:
@@ -421,6 +443,8 @@ def report(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     timeline, tl_notes = _timeline(run, cfg, text_ids, probe, metric_x, phases)
     rep.notes.extend(tl_notes)
+    if long_note:
+        rep.notes.append(long_note)
     rep.timings["timeline_s"] = time.perf_counter() - t0
     files = write_report(
         rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head), timeline=timeline

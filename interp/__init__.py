@@ -9,4 +9,6 @@ report    analyse a model, write heads.csv/json, composition.csv, PNGs and heads
 live      the live viewer's analysis of one text (patterns, metrics, DLA, ablations, predictions)
 serve     its HTTP server (heads.py serve=true); live_page its page
 plots, html, steps
+page_common  makes a self-contained page of the web code in interp/web (heads.html, live.html, their .css/.js)
+pattern_codec  how patterns travel to the pages (uint16, uint8 per row past 512 tokens, thumbnails)
 """

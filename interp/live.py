@@ -22,11 +22,13 @@ from gptlab_errors import UserError
 from . import circuits as CI
 from . import metrics as M
 from .ablation import ablation_hooks
-from .html import encode_pattern, token_label, token_texts
+from .html import token_label, token_texts
+from .pattern_codec import encode, encode_pattern, encoded_bytes, encoding_for, thumbnails
 
-MAX_TOKENS = 1024  # the page draws n_layer * n_head * T^2 weights: past this it is no longer live
-ENCODINGS = ("json", "b64")
-FIELDS = {"text", "ablate", "encoding", "top_k"}
+MAX_TOKENS = 2048  # the longest text the viewer runs (a learned-position model: at most its block_size)
+PAGE_BUDGET = 2_000_000  # base64 bytes of patterns in a "page" answer; past it only the asked-for heads
+ENCODINGS = ("json", "b64", "page")
+FIELDS = {"text", "ablate", "encoding", "top_k", "heads"}
 MAX_TOP_K = 50
 DIGITS = 6  # attention weights in the JSON encoding are rounded to this many decimals
 
@@ -35,8 +37,30 @@ class BadRequest(ValueError):
     """A request the API cannot answer; the message says what to send instead (a 400 for the server)."""
 
 
+def _head_pairs(obj: dict, key: str, n_layer: int, n_head: int) -> list[tuple[int, int]]:
+    """The `[[layer, head], ...]` list under ``key``, checked, as sorted unique pairs."""
+    items = obj.get(key, [])
+    if not isinstance(items, list):
+        raise BadRequest(f'"{key}" must be a list of [layer, head] pairs')
+    pairs = []
+    for p in items:
+        ok = (
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
+        )
+        if not ok or not (0 <= p[0] < n_layer and 0 <= p[1] < n_head):
+            raise BadRequest(
+                f'"{key}" entries are [layer, head] with layer in 0..{n_layer - 1} and head in 0..{n_head - 1}; '
+                f"got {str(p)[:40]}"
+            )
+        pairs.append((p[0], p[1]))
+    return sorted(set(pairs))
+
+
 def parse_request(obj, n_layer: int, n_head: int) -> dict:
-    """Check a decoded JSON request: `{"text": str, "ablate": [[l, h], ...], "encoding": ..., "top_k": int}`."""
+    """Check a decoded JSON request: `{"text": str, "ablate": [[l, h], ...], "encoding": ..., "top_k": int,
+    "heads": [[l, h], ...]}` (``heads``: with ``"encoding": "page"``, the heads whose whole pattern is wanted)."""
     if not isinstance(obj, dict):
         raise BadRequest(f'send a JSON object like {{"text": "..."}}, not a JSON {type(obj).__name__}')
     unknown = sorted(set(obj) - FIELDS)
@@ -54,29 +78,17 @@ def parse_request(obj, n_layer: int, n_head: int) -> dict:
             f'"text" holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is no '
             "character; send valid Unicode"
         ) from None
-    ablate = obj.get("ablate", [])
-    if not isinstance(ablate, list):
-        raise BadRequest('"ablate" must be a list of [layer, head] pairs')
-    pairs = []
-    for p in ablate:
-        ok = (
-            isinstance(p, list)
-            and len(p) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
-        )
-        if not ok or not (0 <= p[0] < n_layer and 0 <= p[1] < n_head):
-            raise BadRequest(
-                f'"ablate" entries are [layer, head] with layer in 0..{n_layer - 1} and head in 0..{n_head - 1}; '
-                f"got {str(p)[:40]}"
-            )
-        pairs.append((p[0], p[1]))
+    pairs = _head_pairs(obj, "ablate", n_layer, n_head)
     encoding = obj.get("encoding", "json")
     if encoding not in ENCODINGS:
         raise BadRequest(f'"encoding" must be one of {", ".join(ENCODINGS)}, got {str(encoding)[:20]!r}')
     top_k = obj.get("top_k", 10)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
         raise BadRequest(f'"top_k" must be an integer from 1 to {MAX_TOP_K}, got {str(top_k)[:20]}')
-    return {"text": text, "ablate": sorted(set(pairs)), "encoding": encoding, "top_k": top_k}
+    out = {"text": text, "ablate": pairs, "encoding": encoding, "top_k": top_k}
+    if "heads" in obj:  # only when asked: analyse's other callers need not know the field
+        out["heads"] = _head_pairs(obj, "heads", n_layer, n_head)
+    return out
 
 
 def _nested(a: np.ndarray, digits: int = 4):
@@ -109,7 +121,11 @@ class LiveModel:
     """A model and tokenizer answering live-viewer requests (see :func:`parse_request` for the fields).
 
     ``sample_text`` is what the page opens with (heads.py passes the start of the run's val text); by default
-    :func:`default_sample`.
+    :func:`default_sample`. Texts are cut at ``max_tokens`` (:data:`MAX_TOKENS`), and at the block size for a
+    model whose positions stop there (``learned``); the other schemes run past their training length.
+
+    The last analysis is kept (one entry: text, ablations, top_k), so asking again for other heads' patterns
+    of the same text (the page does when a head is selected) only encodes them.
     """
 
     def __init__(
@@ -119,16 +135,18 @@ class LiveModel:
         title: str = "heads",
         info: dict | None = None,
         sample_text: str | None = None,
+        max_tokens: int = MAX_TOKENS,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         cfg = model.config
         self.sample_text = sample_text or default_sample(tokenizer, cfg.block_size)
-        self.max_tokens = min(cfg.block_size, MAX_TOKENS)
+        self.max_tokens = min(model.max_seq_len or max_tokens, max_tokens)
         self.title = title
         self.extra_info = info or {}
         self.device = next(model.parameters()).device
         self.lock = threading.Lock()  # hooks live on the one model: one request at a time
+        self._last = None  # (key, answer without patterns, patterns (L, H, T, T))
 
     def info(self) -> dict:
         cfg = self.model.config
@@ -159,9 +177,47 @@ class LiveModel:
             for t, i, pr in zip(labels, top.indices.tolist(), top.values.tolist())
         ]
 
+    def analyse(self, text: str, ablate=(), encoding: str = "json", top_k: int = 10, heads=None) -> dict:
+        """Everything the page shows for `text` with the `ablate` heads zero-ablated (see docs/heads.md).
+
+        ``heads`` (with ``encoding="page"``): the heads whose whole pattern the answer must hold; all heads come
+        when they fit :data:`PAGE_BUDGET`."""
+        t0 = time.perf_counter()
+        key = (text, tuple(map(tuple, ablate)), top_k)
+        with self.lock:
+            last = self._last
+        hit = last is not None and last[0] == key
+        if hit:
+            out, p = dict(last[1]), last[2]
+        else:
+            out, p = self._analyse(text, ablate, top_k)
+            with self.lock:
+                self._last = (key, out, p)
+            out = dict(out)
+        L, H, T = p.shape[0], p.shape[1], p.shape[-1]
+        if encoding == "page":
+            enc = encoding_for(T)
+            every = [(l, h) for l in range(L) for h in range(H)]
+            fits = encoded_bytes(L * H, T, enc) <= PAGE_BUDGET
+            out["pattern_encoding"] = enc
+            out["patterns_page"] = {
+                f"{l},{h}": encode(p[l, h], enc) for l, h in (every if heads is None or fits else heads)
+            }
+            out["thumbs"] = thumbnails(p)  # layer-major, as `every`
+        elif encoding == "b64":
+            out["patterns_b64"] = [encode_pattern(p[l, h]) for l in range(L) for h in range(H)]
+        else:
+            out["patterns"] = np.round(p.astype(np.float64), DIGITS).tolist()
+        out["timing_ms"] = {  # a repeated question (other heads of the same text) runs no model
+            "model": 0.0 if hit else out["timing_ms"]["model"],
+            "total": round(1000 * (time.perf_counter() - t0), 2),
+            "cached": hit,
+        }
+        return out
+
     @torch.no_grad()
-    def analyse(self, text: str, ablate=(), encoding: str = "json", top_k: int = 10) -> dict:
-        """Everything the page shows for `text` with the `ablate` heads zero-ablated (see docs/heads.md)."""
+    def _analyse(self, text: str, ablate, top_k: int) -> tuple[dict, np.ndarray]:
+        """The answer without its patterns, and the patterns `(L, H, T, T)` as float32."""
         t0 = time.perf_counter()
         try:
             ids = self.tokenizer.encode(text)
@@ -170,13 +226,22 @@ class LiveModel:
         if not ids:
             raise BadRequest("the text encodes to no tokens; type something")
         total = len(ids)
-        notice = None
+        notices = []
+        block = self.model.config.block_size
         if total > self.max_tokens:
             ids = ids[: self.max_tokens]
-            notice = (
-                f"the text has {total} tokens; only the first {self.max_tokens} are shown "
-                f"(the model's context is {self.model.config.block_size} tokens)"
+            why = (
+                f"the model's context is {block} tokens"
+                if self.model.max_seq_len is not None
+                else f"the viewer runs at most {self.max_tokens}"
             )
+            notices.append(f"the text has {total} tokens; only the first {self.max_tokens} are shown ({why})")
+        if len(ids) > block:
+            notices.append(
+                f"{len(ids)} tokens is past the model's training length ({block}): "
+                f"its {self.model.config.position} positions from {block} on are extrapolated"
+            )
+        notice = "; ".join(notices) or None
         m, L = self.model, self.model.config.n_layer
         x = torch.tensor(ids, dtype=torch.long, device=self.device)
         pat_names = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
@@ -203,7 +268,7 @@ class LiveModel:
             "ids": ids,
             "n_tokens": T,
             "total_tokens": total,
-            "truncated": notice is not None,
+            "truncated": total > len(ids),
             "notice": notice,
             "n_layer": L,
             "n_head": m.config.n_head,
@@ -219,13 +284,9 @@ class LiveModel:
             "predictions": self._predictions(logits[0, -1], top_k),
             "predictions_clean": self._predictions(clean, top_k) if clean is not None else None,
             "logit_lens": CI.logit_lens_from_cache(m, cache, x) if T > 1 else [],
+            "timing_ms": {
+                "model": round(1000 * (t2 - t1), 2),
+                "analysis": round(1000 * (time.perf_counter() - t0), 2),
+            },
         }
-        if encoding == "b64":
-            out["patterns_b64"] = [encode_pattern(p[l, h]) for l in range(L) for h in range(p.shape[1])]
-        else:
-            out["patterns"] = np.round(p.astype(np.float64), DIGITS).tolist()
-        out["timing_ms"] = {
-            "model": round(1000 * (t2 - t1), 2),
-            "total": round(1000 * (time.perf_counter() - t0), 2),
-        }
-        return out
+        return out, p

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .html import encode_pattern
+from .pattern_codec import encode, encoded_bytes, encoding_for, thumbnails
 from .report import classify
 from .tracking import head_metric_tables, mean_k_composition, tables_to_rows
 
@@ -23,8 +23,9 @@ SERIES = ("induction", "prev_token", "k_composition")
 
 
 def pattern_bytes(n_layer: int, n_head: int, T: int) -> int:
-    """The size of one step's patterns in the page: base64 of T (T + 1) / 2 uint16 per head."""
-    return n_layer * n_head * 4 * ((T * (T + 1) + 2) // 3)
+    """The size of one step's patterns in the page: base64 of each head's lower triangle in the page's encoding
+    (interp/pattern_codec.py; the thumbnails, 5.5 KB a head, are not counted)."""
+    return encoded_bytes(n_layer * n_head, T, encoding_for(T))
 
 
 def pick_steps(kept: list[int], per_step: int, budget: int = MAX_PAGE_BYTES) -> tuple[list[int], str | None]:
@@ -52,8 +53,10 @@ def measure_steps(
     probe: torch.Tensor,
     metric_x: torch.Tensor | None = None,
 ) -> dict:
-    """`{"steps", "patterns": [[b64 per head] per step], "rows": [[metric rows] per step]}` for the models."""
-    out = {"steps": [], "patterns": [], "rows": []}
+    """`{"steps", "patterns": [[b64 per head] per step], "thumbs": [[b64 per head] per step], "rows": [[metric
+    rows] per step]}` for the models; the patterns in the page's encoding for this text's length."""
+    out = {"steps": [], "patterns": [], "thumbs": [], "rows": []}
+    enc = encoding_for(int(text_ids.shape[-1]))
     for step, model in models:
         model.eval()
         pats = model.attention_patterns(text_ids[None])[:, 0].float().cpu().numpy()  # (L, H, T, T)
@@ -69,7 +72,8 @@ def measure_steps(
             r["kind"] = classify(r)
         L, H = pats.shape[:2]
         out["steps"].append(int(step))
-        out["patterns"].append([encode_pattern(pats[l, h]) for l in range(L) for h in range(H)])
+        out["patterns"].append([encode(pats[l, h], enc) for l in range(L) for h in range(H)])
+        out["thumbs"].append(thumbnails(pats))
         out["rows"].append(rows)
     return out
 

@@ -78,6 +78,12 @@ def smoke_train_bench(tmp_path):
     assert len(rows) == 1 and float(rows[0][1]) > 0  # the median table's row: val loss read from the run
 
 
+def smoke_threads_bench(tmp_path):
+    out = run_bench("bench/threads_bench.py", "--only", "decode tiny", "--repeats", "1", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| decode tiny b1 |")]
+    assert out.startswith("CPU: ") and len(rows) == 1  # one workload, one thread count, the CPU named
+
+
 SMOKE = {name.removeprefix("smoke_"): fn for name, fn in globals().items() if name.startswith("smoke_")}
 
 

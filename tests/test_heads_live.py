@@ -148,12 +148,27 @@ def test_api_ablation_changes_predictions_like_the_hook(server):
     np.testing.assert_allclose(np.array(d["patterns"]), want, atol=1e-6)
 
 
-def test_long_text_is_cut_with_a_notice(server):
-    text = "abc " * 40  # 160 characters, context 64
+def test_long_text_runs_past_the_block_size_or_is_cut_with_a_notice(server):
+    text = "abc " * 40  # 160 characters, context 64: rope runs past it
     _, _, d = _post(server, {"text": text})
-    assert d["n_tokens"] == 64 and d["total_tokens"] == 160 and d["truncated"]
-    assert "160 tokens" in d["notice"] and "first 64" in d["notice"]
-    assert np.array(d["patterns"]).shape == (2, 4, 64, 64)
+    assert d["n_tokens"] == 160 and d["total_tokens"] == 160 and not d["truncated"]
+    assert "past the model's training length (64)" in d["notice"]
+    want = server.live.model.attention_patterns(_ids(text)[None])[:, 0].numpy()
+    np.testing.assert_allclose(np.array(d["patterns"]), want, atol=1e-6)
+    # the viewer's own limit, and a model whose positions stop at its block size (learned)
+    tok = get_tokenizer(META)
+    d = LiveModel(server.live.model, tok, max_tokens=100).analyse(text)
+    assert d["n_tokens"] == 100 and d["truncated"] and "the viewer runs at most 100" in d["notice"]
+    torch.manual_seed(0)
+    learned = GPT(
+        GPTConfig(vocab_size=len(CHARS), block_size=64, n_layer=1, n_head=2, n_embd=16, position="learned")
+    )
+    live = LiveModel(learned.eval(), tok)
+    d = live.analyse(text)
+    assert live.max_tokens == 64 and d["n_tokens"] == 64 and d["total_tokens"] == 160 and d["truncated"]
+    assert "160 tokens" in d["notice"] and "first 64" in d["notice"] and "context is 64" in d["notice"]
+    assert "past" not in d["notice"]
+    assert np.array(d["patterns"]).shape == (1, 2, 64, 64)
     _, _, d = _post(server, {"text": "a"})  # one token: a 1 x 1 pattern, metrics undefined (null)
     assert d["n_tokens"] == 1 and d["patterns"] == [[[[1.0]]] * 4] * 2 and d["logit_lens"] == []
     assert d["metrics"]["prev_token"] == [[None] * 4] * 2
@@ -225,7 +240,7 @@ def test_page_and_info(server):
     )
     status, _, body = _get(server, "/api/info")
     info = json.loads(body)
-    assert (info["n_layer"], info["n_head"], info["n_kv_head"], info["max_tokens"]) == (2, 4, 2, 64)
+    assert (info["n_layer"], info["n_head"], info["n_kv_head"], info["max_tokens"]) == (2, 4, 2, 2048)
     assert (
         info["sample_text"] == "The cat sat on the mat. The cat sat on the"
     )  # no run data: the built-in one
@@ -370,11 +385,14 @@ def test_live_page_in_chromium(server, chromium):
     assert clean == [i for i, _ in before]  # the clean predictions stay beside them
     assert f"L{l}H{h}" in page.inner_text("#status")
 
-    # a text past the context: cut, with a visible notice
+    # a text past the training length (rope runs on), with a visible notice
     n = int(page.get_attribute("body", "data-updated"))
     page.fill("#text", "abc " * 30)
     _wait_update(page, n + 1)
-    assert page.is_visible("#notice") and "first 64" in page.inner_text("#notice")
+    assert page.is_visible("#notice") and "past the model's training length (64)" in page.inner_text(
+        "#notice"
+    )
+    assert page.eval_on_selector("#tokens", "b => +b.dataset.n") == 120
     page.fill("#text", SENTENCE)
     _wait_update(page, n + 2)
     assert page.inner_text("#notice") == ""
