@@ -1,11 +1,16 @@
-"""Rebuild a sweep's summary (summary.md, summary.csv, plots) from its run directories, or merge sweeps.
+"""Rebuild a sweep's summary (summary.md, the CSV files, plots) from its run directories, or merge sweeps.
 
     python compare.py multirun/positions                       # rewrite the summary in that sweep dir
     python compare.py multirun/positions multirun/kv_heads -o comparison/   # one table for both
     python compare.py multirun/positions --no-extrapolate      # skip the length-extrapolation evaluation
+    python compare.py multirun/positions --baseline rope       # pair every setting with position=rope
+    python compare.py multirun/seeds_0_1 multirun/seeds_2 -o merged   # the seeds of two sweeps pooled
 
-Runs that failed or did not finish are listed with their status, never dropped. Length-extrapolation
-results are cached in each run's extrapolation.json, so a second call is quick.
+Runs that differ only in `seed` are seeds of one setting, also across the folders given. Runs that failed or
+did not finish are listed with their status, never dropped. Settings whose budget (max_iters, batch,
+grad_accum, block) or data differ are not paired: one line says which (--unpaired: the tables without the
+comparison). Length-extrapolation results are cached in each run's extrapolation.json, so a second call is
+quick.
 """
 
 from __future__ import annotations
@@ -35,13 +40,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="val windows per evaluation length")
     p.add_argument("--device", default="auto", help="device for the evaluation: auto | cpu | cuda | mps")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help='the setting the others are paired with (e.g. rope or "position=rope, n_kv_head=4"); '
+        "default: the first setting of the sweep. compare.baseline=<setting> works too",
+    )
+    p.add_argument(
+        "--unpaired", action="store_true", help="no paired comparison (settings of different budgets)"
+    )
+    # train.py's spelling, compare.baseline=<setting>, is accepted as well
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [f"--baseline={a.split('=', 1)[1]}" if a.startswith("compare.baseline=") else a for a in argv]
     return p.parse_args(argv)
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
     from rundir.outdir import check_out_dir
-    from sweep.report import print_table, summarize
+    from sweep.report import CSV_FILES, print_table, summarize
 
     args = parse_args(argv)
     for d in args.dirs:
@@ -66,9 +83,13 @@ def main(argv: list[str] | None = None) -> Path:
         multipliers=args.multipliers,
         windows=args.windows,
         device=args.device,
+        baseline=args.baseline,
+        strict=True,
+        pair=not args.unpaired,
     )
     print_table(md)
-    print(f"\nwrote {md}, {Path(out) / 'summary.csv'} and the plots in {out}")
+    written = ", ".join(name for name in CSV_FILES.values() if (Path(out) / name).is_file())
+    print(f"\nwrote {md}, {written} and the plots in {out}")
     return md
 
 

@@ -56,16 +56,25 @@ def export(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="configs", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    rep = export(cfg)
+    try:
+        rep = export(cfg)
+    except KeyboardInterrupt:  # export_hf removes its unfinished folder on the way out
+        print("\ninterrupted; the export was not written (out= is as it was)", file=sys.stderr)
+        sys.exit(130)
     checks = ", ".join(f"{k} {v:.1e}" for k, v in rep["gaps"].items()) or "not checked (verify=false)"
     tokenizer = (
         "with tokenizer files" if rep["tokenizer"] else "no tokenizer files (this tokenizer has no HF form)"
     )
     print(f"wrote {rep['class']} to {rep['out']} ({tokenizer}); logit gap to ours: {checks}")
+    if rep.get("note"):
+        print(f"note: {rep['note']}")
     if cfg.format == "transformer_lens":
-        print(
-            f"load it: from transformer_lens import TransformerBridge; TransformerBridge.boot_transformers('{rep['out']}')"
-        )
+        boot = f"TransformerBridge.boot_transformers('{rep['out']}')"
+        if rep[
+            "no_bos"
+        ]:  # a char or ids tokenizer: TransformerLens would invent a BOS id past the vocabulary
+            boot = f"from interop.tl import fit_special_tokens; fit_special_tokens({boot})"
+        print(f"load it: from transformer_lens import TransformerBridge; {boot}")
     else:
         print(
             f"load it: from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('{rep['out']}')"

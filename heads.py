@@ -169,7 +169,50 @@ def _load(cfg: DictConfig):
         raise UserError("pass run=<run directory or checkpoint .pt>")
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    return load_run(cfg.run, device=pick_device(str(cfg.device)))
+    run = load_run(cfg.run, device=pick_device(str(cfg.device)), step=cfg.get("step"))
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return run
+
+
+def _phases(run_dir: Path) -> dict | None:
+    """The run's phase changes from its metrics.jsonl head rows (interp/phases.py), or None."""
+    from interp.phases import training_phases
+    from rundir.layout import RunDir
+
+    return training_phases(RunDir(run_dir).read_metrics())
+
+
+def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None, list[str]]:
+    """The page's timeline (interp/timeline.py) over the run's kept snapshots, and notes; None without
+    snapshots or head rows, or with timeline=false."""
+    from interp.timeline import measure_steps, pattern_bytes, pick_steps, series
+    from rundir.layout import RunDir
+    from rundir.load import load_run
+
+    rd = RunDir(run.run_dir)
+    kept, rows = rd.snapshot_steps(), rd.read_metrics()
+    if not cfg.timeline or not (kept or any(r.get("kind") == "heads" for r in rows)):
+        return None, []
+    mc, device = run.model.config, next(run.model.parameters()).device
+    steps, note = pick_steps(kept, pattern_bytes(mc.n_layer, mc.n_head, len(text_ids)))
+    notes = [note] if note else []
+
+    def models():
+        for s in steps:
+            try:
+                yield s, load_run(rd.snapshot(s), device=device).model
+            except UserError as e:  # a damaged snapshot: the others still make the timeline
+                notes.append(f"timeline: skipped {rd.snapshot(s)} ({e})")
+
+    tl = measure_steps(models(), text_ids, probe, metric_x)
+    tl.update(
+        series=series(rows, tl, mc.n_layer, mc.n_head),
+        phases=phases,
+        report_step=run.step,
+        report_name=run.ckpt_path.name,
+    )
+    return tl, notes
 
 
 def report(cfg: DictConfig) -> dict:
@@ -190,13 +233,18 @@ def report(cfg: DictConfig) -> dict:
     for name, v, n in (("layer", cfg.layer, L), ("head", cfg.head, H)):
         if not isinstance(v, int) or not 0 <= v < n:
             raise UserError(f"{name}={v} is out of range: this model has {n} {name}s (0..{n - 1})")
+    default = run.run_dir / "heads"
+    if run.snapshot or cfg.get("step") not in (None, "best"):
+        default = default / f"step_{run.step:06d}"  # a snapshot's report never replaces the run's own
     out = check_out_dir(
-        str(cfg.out) if cfg.out else run.run_dir / "heads",
+        str(cfg.out) if cfg.out else default,
         "heads",
         "out",
         sources=[run.run_dir],
         own=not cfg.out,
     )
+    phases = _phases(run.run_dir)
+    phase_lines = [f"phases: {phases['sentence']}"] if phases else []
     if cfg.steps.only:
         files = _steps_plots(run.run_dir, cfg, out, device)
         if not files:
@@ -204,7 +252,7 @@ def report(cfg: DictConfig) -> dict:
                 "no head metrics over steps to plot: train with train.head_metrics_interval=N "
                 "or pass steps.checkpoints=<glob>"
             )
-        return {"files": files, "summary": [], "timings": {}}
+        return {"files": files, "summary": phase_lines, "timings": {}}
     torch.manual_seed(0)
     if int(cfg.probe.reps) < 2:
         raise UserError(f"probe.reps={cfg.probe.reps} must be >= 2")
@@ -237,6 +285,8 @@ def report(cfg: DictConfig) -> dict:
         )
 
     rep = analyse(model, text_ids, tokens, probe, metric_x, eval_b, abl_b)
+    if phases:
+        rep.model_scores["phases"] = phases
     info = {
         "checkpoint": str(run.ckpt_path),
         "step": run.step,
@@ -246,13 +296,21 @@ def report(cfg: DictConfig) -> dict:
         "mlp": mc.mlp,
         "text": f"{len(ids)} tokens ({source})",
     }
+    if phases:
+        info["phases"] = phases["sentence"]
     title = f"heads of {run.run_dir.name}"
-    files = write_report(rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head))
+    t0 = time.perf_counter()
+    timeline, tl_notes = _timeline(run, cfg, text_ids, probe, metric_x, phases)
+    rep.notes.extend(tl_notes)
+    rep.timings["timeline_s"] = time.perf_counter() - t0
+    files = write_report(
+        rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head), timeline=timeline
+    )
     files.update({p.stem: p for p in _steps_plots(run.run_dir, cfg, out, device)})
     rep.timings["total_s"] = time.perf_counter() - t_start
     return {
         "files": files,
-        "summary": summary_lines(rep, int(cfg.top)),
+        "summary": summary_lines(rep, int(cfg.top)) + phase_lines,
         "timings": rep.timings,
         "notes": rep.notes,
         "out": out,
@@ -325,7 +383,7 @@ def main(cfg: DictConfig) -> None:
         print(
             f"wrote {len(res['files'])} files to {res['out']} in {t['total_s']:.1f} s "
             f"(patterns {t['patterns_s']:.1f} s, ablations {t['ablation_s']:.1f} s, circuits {t['circuits_s']:.1f} s, "
-            f"PNGs {t['png_s']:.1f} s, "
+            f"PNGs {t['png_s']:.1f} s, timeline {t['timeline_s']:.1f} s, "
             f"page {t['html_s']:.1f} s); open {res['out'] / 'heads.html'}"
         )
     else:

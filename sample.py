@@ -47,6 +47,7 @@ class Options:
     """The validated settings of one sampling call (configs/sample.yaml documents each)."""
 
     run: str
+    step: Any = None  # a step number, best or last (rundir.load resolves it)
     prompt: str = "\n"
     prompt_file: str | None = None
     num_samples: int = 1
@@ -409,7 +410,9 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
     dtype = pick_dtype(opts.dtype, device)
     text = read_prompt(opts.prompt, opts.prompt_file, stdin)  # before loading: a bad file fails fast
 
-    run = load_run(opts.run, device=device)
+    run = load_run(opts.run, device=device, step=opts.step)
+    for note in run.notes:
+        print(f"note: {note}", file=stderr, flush=True)
     model = run.model.to(dtype=dtype).eval()
     prompt_ids = encode_prompt(run.tokenizer, run.meta, text, getattr(model, "max_seq_len", None))
     eot_id = run.tokenizer.eot_id if opts.stop_at_eot else None

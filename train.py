@@ -6,6 +6,7 @@ python train.py model.position=alibi model.n_kv_head=1  # any model field: model
 python train.py train.resume=true hydra.run.dir=runs/2026-11-22_10-00-00_123   # continue a run
 torchrun --standalone --nproc_per_node=2 train.py        # DDP on 2 processes (gloo on CPU, NCCL on GPU)
 python train.py -m +experiment=positions                # a sweep (see docs/sweeps.md)
+python train.py -m +experiment=positions seeds=3        # each setting with seeds 0, 1, 2 (= seed=0,1,2)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cli import check_overrides
 from gptlab_errors import UserError, exit_on_user_error
+from sweep.seeds import expand_seeds
 from training.loop import train
 
 
@@ -75,6 +77,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = exit_on_user_error(expand_seeds)(sys.argv[1:])  # seeds=3 -> the sweep seed=0,1,2
     exit_on_user_error(check_overrides)("config", sys.argv[1:])  # Ctrl-C here is still the quiet exit
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt

@@ -308,6 +308,16 @@ def _build_induction(cfg: DataConfig, work: Path) -> tuple[dict, Path, Path]:
     return meta, train_f, val_f
 
 
+def same_tokens(old: dict | None, new: dict) -> bool:
+    """Whether a prepared folder's settings give ``new``'s tokens: equal, or equal but for the path the same
+    tokenizer.json (by content hash) was read from (a copy, e.g. the one a resumed run carries)."""
+    if old == new:
+        return True
+    if not isinstance(old, dict) or "hf_tokenizer_sha256" not in new:
+        return False
+    return {**old, "tokenizer": None} == {**new, "tokenizer": None}
+
+
 def prepare(cfg, *, quiet: bool = False) -> Path:
     """Make sure ``cfg``'s prepared folder is up to date and whole, and return it (cheap when nothing changed).
 
@@ -364,7 +374,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
         if _legacy(old):  # prepared before whole-file checksums (checked by sampling): record them now
             _write_meta(out, {**old, "fingerprints": _checksums(out / "train.bin", out / "val.bin")})
         return out
-    if old is not None and old.get("settings") == settings and cfg.source == "files":
+    if old is not None and same_tokens(old.get("settings"), settings) and cfg.source == "files":
         # the file stamps changed (e.g. touched): if the contents did not, only refresh the stamp
         from .sources import files_sha256, resolve_files
 
@@ -432,7 +442,9 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
 
 
 def _up_to_date(meta: dict | None, settings: dict, stamp) -> bool:
-    return meta is not None and meta.get("settings") == settings and meta.get("source_stamp") == stamp
+    return (
+        meta is not None and same_tokens(meta.get("settings"), settings) and meta.get("source_stamp") == stamp
+    )
 
 
 def _legacy(meta: dict | None) -> bool:

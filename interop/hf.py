@@ -25,10 +25,10 @@ from data import get_tokenizer
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
 from rundir.checkpoint import first_line
-from rundir.files import read_json
-from rundir.load import Run, build_model
+from rundir.files import disk_full_error, plain_file_mode, read_json
+from rundir.load import Run, build_model, check_weights
 
-from .hf_config import FAMILIES, from_hf_config, to_hf_config
+from .hf_config import FAMILIES, from_hf_config, past_block_size, to_hf_config
 from .hf_tokenizer import TOKENIZER_FILES, save_tokenizer, tokenizer_meta_for
 from .hf_weights import State, drop_empty_mlps, from_hf, to_hf
 
@@ -97,15 +97,26 @@ def _download(repo_id: str) -> Path:
         ) from None
 
 
+SIZES = (  # config.json fields that count something: a positive integer where they are set
+    "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "hidden_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size", "max_position_embeddings",
+    "sliding_window",
+)  # fmt: skip
+
+
 def read_hf_config(local: Path) -> dict:
     """config.json as transformers reads it (its defaults filled in, old field names converted)."""
     transformers = quiet_transformers()
+    f = local / "config.json"
+    raw = read_json(f, {})
+    for key in SIZES:  # before transformers divides by them
+        value = raw.get(key) if isinstance(raw, dict) else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{f} has {key}={value!r}; it must be a positive integer")
     try:
         return transformers.AutoConfig.from_pretrained(str(local)).to_dict()
-    except (ValueError, KeyError, OSError, TypeError) as e:
-        raise UserError(
-            f"{local / 'config.json'} cannot be read by transformers ({first_line(e, 160)})"
-        ) from None
+    except Exception as e:  # transformers validates configs with many error types (ValueError, its own)
+        raise UserError(f"{f} cannot be read by transformers ({first_line(e.__cause__ or e, 160)})") from None
 
 
 def read_weights(local: Path) -> tuple[State, Path]:
@@ -189,6 +200,10 @@ def read_pretrained_weights(pre: Pretrained) -> Pretrained:
     hf_state, pre.weights_file = read_weights(pre.local)
     state = from_hf(pre.family, GPTConfig(**pre.config), hf_state, source=str(pre.weights_file))
     pre.config, pre.state = drop_empty_mlps(pre.config, state)
+    # what every tool and train.py init_from= build on: one line here, never a load_state_dict traceback
+    check_weights(
+        pre.config, pre.state, pre.weights_file, why=f"{pre.local / 'config.json'} describes another model"
+    )
     return pre
 
 
@@ -283,13 +298,29 @@ def export_hf(
     model = run.model.float().eval()
     eot = run.meta.get("eot_id")
     hf = to_hf_model(model, eot)  # refuses an architecture no class computes, before anything is written
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.export-{os.getpid()}-{secrets.token_hex(3)}"
-    tmp.mkdir()
-    report = {"out": out, "class": type(hf).__name__, "tokenizer": False, "gaps": {}}
     try:
-        hf.save_pretrained(str(tmp))
-        report["tokenizer"] = save_tokenizer(run.meta, tmp, model.config.block_size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise disk_full_error(e, out) or UserError(f"cannot write out={out}: {_why_not(out, e)}") from None
+    report = {"out": out, "class": type(hf).__name__, "tokenizer": False, "gaps": {}}
+    report["note"] = past_block_size(model.config)  # where it stops agreeing with our sampler, if silently
+    # no end-of-text token: TransformerLens needs interop.tl.fit_special_tokens for string input
+    report["no_bos"] = eot is None or not 0 <= int(eot) < model.config.vocab_size
+    try:
+        try:
+            hf.save_pretrained(str(tmp))
+            report["tokenizer"] = save_tokenizer(run.meta, tmp, model.config.block_size)
+        except Exception as e:  # safetensors reports a full disk as its own SafetensorError
+            full = disk_full_error(e, out)
+            if full is None:
+                raise
+            raise full from e
+        # safetensors writes model.safetensors 0600: the umask's mode, as the other files have
+        for f in tmp.iterdir():
+            if f.is_file():
+                os.chmod(f, plain_file_mode())
         if verify:
             report["gaps"]["transformers"] = gap = verify_hf_dir(tmp, model)
             check_gap(gap, f"{report['class']}.from_pretrained({out})")
@@ -301,6 +332,16 @@ def export_hf(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _why_not(out: Path, e: OSError) -> str:
+    """Why the folder ``out`` (or the temporary one beside it) cannot be made, in words, and what to do."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder; pass out= a path under a folder"
+            return f"no folder can be made in {parent} ({e.strerror}); pass out= a folder you can write"
+    return f"{e.strerror}; pass out= a folder you can write"
 
 
 def _replace_dir(new: Path, out: Path) -> None:

@@ -3,13 +3,19 @@
 Export (:func:`family_for`, :func:`to_hf_config`): the Hugging Face class that computes the same function.
 
     gpt2     GPT2LMHeadModel     position=learned, norm=layernorm, mlp=gelu | gelu_tanh | relu2 | none
-    llama    LlamaForCausalLM    position=rope, norm=rmsnorm, mlp=swiglu | none
-    mistral  MistralForCausalLM  the llama shape with a sliding window, bias=false
+    mistral  MistralForCausalLM  position=rope, norm=rmsnorm, mlp=swiglu | none, bias=false
+    llama    LlamaForCausalLM    the same with bias=true (and no window shorter than block_size)
+
+Past block_size our sampler keeps a RoPE model's attention to a window of block_size keys (model/generate.py);
+Mistral's sliding_window says the same to transformers, so a bias-free RoPE model is exported as Mistral and
+agrees at every length. Llama has no such field (:func:`past_block_size`: where an export stops agreeing).
 
 Each takes any n_layer/n_head/n_embd/vocab/block_size, tied or untied embeddings, bias or none (Mistral:
-none). Where gptlab lacks a parameter the HF class has, the export writes the value that makes it vanish:
-zero biases for bias=false on GPT-2 (LayerNorm included), a zero MLP of width 1 for mlp=none, K/V heads
-repeated for their query group for GQA/MQA on GPT-2 (which only has MHA). Anything else — ALiBi, T5,
+none), and any init (zero_init_proj only changes the starting weights); none has a query/key norm or a
+logit soft cap, so qk_norm=true and a logit_softcap are refused. Where gptlab lacks a parameter the HF
+class has, the export writes the value that makes it vanish: zero biases for bias=false on GPT-2
+(LayerNorm included), a zero MLP of width 1 for mlp=none, K/V heads repeated for their query group for
+GQA/MQA on GPT-2 (which only has MHA). Anything else — ALiBi, T5,
 Shaw-relative, sinusoidal or no positions, LayerNorm with RoPE, ... — is refused in one line that names the
 field and the nearest mappable choice.
 
@@ -36,12 +42,13 @@ FROM_GPT2_ACT = {
     "relu2": "relu2",
 }
 NO_MLP_WIDTH = 1  # mlp=none is exported as a zero MLP this wide (and read back as mlp=none)
+ROPE_CLASSES = "MistralForCausalLM, or LlamaForCausalLM with bias=true"
 NEAREST_POSITION = {
-    "alibi": "position=rope (LlamaForCausalLM)",
-    "t5": "position=rope (LlamaForCausalLM)",
-    "relative": "position=rope (LlamaForCausalLM)",
-    "none": "position=rope (LlamaForCausalLM)",
-    "sinusoidal": "position=learned (GPT2LMHeadModel) or position=rope (LlamaForCausalLM)",
+    "alibi": f"position=rope ({ROPE_CLASSES})",
+    "t5": f"position=rope ({ROPE_CLASSES})",
+    "relative": f"position=rope ({ROPE_CLASSES})",
+    "none": f"position=rope ({ROPE_CLASSES})",
+    "sinusoidal": f"position=learned (GPT2LMHeadModel) or position=rope ({ROPE_CLASSES})",
 }
 
 
@@ -52,33 +59,59 @@ def _refuse(field: str, value, why: str, nearest: str):
 # ---------------------------------------------------------------------------------------------- export
 def family_for(cfg: GPTConfig) -> str:
     """'gpt2', 'llama' or 'mistral': the HF class that computes ``cfg``'s model exactly (UserError if none)."""
+    if cfg.qk_norm:
+        _refuse("qk_norm", "true", "GPT2LMHeadModel, LlamaForCausalLM and MistralForCausalLM have no query/key "
+                "norm", "qk_norm=false")  # fmt: skip
+    if cfg.logit_softcap is not None:
+        _refuse("logit_softcap", cfg.logit_softcap, "GPT2LMHeadModel, LlamaForCausalLM and MistralForCausalLM "
+                "do not cap their logits", "logit_softcap=null")  # fmt: skip
     if cfg.position == "learned":
         if cfg.norm != "layernorm":
             _refuse("norm", cfg.norm, "GPT2LMHeadModel (position=learned) has LayerNorm",
-                    "norm=layernorm, or position=rope for LlamaForCausalLM (RMSNorm)")  # fmt: skip
+                    "norm=layernorm, or position=rope for MistralForCausalLM (RMSNorm)")  # fmt: skip
         if cfg.mlp not in (*GPT2_ACT, "none"):
             _refuse("mlp", cfg.mlp, "GPT2LMHeadModel (position=learned) has an ungated MLP",
-                    "mlp=gelu_tanh, or position=rope norm=rmsnorm for LlamaForCausalLM (SwiGLU)")  # fmt: skip
+                    "mlp=gelu_tanh, or position=rope norm=rmsnorm for MistralForCausalLM (SwiGLU)")  # fmt: skip
         if cfg.window is not None and cfg.window < cfg.block_size:  # a window >= block_size never bites
             _refuse("window", cfg.window, "GPT2LMHeadModel has no sliding window",
                     "window=null, or position=rope norm=rmsnorm mlp=swiglu bias=false for MistralForCausalLM")  # fmt: skip
         return "gpt2"
     if cfg.position == "rope":
         if cfg.norm != "rmsnorm":
-            _refuse("norm", cfg.norm, "LlamaForCausalLM (position=rope) has RMSNorm",
+            _refuse("norm", cfg.norm, "Mistral/LlamaForCausalLM (position=rope) have RMSNorm",
                     "norm=rmsnorm, or position=learned for GPT2LMHeadModel (LayerNorm)")  # fmt: skip
         if cfg.mlp not in ("swiglu", "none"):
-            _refuse("mlp", cfg.mlp, "LlamaForCausalLM (position=rope) has a SwiGLU MLP",
+            _refuse("mlp", cfg.mlp, "Mistral/LlamaForCausalLM (position=rope) have a SwiGLU MLP",
                     "mlp=swiglu, or position=learned for GPT2LMHeadModel (gelu, gelu_tanh, relu2)")  # fmt: skip
-        if cfg.window is None:
-            return "llama"
-        if cfg.bias:
+        if not cfg.bias:  # Mistral's sliding_window carries the window our sampler uses past block_size
+            return "mistral"
+        if cfg.window is not None and cfg.window < cfg.block_size:
             _refuse("bias", "true", "MistralForCausalLM (RoPE with a sliding window) has no biases",
                     "bias=false, or window=null for LlamaForCausalLM")  # fmt: skip
-        return "mistral"
+        return "llama"
     _refuse("position", cfg.position, "no Hugging Face class among GPT2LMHeadModel, LlamaForCausalLM and "
             "MistralForCausalLM computes it", NEAREST_POSITION.get(cfg.position, "position=rope"))  # fmt: skip
     raise AssertionError  # unreachable: _refuse raises
+
+
+def generation_window(cfg: GPTConfig) -> int:
+    """The keys each query sees when our sampler runs a RoPE model past block_size (model/generate.py):
+    the configured window, at most block_size. Within block_size it is plain causal attention (or the window)."""
+    return cfg.block_size if cfg.window is None else min(cfg.window, cfg.block_size)
+
+
+def past_block_size(cfg: GPTConfig) -> str | None:
+    """Where the exported model silently stops computing what our sampler computes, or None.
+
+    (GPT-2 exports stop at block_size too, but not silently: transformers fails on a longer input.)"""
+    family, n = family_for(cfg), cfg.block_size
+    if family == "llama":
+        return (
+            f"past block_size={n} tokens LlamaForCausalLM attends to every earlier token, while gptlab's sampler "
+            f"keeps the last {n} (Llama has no sliding window; with bias=false the export is MistralForCausalLM "
+            f"and agrees at every length); the two agree on sequences of up to {n} tokens"
+        )
+    return None
 
 
 def to_hf_config(cfg: GPTConfig, eot_id: int | None = None) -> tuple[str, dict]:
@@ -105,7 +138,7 @@ def to_hf_config(cfg: GPTConfig, eot_id: int | None = None) -> tuple[str, dict]:
     if family == "llama":
         kwargs.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
     else:
-        kwargs.update(sliding_window=cfg.window)
+        kwargs.update(sliding_window=generation_window(cfg))
     return family, kwargs
 
 
@@ -178,6 +211,8 @@ def _from_llama(d: dict, model_type: str) -> dict:
                      f"attention_bias={attn_bias}")  # fmt: skip
     kv = int(d.get("num_key_value_heads") or H)
     window = d.get("sliding_window") if model_type == "mistral" else None
+    if window is not None and int(window) >= int(d["max_position_embeddings"]):
+        window = None  # a window as long as the context is our default: block_size past it, none within
     return dict(
         vocab_size=int(d["vocab_size"]), block_size=int(d["max_position_embeddings"]),
         n_layer=int(d["num_hidden_layers"]), n_head=H, n_kv_head=None if kv == H else kv, n_embd=C,

@@ -8,6 +8,10 @@ same function as our model: logits and attention patterns equal ours. The bridge
 LayerNorm folding or weight centering, unlike HookedTransformer's defaults); ``bridge.enable_compatibility_mode()``
 gives HookedTransformer's processed numerics, which leave the patterns as they are and shift each position's
 logits by a constant.
+
+String input: TransformerLens prepends a BOS token by default; :func:`fit_special_tokens` makes it the run's
+end-of-text token, or, for tokenizers without one (char, ids), turns it off instead of inventing an id the
+model lacks.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def to_transformer_lens(model: GPT, meta: dict | None = None, device: str | torc
     hf = to_hf_model(model, (meta or {}).get("eot_id"))  # fp32 copy of the weights; model is left as it is
     with tempfile.TemporaryDirectory(prefix="gptlab-tl-") as tmp:
         tok = _tokenizer(meta, model.config, Path(tmp))
-        return bridge.boot_transformers("gptlab-model", hf_model=hf, tokenizer=tok, device=str(device))
+        booted = bridge.boot_transformers("gptlab-model", hf_model=hf, tokenizer=tok, device=str(device))
+    return fit_special_tokens(booted)
 
 
 def bridge_from_dir(path: Path, meta: dict | None, cfg: GPTConfig):
@@ -65,7 +70,30 @@ def bridge_from_dir(path: Path, meta: dict | None, cfg: GPTConfig):
     bridge = _bridge_class()
     with tempfile.TemporaryDirectory(prefix="gptlab-tl-") as tmp:
         folder = path if (path / "tokenizer.json").is_file() else Path(tmp)
-        return bridge.boot_transformers(str(path), tokenizer=_tokenizer(meta, cfg, folder), device="cpu")
+        booted = bridge.boot_transformers(str(path), tokenizer=_tokenizer(meta, cfg, folder), device="cpu")
+    return fit_special_tokens(booted)
+
+
+def fit_special_tokens(bridge):
+    """Keep TransformerLens's BOS and pad tokens inside the model's vocabulary; returns ``bridge``.
+
+    A tokenizer without an end-of-text token (char, ids) has no BOS, EOS or pad token, so TransformerLens
+    adds ``<|endoftext|>`` as a new id (the vocabulary size) and prepends it to every string, for which the
+    embedding has no row. Such runs get no BOS (``prepend_bos`` off by default, as gptlab's own tools read
+    text) and pad with id 0 (right padding: a shorter string's tokens never attend to it). A run with an
+    end-of-text token (gpt2, most hf tokenizers) keeps TransformerLens's default: that token as BOS, as its
+    training data starts each document. An exported directory cannot say this to TransformerLens (a token
+    its files name as BOS becomes special, and decoding with ``skip_special_tokens`` drops it from text), so
+    a bridge booted from a char or ids export needs this call too.
+    """
+    tok, vocab_size = bridge.tokenizer, bridge.cfg.d_vocab
+    if tok is None:
+        return bridge
+    if tok.bos_token_id is None or tok.bos_token_id >= vocab_size:
+        bridge.cfg.default_prepend_bos = False
+    if tok.pad_token_id is None or tok.pad_token_id >= vocab_size:
+        tok.pad_token = tok.convert_ids_to_tokens(0)
+    return bridge
 
 
 def check_bridge(bridge, model: GPT) -> dict[str, float]:

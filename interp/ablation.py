@@ -66,7 +66,7 @@ class _LayerRunner:
         self.z_sum = torch.stack([cache[n].float().sum(dim=(0, 1)) for n in z_names])  # (L, nh, hs)
         self.full_logits = logits
         self.x = x
-        # the shortcut reruns blocks[l:], ln_f and lm_head: check that on the last block against the real forward
+        # the shortcut reruns blocks[l:], ln_f and unembed: check that on the last block against the real forward
         self.shortcut = torch.allclose(self._from_layer(L - 1, 1), logits, atol=1e-4, rtol=1e-4)
 
     def _from_layer(self, l: int, copies: int) -> torch.Tensor:
@@ -74,7 +74,7 @@ class _LayerRunner:
         h = self.resid[l].repeat(copies, 1, 1)  # (copies * B, T, C)
         for block in m.blocks[l:]:
             h = block(h, m.pos)
-        return m.lm_head(m.ln_f(h))  # (copies * B, T, vocab)
+        return m.unembed(m.ln_f(h))  # (copies * B, T, vocab)
 
     def logits(self, l: int, copies: int = 1) -> torch.Tensor:
         """Logits of `copies` stacked copies of the batch, run from layer `l` (hooks apply as registered)."""

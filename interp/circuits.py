@@ -28,6 +28,10 @@ earlier layer and head b in a later one,
 (hs, hs) matrices, never (C, C): with thin QR factors ``W_V = Q R_V``, ``W_K = Q' R_K``, ...,
 ``||W_V W_O W_Q W_K^T||_F = ||R_V (W_O W_Q) R_K^T||_F``.
 
+**qk_norm** (RMSNorm of each head's q and k over head_dim, before RoPE) is folded the same way: its gains
+scale W_Q's and W_K's columns (``W_Q -> W_Q diag(g_q)``), and its per-token, per-head scale is left out like
+the pre-norm's.
+
 **RoPE** rotates q and k by their positions, so the QK circuit depends on the offset d = i - j:
 ``QK(d) = W_Q R_d W_K.T`` with R_d the rotation by d. For RoPE models the Q- and K-scores (and ||QK||) are
 taken over the stack of every offset the model sees, d = 0 .. block_size - 1 (or window - 1): ``sqrt(mean_d ||OV QK(d)||^2) /
@@ -50,10 +54,12 @@ eigenvalues with a positive real part (the issue's definition); ``copying_ratio`
 
 **Direct logit attribution** on a text: the final residual is a sum of components (embeddings, each head's
 ``z_h @ W_O^h``, the o_proj biases, the MLPs). With ln_f's scale frozen at its value on the full residual
-(so ln_f is linear), each component's contribution to the logit of the correct next token y is
+(so ln_f is linear; a ``logit_softcap`` is not linear, so with one the logit attributed is the one before
+the cap), each component's contribution to the logit of the correct next token y is
 ``(centre(c) / sigma * g_f) . (w_y - mean_v w_v)``; the contributions plus ln_f's bias term sum to the centred
 logit ``logit_y - mean_v logit_v`` (``center=False`` gives the raw logit). The **logit lens** puts the
-residual after each layer through ln_f (its own scale) and the unembedding: loss, mean rank and top-1 of y.
+residual after each layer through ln_f (its own scale) and the unembedding (``GPT.unembed``, soft cap
+included): loss, mean rank and top-1 of y.
 """
 
 from __future__ import annotations
@@ -108,6 +114,8 @@ def layer_weights(model) -> list[LayerWeights]:
         k = a.k_proj.weight.detach().float().cpu().view(nkv, hs, C).transpose(1, 2)[kv_of]  # (nh, C, hs)
         v = a.v_proj.weight.detach().float().cpu().view(nkv, hs, C).transpose(1, 2)[kv_of]
         o = a.o_proj.weight.detach().float().cpu().view(C, nh, hs).permute(1, 2, 0)  # (nh, hs, C)
+        if a.q_norm is not None:  # qk_norm's gains scale the columns (its per-token scale is left out)
+            q, k = q * a.q_norm.weight.detach().float().cpu(), k * a.k_norm.weight.detach().float().cpu()
         out.append(
             LayerWeights(
                 _fold(block.ln_1, q), _fold(block.ln_1, k), _fold(block.ln_1, v), _centre_rows(block.ln_1, o)
@@ -345,6 +353,8 @@ def attribution_from_cache(
     if getattr(model.ln_f, "bias", None) is not None:
         bias += w @ model.ln_f.bias.float()
     lg = logits[0, positions].float()  # (n, V)
+    if model.config.logit_softcap is not None:  # the contributions sum to the logit before the cap
+        lg = model.lm_head(model.ln_f(cache[f"blocks.{L - 1}.hook_resid_post"][0, positions])).float()
     logit = lg.gather(-1, targets[:, None])[:, 0]
     if center:
         logit = logit - lg.mean(-1)
@@ -378,7 +388,7 @@ def logit_lens_from_cache(model, cache: dict, ids: Tensor) -> list[dict]:
     n = tgt.shape[0]
     rows = []
     for label, name in zip(["embed", *range(model.config.n_layer)], lens_hook_names(model)):
-        logits = model.lm_head(model.ln_f(cache[name][0, :n])).float()  # (T-1, V)
+        logits = model.unembed(model.ln_f(cache[name][0, :n])).float()  # (T-1, V)
         correct = logits.gather(-1, tgt[:, None])
         rank = (logits > correct).sum(-1).double() + 1  # (T-1,)
         rows.append(

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rundir.files import atomic_write
 
@@ -27,7 +26,7 @@ from . import metrics as M
 from . import plots
 from .ablation import ablation_importance
 from .html import page_data, write_html
-from .tracking import head_metric_tables
+from .tracking import head_metric_tables, token_losses
 
 
 @dataclass
@@ -55,16 +54,6 @@ def classify(row: dict) -> str:
         if v is not None and not (isinstance(v, float) and math.isnan(v)) and v >= threshold:
             return kind
     return "mixed"
-
-
-@torch.no_grad()
-def token_losses(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Per-token cross-entropy `(sum of B, T)` of `model` on `batches`."""
-    out = []
-    for x, y in batches:
-        logits, _ = model(x)
-        out.append(F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none"))  # (B, T)
-    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -237,7 +226,14 @@ def summary_lines(rep: HeadReport, top: int = 3) -> list[str]:
 
 
 def write_report(
-    rep: HeadReport, out: Path, *, title: str, info: dict, layer: int = 0, head: int = 0
+    rep: HeadReport,
+    out: Path,
+    *,
+    title: str,
+    info: dict,
+    layer: int = 0,
+    head: int = 0,
+    timeline: dict | None = None,
 ) -> dict:
     """Write every file into `out`; returns `{what: path}`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -319,6 +315,7 @@ def write_report(
             "baseline": rep.composition_baseline,
             "logit_lens": rep.logit_lens,
         },
+        timeline=timeline,
     )
     files["html"] = write_html(out / "heads.html", data)
     rep.timings["html_s"] = time.perf_counter() - t0

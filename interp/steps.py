@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def stack_over_steps(rows: list[dict], metric: str) -> tuple[list[int], np.ndarr
 
 
 def snapshot_checkpoints(pattern: str, device="cpu") -> list[dict]:
-    """Measure `interp.tracking.head_metrics_snapshot` on every checkpoint matching the glob `pattern`."""
+    """Measure `interp.tracking.head_metrics_snapshot` on every checkpoint matching the glob `pattern` (a run's
+    snapshots: "runs/x/snapshots/*.pt"); an unreadable file is skipped with a note."""
     from .tracking import head_metrics_snapshot
 
     paths = sorted(glob.glob(str(Path(pattern).expanduser())))
@@ -40,7 +42,11 @@ def snapshot_checkpoints(pattern: str, device="cpu") -> list[dict]:
         raise UserError(f"no checkpoint files match steps.checkpoints={pattern!r}")
     rows = []
     for p in paths:
-        run = load_run(p, device=device)
+        try:
+            run = load_run(p, device=device)
+        except UserError as e:  # a damaged file among many (a snapshot torn by a kill): skip it, say so
+            print(f"note: skipped {p}: {e}", file=sys.stderr)
+            continue
         rows.append(
             {"kind": "heads", "step": run.step, "heads": head_metrics_snapshot(run.model, run.meta, device)}
         )

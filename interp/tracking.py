@@ -1,15 +1,20 @@
 """Cheap per-head metrics during training (no ablations), logged as `{"kind": "heads"}` rows of metrics.jsonl.
 
-train.py calls `head_metrics_snapshot(raw_model, meta, device)` every `train.head_metrics_interval` steps.
-Everything is measured on one small fixed batch of repeated random tokens (the induction probe, same seed
-every time, so successive snapshots are comparable): induction and duplicate-token scores on its repeats,
-and the content-independent metrics (entropy, distance, previous-token, sink, local) on the same batch.
+train.py calls `training_row(raw_model, meta, device, val_batches)` every `train.head_metrics_interval` steps.
+The per-head part (`head_metrics_snapshot`) is measured on one small fixed batch of repeated random tokens (the
+induction probe, same seed every time, so successive snapshots are comparable): induction and duplicate-token
+scores on its repeats, the content-independent metrics (entropy, distance, previous-token, sink, local) on
+the same batch, and from the weights each later-layer head's mean K-composition with the heads before it
+(interp/circuits.py). The row adds the model's in-context-learning score on the fixed val batches
+(interp.metrics.icl_score).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from . import circuits as CI
 from . import metrics as M
 from .probe import repeated_random_tokens
 
@@ -68,7 +73,8 @@ def head_metrics_snapshot(
     seq_len: int | None = None,
     seed: int = 0,
 ) -> list[dict]:
-    """Per-head metrics of `model` now: `[{"layer", "head", "induction", "duplicate", "entropy", ...}]`.
+    """Per-head metrics of `model` now: `[{"layer", "head", "induction", "duplicate", "entropy", ...}]`; heads of
+    layer 1 and later add `k_composition` (`mean_k_composition`).
 
     `model` is the plain GPT (not a DDP/compiled wrapper); its train/eval mode is restored afterwards.
     `seq_len` defaults to the block size; `batch_size` sequences of the probe are used.
@@ -77,6 +83,68 @@ def head_metrics_snapshot(
     model.eval()
     try:
         probe = probe_for(model, meta, batch_size, seq_len, seed=seed, device=device)
-        return tables_to_rows(head_metric_tables(model, probe))
+        rows = tables_to_rows(head_metric_tables(model, probe))
     finally:
         model.train(was_training)
+    kc = mean_k_composition(model)
+    if kc is not None:
+        for row in rows:
+            v = float(kc[row["layer"], row["head"]])
+            if v == v:  # layer 0 reads from no earlier head: no entry
+                row["k_composition"] = round(v, 4)
+    return rows
+
+
+@torch.no_grad()
+def mean_k_composition(model) -> torch.Tensor | None:
+    """`(n_layer, n_head)`: each head's K-composition (interp.circuits) averaged over every head of the earlier
+    layers writing into it; NaN for layer 0, None for a 1-layer model."""
+    weights = CI.layer_weights(model)
+    if len(weights) < 2:
+        return None
+    k = CI.composition_scores(weights, CI.offsets_for(model))["K"]  # (L, H, L, H), NaN unless la < lb
+    L, H = k.shape[:2]
+    flat = k.reshape(L * H, L, H)  # writers x readers
+    return flat.nanmean(0)
+
+
+@torch.no_grad()
+def token_losses(model, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-token cross-entropy `(sum of B, T)` of `model` on `batches`."""
+    out = []
+    for x, y in batches:
+        logits, _ = model(x)
+        out.append(F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none"))  # (B, T)
+    return torch.cat(out)
+
+
+ICL_MIN_ROWS = 8  # sequences for the in-loop ICL score (docs/heads.md: 8 give a stable number)
+
+
+@torch.no_grad()
+def icl_now(model, batches, min_rows: int = ICL_MIN_ROWS) -> float | None:
+    """The model's ICL score (interp.metrics.icl_score) on the first of `batches` that hold `min_rows`
+    sequences; None without batches or for sequences shorter than 8 tokens. Train/eval mode is restored."""
+    use, rows = [], 0
+    for x, y in batches or []:
+        if rows >= min_rows:
+            break
+        use.append((x, y))
+        rows += x.shape[0]
+    if not use or use[0][0].shape[1] < 8:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        return M.icl_score(token_losses(model, use))
+    finally:
+        model.train(was_training)
+
+
+def training_row(model, meta: dict | None, device, val_batches=None) -> dict:
+    """The in-loop `{"heads": [...], "icl_score": x}` (no icl_score without val batches) for metrics.jsonl."""
+    row = {"heads": head_metrics_snapshot(model, meta, device)}
+    icl = icl_now(model, val_batches)
+    if icl is not None:
+        row["icl_score"] = round(icl, 5)
+    return row

@@ -16,6 +16,10 @@ Three paths with the same weights and the same numbers (``attn_impl``; ``auto`` 
 * ``explicit``: softmax(q k^T / sqrt(hs) + bias + mask) v written out; the only path that fires
   ``hook_pattern``.
 
+``qk_norm=True`` puts an RMSNorm on each head's queries and keys (over head_dim, one learnable (hs,) gain for
+q and one for k, shared by the heads, as in Qwen3), after the projections and before the position
+scheme, so every path, the KV cache and ``hook_q``/``hook_k`` see the normalised (and rotated) q and k.
+
 ``auto`` = flex on CUDA where the scheme has a score bias or the window is active (what sdpa cannot fuse) and
 flex pays (``model.flex.flex_is_best``), sdpa everywhere else: on a CPU auto is always sdpa. The Shaw value
 term needs the probabilities, which neither fused kernel returns: ``position=relative`` with
@@ -34,6 +38,7 @@ from .config import GPTConfig
 from .flex import check_flex, flex_attend, flex_is_best
 from .hooks import HookPoint
 from .kv_cache import KVCache, StaticKVCache
+from .norms import RMSNorm
 from .positions import PositionScheme
 
 
@@ -68,10 +73,13 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)  # smaller than q for GQA/MQA
         self.v_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)
         self.o_proj = nn.Linear(self.n_head * hs, C, bias=cfg.bias)
-        self.o_proj.residual_proj = True  # scaled init (see gpt.init_weights)
+        self.o_proj.residual_proj = True  # scaled (or zero) init (see gpt.init_weights)
+        # qk_norm: RMSNorm of each head's q and k over head_dim, one (hs,) gain each, shared by the heads
+        self.q_norm = RMSNorm(hs, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(hs, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.attn_drop = nn.Dropout(cfg.dropout)
         self.resid_drop = nn.Dropout(cfg.dropout)
-        self.hook_q = HookPoint()  # (B, nh, T, hs), after the position scheme
+        self.hook_q = HookPoint()  # (B, nh, T, hs), after qk_norm and the position scheme
         self.hook_k = HookPoint()  # (B, nkv, T, hs)
         self.hook_v = HookPoint()  # (B, nkv, T, hs)
         self.hook_pattern = HookPoint()  # (B, nh, Tq, Tk), explicit path only
@@ -103,6 +111,8 @@ class CausalSelfAttention(nn.Module):
         q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.q_norm is not None:  # per head, before the position scheme; back to v's (autocast) dtype
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         q, k = pos.rotate(q, q_pos, start=start), pos.rotate(k, q_pos, start=start)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 

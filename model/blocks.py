@@ -1,10 +1,9 @@
-"""Norms, MLPs and the pre-norm transformer Block."""
+"""MLPs and the pre-norm transformer Block (the norms: model/norms.py)."""
 
 from __future__ import annotations
 
 import functools
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,27 +11,8 @@ from .attention import CausalSelfAttention
 from .config import GPTConfig
 from .hooks import HookPoint
 from .kv_cache import KVCache
+from .norms import make_norm
 from .positions import PositionScheme
-
-
-class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * weight, computed in float32 (Zhang & Sennrich 2019; as in Llama)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
-
-
-def make_norm(cfg: GPTConfig) -> nn.Module:
-    if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
-    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
 def relu_squared(h: Tensor) -> Tensor:

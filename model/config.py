@@ -44,9 +44,12 @@ class GPTConfig:
     t5_max_distance: int = 128
     norm: str = "layernorm"  # one of NORMS
     norm_eps: float = 1e-5
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys (over head_dim, before RoPE)
     mlp: str = "gelu"  # one of MLPS
     mlp_hidden: int | None = None  # None: 4*n_embd (gelu, gelu_tanh, relu2) or swiglu_hidden(n_embd) (swiglu)
     tie_embeddings: bool = True
+    logit_softcap: float | None = None  # logits = c * tanh(logits / c); None = off
+    zero_init_proj: bool = False  # init: attention o_proj and MLP proj weights zero
     window: int | None = None  # sliding-window (local) causal attention: each query sees `window` keys
     attn_impl: str = "auto"  # one of ATTN_IMPLS; auto = flex on CUDA for biases/windows, else sdpa
 
@@ -143,3 +146,13 @@ class GPTConfig:
             )
         if self.norm_eps <= 0:
             raise UserError(f"model.norm_eps={self.norm_eps} must be positive")
+        for name in ("qk_norm", "tie_embeddings", "zero_init_proj"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"model.{name}={getattr(self, name)!r} must be true or false")
+        cap = self.logit_softcap
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap < math.inf
+        ):
+            raise UserError(
+                f"model.logit_softcap={cap!r} must be a positive number (e.g. 30) or null (no cap)"
+            )

@@ -172,14 +172,14 @@ def generate_iter(
             h = model.hidden_states(
                 seq[:, start if absolute else max(0, n - span) : n], cache=cache, window=win
             )
-            logits = model.lm_head(h[:, -1, :])  # (B, V)
+            logits = model.unembed(h[:, -1, :])  # (B, V)
             if decoder is not None:
                 decoder.load(cache)
         elif decoder is not None:
             logits = decoder(seq[:, n - 1 : n], win)
         else:
             h = model.hidden_states(seq[:, n - 1 : n], cache=cache, window=win)
-            logits = model.lm_head(h[:, -1, :])  # (B, V)
+            logits = model.unembed(h[:, -1, :])  # (B, V)
         fresh = False
         nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
         seq[:, n : n + 1] = nxt

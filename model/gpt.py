@@ -13,10 +13,11 @@ from torch import Tensor, nn
 from gptlab_errors import UserError
 
 from . import generate as gen
-from .blocks import Block, RMSNorm, make_norm
+from .blocks import Block
 from .config import ATTN_IMPLS, GPTConfig
 from .hooks import HookPoint
 from .kv_cache import KVCache, StaticKVCache
+from .norms import RMSNorm, make_norm
 from .positions import build_position
 
 
@@ -25,13 +26,20 @@ def init_weights(model: nn.Module, cfg: GPTConfig) -> None:
 
     Residual projections (attention ``o_proj`` and the MLP's ``proj``, marked ``residual_proj``) use
     std 0.02 / sqrt(2 * n_layer), so the residual stream's variance does not grow with depth (Radford et al.
-    2019). Position parameters (learned table, Shaw tables, T5 biases) ~ N(0, 0.02).
+    2019); with ``zero_init_proj`` they start at zero instead, so every block starts as the identity and the
+    model's output at init is the embedding path's (``lm_head(ln_f(embeddings))``; modded-nanogpt's choice).
+    Position parameters (learned table, Shaw tables, T5 biases) ~ N(0, 0.02).
     """
     std = 0.02
     for mod in model.modules():
         if isinstance(mod, nn.Linear):
-            s = std / math.sqrt(2 * cfg.n_layer) if getattr(mod, "residual_proj", False) else std
-            nn.init.normal_(mod.weight, mean=0.0, std=s)
+            residual = getattr(mod, "residual_proj", False)
+            if residual and cfg.zero_init_proj:
+                nn.init.zeros_(mod.weight)
+            else:
+                nn.init.normal_(
+                    mod.weight, mean=0.0, std=std / math.sqrt(2 * cfg.n_layer) if residual else std
+                )
             if mod.bias is not None:
                 nn.init.zeros_(mod.bias)
         elif isinstance(mod, nn.Embedding):
@@ -115,7 +123,18 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, self.pos, 0, ring, window)
         ring.end()
-        return self.lm_head(self.ln_f(x)[:, -1, :])  # (B, V)
+        return self.unembed(self.ln_f(x)[:, -1, :])  # (B, V)
+
+    def unembed(self, h: Tensor) -> Tensor:
+        """Final-norm hidden states (..., C) -> logits (..., V): ``lm_head``, then, with ``logit_softcap`` c,
+        ``c * tanh(logits / c)`` computed in float32 (Gemma 2), so every logit lies in (-c, c).
+
+        The one place logits are made: forward, decode_step and generation all call it."""
+        logits = self.lm_head(h)
+        c = self.config.logit_softcap
+        if c is None:
+            return logits
+        return c * torch.tanh(logits.float() / c)
 
     def forward(
         self,
@@ -135,7 +154,7 @@ class GPT(nn.Module):
         if attn_impl is not None and attn_impl not in ATTN_IMPLS:
             raise UserError(f"attn_impl={attn_impl!r} is not known; choose one of: {', '.join(ATTN_IMPLS)}")
         h = self.hidden_states(idx, cache=cache, window=window, attn_impl=attn_impl)
-        logits = self.lm_head(h)  # (B, T, V)
+        logits = self.unembed(h)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -39,6 +39,12 @@ def _umask() -> int:
     return mask
 
 
+def plain_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0666 less the umask (for files other libraries write
+    through mkstemp, 0600, that should read like the rest)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | Path, content: str | bytes | Callable[[str], Any]) -> Path:
     """Write ``path`` atomically: ``content`` is text, bytes, or ``write(tmp_path)`` that writes the file.
 
@@ -55,7 +61,7 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[str], Any]) 
                 f.write(content)
         if callable(content):
             content(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, plain_file_mode())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -78,6 +84,23 @@ def _no_room(folder: Path) -> bool:
     except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
         return False
     return st.f_bavail * st.f_frsize < NO_ROOM_BYTES
+
+
+def disk_full_error(e: BaseException, path: str | Path) -> OSError | None:
+    """The "no space left" OSError naming ``path`` to raise in place of ``e`` when a full disk caused it (``e``
+    itself or a cause it wraps, or a library's own non-OSError, e.g. safetensors', raised while the filesystem
+    holding ``path`` has no room left, as :func:`atomic_write` judges); None otherwise."""
+    from gptlab_errors import disk_full_cause
+
+    if disk_full_cause(e) is None:
+        if isinstance(e, OSError):  # an OSError says what it is (no room check: /proc has no room either)
+            return None
+        folder = Path(path)
+        while not folder.exists() and folder != folder.parent:  # the filesystem that would have held it
+            folder = folder.parent
+        if not _no_room(folder):
+            return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -5,6 +5,7 @@
     metrics.jsonl    one JSON object per line (train / eval / heads rows), appended as the run goes
     summary.json     status (running, finished, failed, interrupted), step, losses, speed, overrides
     loss.png         the loss curves
+    snapshots/       weights-only checkpoints at the steps train.snapshots keeps: step_000400.pt, ...
     .lock            held (flock) by the one process training in this directory
 
 Every write is atomic or an append; every read tolerates a torn last line, and a summary or metrics field of
@@ -14,12 +15,24 @@ the wrong type (a hand-edited file) reads as absent, so no reader computes with 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import DirLock, append_jsonl, atomic_write, read_json, read_jsonl, read_yaml, write_json
+from .files import (
+    DirLock,
+    append_jsonl,
+    atomic_write,
+    read_json,
+    read_jsonl,
+    read_yaml,
+    remove_stale_temps,
+    write_json,
+)
+
+SNAPSHOT_NAME = re.compile(r"step_(\d+)\.pt")
 
 
 def _is_number(v: Any) -> bool:
@@ -74,6 +87,7 @@ class RunDir:
     METRICS, SUMMARY, LOSS_PNG, LOCK = "metrics.jsonl", "summary.json", "loss.png", ".lock"
     # what a run leaves behind; a fresh start with train.overwrite=true removes exactly these
     RUN_FILES = (CONFIG, CKPT, BEST, METRICS, SUMMARY, LOSS_PNG, "extrapolation.json", "wandb_id.txt")
+    SNAPSHOTS = "snapshots"  # folder of weights-only snapshots, one file per kept step
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -83,6 +97,7 @@ class RunDir:
         self.metrics = self.path / self.METRICS
         self.summary = self.path / self.SUMMARY
         self.loss_png = self.path / self.LOSS_PNG
+        self.snapshots = self.path / self.SNAPSHOTS
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -90,7 +105,19 @@ class RunDir:
     # ------------------------------------------------------------------------------------------ reading
     def existing_files(self) -> list[str]:
         """The run files present (a directory Hydra just made holds none of them)."""
-        return [name for name in self.RUN_FILES if (self.path / name).exists()]
+        found = [name for name in self.RUN_FILES if (self.path / name).exists()]
+        return found + ([self.SNAPSHOTS] if self.snapshot_steps() else [])
+
+    def snapshot(self, step: int) -> Path:
+        """The file of the snapshot at ``step``: ``snapshots/step_000400.pt``."""
+        return self.snapshots / f"step_{int(step):06d}.pt"
+
+    def snapshot_steps(self) -> list[int]:
+        """The steps with a snapshot file, ascending (the file may still be damaged: loading says so)."""
+        if not self.snapshots.is_dir():
+            return []
+        found = (SNAPSHOT_NAME.fullmatch(p.name) for p in self.snapshots.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
 
     def read_summary(self) -> dict:
         """summary.json as a dict; a field of the wrong type (hand-edited, or another program's) reads as absent."""
@@ -126,11 +153,26 @@ class RunDir:
         if text != self.metrics.read_text(encoding="utf-8", errors="replace"):
             atomic_write(self.metrics, text)
 
+    def truncate_snapshots(self, step: int) -> None:
+        """Drop snapshots after ``step`` (a resumed run takes them again) and temporaries a kill left there."""
+        for s in self.snapshot_steps():
+            if s > step:
+                self.snapshot(s).unlink(missing_ok=True)
+        if self.snapshots.is_dir():
+            remove_stale_temps(self.snapshots)
+
     def remove_run_files(self) -> list[str]:
         """Delete every run file (a fresh start over an old run, asked for with train.overwrite=true)."""
         gone = self.existing_files()
         for name in gone:
-            (self.path / name).unlink(missing_ok=True)
+            if name == self.SNAPSHOTS:
+                self.truncate_snapshots(-1)
+                try:
+                    self.snapshots.rmdir()
+                except OSError:  # the user's own files are in it
+                    pass
+            else:
+                (self.path / name).unlink(missing_ok=True)
         return gone
 
     def discard_if_unused(self) -> bool:

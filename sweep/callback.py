@@ -10,7 +10,9 @@ Register it in a config (the experiment configs do):
 
 - `on_job_end` (in whichever process ran the job) writes `job_status.json` into the job's run directory,
   so a job that crashed before train.py wrote its summary is still listed as failed, with the error.
-- `on_multirun_end` writes the summary into the sweep directory.
+- `on_multirun_end` writes the summary into the sweep directory; the paired comparison is against
+  `compare.baseline` of the sweep's config (null: the first setting). A baseline that is no setting, or
+  settings that cannot be paired (different budgets), cost one warning line, never the summary.
 - Hydra skips `on_multirun_end` when a job failed (it re-raises the job's error) or the sweep was
   interrupted; an exit handler then writes the summary anyway (for an interrupted sweep, without starting
   new length-extrapolation evaluations), so nothing finished is lost from the table.
@@ -25,7 +27,7 @@ from typing import Any
 
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rundir.files import read_json, write_json
 from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS
@@ -53,6 +55,7 @@ class SweepSummary(Callback):
         self.multipliers = tuple(int(m) for m in multipliers)
         self.device = str(device)
         self._sweep_dir: Path | None = None
+        self._baseline: Any = None
         self._written = False
         self._exit_handler = False
 
@@ -70,15 +73,19 @@ class SweepSummary(Callback):
             print(f"warning: could not record the job status: {_one_line(e)}", file=sys.stderr)
 
     # ------------------------------------------------------------------ sweep
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def _read(self, config: DictConfig) -> None:
         self._sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._baseline = OmegaConf.select(config, "compare.baseline", default=None)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._read(config)
         self._written = False
         if not self._exit_handler:
             atexit.register(self._write_if_missing)
             self._exit_handler = True
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._sweep_dir = Path(str(config.hydra.sweep.dir))
+        self._read(config)
         self.write(cached_only=False)
 
     def write(self, cached_only: bool) -> Path | None:
@@ -97,6 +104,8 @@ class SweepSummary(Callback):
                 windows=self.windows,
                 device=self.device,
                 cached_only=cached_only,
+                baseline=self._baseline,
+                strict=False,  # a finished sweep always gets its summary; a comparison problem is a warning
             )
         except Exception as e:
             print(
@@ -104,7 +113,7 @@ class SweepSummary(Callback):
                 file=sys.stderr,
             )
             return None
-        print(f"\nsweep summary: {md} (and summary.csv, plots in {d})")
+        print(f"\nsweep summary: {md} (and summary.csv, runs.csv, comparison.csv, plots in {d})")
         print_table(md)
         return md
 

@@ -1,9 +1,14 @@
 """The sweep's PNG plots, drawn with matplotlib's object API (no pyplot, no global backend change).
 
-- `val_loss_curves.png`: val loss against step, one line per run;
+- `val_loss_curves.png`: val loss against step;
 - `val_loss_vs_wall_time.png`: the same curves against elapsed seconds;
-- `val_loss_vs_params.png`: best val loss against parameter count, one point per run;
-- `loss_vs_eval_length.png`: val loss at 1×, 2×, 4×, 8× the training block size, one line per run.
+- `val_loss_vs_params.png`: best val loss against parameter count;
+- `loss_vs_eval_length.png`: val loss at 1×, 2×, 4×, 8× the training block size.
+
+A setting with one run is one line (or point) per run. A setting with several finished seeds is one line, the
+mean over its seeds, in a band of its 95% interval (Student t, `sweep.stats`): the curves at the evaluation
+steps every seed reached (against the seeds' mean wall time at that step in the wall-time plot), an error bar
+on the parameter plot.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sweep.stats import estimate
 from sweep.table import Table
 
 PLOT_FILES = {
@@ -49,8 +55,35 @@ def _save(fig, ax, path: Path, n_lines: int) -> None:
     fig.savefig(path)
 
 
+def _groups(table: Table):
+    """(index, label, runs, rows, pooled) per setting: pooled when it has two or more finished runs, which are
+    then its only runs drawn; otherwise each of its runs is drawn alone."""
+    for i, s in enumerate(table.settings):
+        done = s.finished
+        if len(done) >= 2:
+            yield i, f"{s.label} (n={len(done)})", [r for r, _ in done], [row for _, row in done], True
+        else:
+            yield i, None, s.runs, s.rows, False
+
+
+def _band(ax, xs, stats, label, i) -> None:
+    means = [e.mean for e in stats]
+    ax.plot(xs, means, marker="o", markersize=3, label=label, **_style(i))
+    lows = [e.low if e.low is not None else e.mean for e in stats]
+    highs = [e.high if e.high is not None else e.mean for e in stats]
+    ax.fill_between(xs, lows, highs, color=f"C{i % 10}", alpha=0.2, linewidth=0)
+
+
+def _points(run, x: str) -> dict:
+    return {
+        e["step"]: (e[x], e["val_loss"])
+        for e in run.evals
+        if e.get(x) is not None and e.get("val_loss") is not None and e.get("step") is not None
+    }
+
+
 def plot_curves(table: Table, path: Path, x: str = "step") -> None:
-    """Val-loss curves of every run overlaid; `x` is `step` or `elapsed_s` (wall time)."""
+    """Val-loss curves of every setting overlaid; `x` is `step` or `elapsed_s` (wall time)."""
     wall = x == "elapsed_s"
     fig, ax = _figure(
         "Val loss vs wall time" if wall else "Val loss during training",
@@ -58,34 +91,55 @@ def plot_curves(table: Table, path: Path, x: str = "step") -> None:
         "val loss",
     )
     n = 0
-    for i, (row, run) in enumerate(zip(table.rows, table.runs)):
-        pts = [
-            (e[x], e["val_loss"]) for e in run.evals if e.get(x) is not None and e.get("val_loss") is not None
-        ]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", markersize=3, label=row["label"], **_style(i))
-            n += 1
+    for i, label, runs, rows, pooled in _groups(table):
+        if pooled:
+            per_run = [_points(r, x) for r in runs]
+            steps = sorted(set.intersection(*(set(p) for p in per_run)))
+            if steps:
+                xs = [sum(p[s][0] for p in per_run) / len(per_run) for s in steps]
+                _band(ax, xs, [estimate([p[s][1] for p in per_run]) for s in steps], label, i)
+                n += 1
+            continue
+        for run, row in zip(runs, rows):
+            pts = sorted(_points(run, x).values())
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", markersize=3, label=row["label"], **_style(i))
+                n += 1
     _save(fig, ax, path, n)
 
 
 def plot_vs_params(table: Table, path: Path) -> None:
-    """Best val loss against parameter count, each point labelled."""
+    """Best val loss against parameter count, each point labelled (mean and 95% interval for seeds)."""
     fig, ax = _figure("Best val loss vs parameters", "parameters", "best val loss")
     params = [r["params"] for r in table.rows if r["params"]]
     if params and max(params) > 20 * min(params):
         ax.set_xscale("log")
     n = 0
-    for i, row in enumerate(table.rows):
-        if row["params"] is None or row["best_val_loss"] is None:
+    for i, label, _, rows, pooled in _groups(table):
+        if pooled:
+            e = estimate([row["best_val_loss"] for row in rows])
+            p = next((row["params"] for row in rows if row["params"]), None)
+            if p is not None and e.n:
+                err = None if e.half is None else [[e.half], [e.half]]
+                ax.errorbar([p], [e.mean], yerr=err, fmt="o", capsize=4, color=f"C{i % 10}", label=label)
+                n += 1
             continue
-        ax.scatter([row["params"]], [row["best_val_loss"]], color=f"C{i % 10}", label=row["label"])
-        n += 1
+        for row in rows:
+            if row["params"] is None or row["best_val_loss"] is None:
+                continue
+            ax.scatter(
+                [row["params"]],
+                [row["best_val_loss"]],
+                color=f"C{(i) % 10}",
+                label=row["label"],
+            )
+            n += 1
     _save(fig, ax, path, n)
 
 
 def plot_extrapolation(table: Table, path: Path) -> None:
-    """Val loss at each evaluation length (in multiples of the training block size), one line per run."""
+    """Val loss at each evaluation length (in multiples of the training block size)."""
     fig, ax = _figure(
         "Length extrapolation: val loss vs evaluation length",
         "evaluation length / training block size",
@@ -94,14 +148,25 @@ def plot_extrapolation(table: Table, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(table.multipliers, [f"{m}×" for m in table.multipliers])
     n = 0
-    for i, row in enumerate(table.rows):
-        pts = [(m, row[f"val_loss_{m}x"]) for m in table.multipliers if row[f"val_loss_{m}x"] is not None]
-        if pts:
-            xs, ys = zip(*pts)
-            only_1x = len(pts) == 1 and xs[0] == 1 and len(table.multipliers) > 1
-            label = row["label"] + (" (n/a past 1×)" if only_1x else "")
-            ax.plot(xs, ys, marker="o", label=label, **_style(i))
-            n += 1
+
+    def past_1x(xs) -> str:
+        only_1x = len(xs) == 1 and xs[0] == 1 and len(table.multipliers) > 1
+        return " (n/a past 1×)" if only_1x else ""
+
+    for i, label, _, rows, pooled in _groups(table):
+        if pooled:
+            stats = {m: estimate([row[f"val_loss_{m}x"] for row in rows]) for m in table.multipliers}
+            xs = [m for m in table.multipliers if stats[m].n]
+            if xs:
+                _band(ax, xs, [stats[m] for m in xs], label + past_1x(xs), i)
+                n += 1
+            continue
+        for row in rows:
+            pts = [(m, row[f"val_loss_{m}x"]) for m in table.multipliers if row[f"val_loss_{m}x"] is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", label=row["label"] + past_1x(xs), **_style(i))
+                n += 1
     ax.axvline(1, color="grey", linewidth=0.8)
     _save(fig, ax, path, n)
 

@@ -1,4 +1,5 @@
-"""Write a sweep's summary: summary.md, summary.csv and the plots, from run directories on disk.
+"""Write a sweep's summary: summary.md, summary.csv (one row per setting), runs.csv (one per run),
+comparison.csv (each setting paired with the baseline) and the plots, from run directories on disk.
 
 Used by the Hydra callback at the end of a multirun and by compare.py; both give the same files.
 """
@@ -9,10 +10,19 @@ import sys
 import time
 from pathlib import Path
 
+from rundir.files import atomic_write
 from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS, extrapolate_run, read_cache
 from sweep.plots import PLOT_FILES, write_plots
 from sweep.runs import RunRecord, collect_runs
-from sweep.table import build_table, to_markdown, write_csv
+from sweep.table import (
+    build_table,
+    to_markdown,
+    write_comparison_csv,
+    write_runs_csv,
+    write_settings_csv,
+)
+
+CSV_FILES = {"settings": "summary.csv", "runs": "runs.csv", "comparison": "comparison.csv"}
 
 
 def attach_extrapolation(
@@ -51,9 +61,13 @@ def summarize(
     device: str = "auto",
     cached_only: bool = False,
     log=print,
+    baseline: str | None = None,
+    strict: bool = True,
+    pair: bool = True,
 ) -> Path:
-    """Collect the runs under `dirs`, write summary.md, summary.csv and the plots into `out_dir`
-    (default: the only dir given), and return the path of summary.md."""
+    """Collect the runs under `dirs`, write summary.md, the CSV files and the plots into `out_dir`
+    (default: the only dir given), and return the path of summary.md. `baseline`, `strict`, `pair`: the
+    paired comparison (sweep.table.build_table); not strict, its problem is logged as one warning line."""
     dirs = [Path(d) for d in dirs]
     if out_dir is None:
         if len(dirs) != 1:
@@ -62,13 +76,23 @@ def summarize(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(dirs)
+    if strict and pair:  # a bad baseline, settings that cannot be paired: one line before any evaluation
+        build_table(runs, multipliers, baseline=baseline, strict=True)
     if extrapolate:
         attach_extrapolation(runs, multipliers, windows, device, cached_only, log)
-    table = build_table(runs, multipliers)
-    write_csv(table, out_dir / "summary.csv")
+    table = build_table(runs, multipliers, baseline=baseline, strict=strict, pair=pair)
+    if table.comparison is not None and table.comparison.note:
+        log(f"warning: {table.comparison.note}")
+    write_settings_csv(table, out_dir / CSV_FILES["settings"])
+    write_runs_csv(table, out_dir / CSV_FILES["runs"])
+    comparison_csv = out_dir / CSV_FILES["comparison"]
+    if table.comparison is not None and table.comparison.rows:
+        write_comparison_csv(table, comparison_csv)
+    elif comparison_csv.exists():
+        comparison_csv.unlink()  # a stale comparison of an earlier summary would mislead
     write_plots(table, out_dir)
     md = out_dir / "summary.md"
-    md.write_text(_document(table, dirs, extrapolate, windows))
+    atomic_write(md, _document(table, dirs, extrapolate, windows))
     return md
 
 
@@ -77,15 +101,29 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
     for r in table.runs:
         counts[r.status] = counts.get(r.status, 0) + 1
     status = ", ".join(f"{n} {s}" for s, n in counts.items())
+    seeds = sorted({len(s.runs) for s in table.settings})
+    per = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    grouping = (
+        f" {len(table.settings)} setting{'s' if len(table.settings) != 1 else ''} × {per} seeds."
+        if table.seeded
+        else " One seed per setting: no intervals (n=1); add seeds=3 to train each setting with 3 seeds."
+    )
     parts = [
         "# Sweep summary",
         "",
-        f"Runs from {', '.join(f'`{d}`' for d in dirs)}: {len(table.runs)} ({status}). "
+        f"Runs from {', '.join(f'`{d}`' for d in dirs)}: {len(table.runs)} ({status}).{grouping} "
         "Rebuild with `python compare.py " + " ".join(str(d) for d in dirs) + "`.",
         "",
         to_markdown(table),
         "",
-        "Columns: the overrides that differ between runs; parameters; best and last val loss; training "
+        (
+            "Settings: the mean over a setting's finished seeds ± half its 95% interval (Student t, n − 1 "
+            "degrees of freedom); sd: standard deviation over seeds; summary.csv has n, mean, sd and the "
+            "interval of every column, runs.csv every run, comparison.csv the paired comparison. "
+            if table.seeded
+            else ""
+        )
+        + "Columns: the overrides that differ between runs; parameters; best and last val loss; training "
         "tokens/s (the run's average; first step, evaluation and checkpoints not counted) and wall time; "
         "KV-cache bytes per token (float32); "
         + (
@@ -108,10 +146,10 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
 
 
 def print_table(md_path: Path, stream=None) -> None:
-    """Print the table part of a summary.md (the lines that start with `|`, then its notes)."""
+    """Print the tables of a summary.md (from its first table or section to the column notes)."""
     text = Path(md_path).read_text().splitlines()
-    start = next((i for i, line in enumerate(text) if line.startswith("|")), None)
+    start = next((i for i, line in enumerate(text) if line.startswith(("|", "## "))), None)
     if start is None:
         return
-    end = next((i for i, line in enumerate(text) if line.startswith("Columns:")), len(text))
+    end = next((i for i, line in enumerate(text) if line.startswith(("Columns:", "Settings:"))), len(text))
     print("\n".join(text[start:end]).rstrip(), file=stream or sys.stdout)

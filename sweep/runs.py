@@ -34,6 +34,7 @@ class RunRecord:
     evals: list[dict] = field(default_factory=list)  # metrics.jsonl rows with kind == "eval"
     error: str | None = None  # why it failed, when known
     extrapolation: dict | None = None  # filled by sweep.extrapolate (or its cache)
+    order: tuple = ()  # where the run came in its sweep: (index of the folder given, Hydra job number, path)
 
     @property
     def finished(self) -> bool:
@@ -65,6 +66,26 @@ class RunRecord:
         if isinstance(node, dict):  # a config group choice (`model=small`): its name, not its whole content
             return given if given is not None else "(default)"
         return given if node is _MISSING else node
+
+    def known(self, key: str) -> bool:
+        """Whether the run says anything about `key` (a run that crashed before writing its config knows only
+        its overrides)."""
+        return bool(self.config) or key in parse_overrides(self.overrides)
+
+    @property
+    def seed(self) -> int | None:
+        """The run's seed (weights, data order, dropout): its config's, or its override's; None if unknown."""
+        v = self.config_value("seed") if self.known("seed") else None
+        try:
+            return None if v is None or isinstance(v, bool) else int(v)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def time_to_target(self) -> dict:
+        """summary.json's `time_to_target` (train.target_loss): {target_loss, step, tokens, wall_s}, or {}."""
+        t = self.summary.get("time_to_target")
+        return t if isinstance(t, dict) else {}
 
 
 _MISSING = object()
@@ -102,6 +123,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     status = summary.get("status")
     error = summary.get("error")
+    hydra_cfg = read_yaml(run_dir / ".hydra" / "hydra.yaml")
+    job_num = _job_num(hydra_cfg)
     if job.get("status") == "failed":
         # Hydra saw the job raise: train.py may not have recorded it (a crash before summary.json existed)
         status, error = "failed", error or job.get("error")
@@ -115,7 +138,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
         overrides=overrides,
         evals=evals,
         error=error,
+        order=(0, job_num, str(run_dir)),
     )
+
+
+def _job_num(hydra_cfg) -> float:
+    """Hydra's job number of the run (its place in the sweep), or infinity when it is not known."""
+    try:
+        return int(hydra_cfg["hydra"]["job"]["num"])
+    except (TypeError, KeyError, ValueError):
+        return math.inf
 
 
 def is_run_dir(path: Path) -> bool:
@@ -144,12 +176,14 @@ def collect_runs(dirs: list[str | Path]) -> list[RunRecord]:
     """Read every run under each of `dirs` (duplicates removed); raise if there are none at all."""
     seen: set[Path] = set()
     runs = []
-    for d in dirs:
+    for i, d in enumerate(dirs):
         for rd in find_run_dirs(d):
             key = rd.resolve()
             if key not in seen:
                 seen.add(key)
-                runs.append(read_run(rd))
+                run = read_run(rd)
+                run.order = (i, *run.order[1:])  # the sweeps in the order given, each in its job order
+                runs.append(run)
     if not runs:
         names = " ".join(str(d) for d in dirs)
         raise UserError(f"no runs found under {names}; pass the sweep directory train.py -m wrote into")

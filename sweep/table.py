@@ -1,19 +1,25 @@
-"""One row per run: the overrides that differ, size, losses, speed, KV cache, length extrapolation.
+"""The sweep's tables: one row per run, one per setting (its seeds pooled), and the paired comparison.
 
-`build_table(runs)` returns a `Table` (columns + rows of plain values) that `write_csv` and `to_markdown`
-render. Rows are sorted: finished runs by best val loss, then the runs that did not finish.
+`build_table(runs)` returns a `Table`: the keys whose values differ between runs, one row of plain values per
+run, and the runs grouped into settings (`sweep.settings`: runs that differ only in `seed` are seeds of one
+setting). `write_csvs` and `to_markdown` render it. Runs are listed beneath their setting: settings by mean
+best val loss, each setting's finished runs by seed, then the runs that did not finish.
 """
 
 from __future__ import annotations
 
 import csv
-import math
+import hashlib
+import io
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rundir.files import atomic_write
 from sweep.runs import RunRecord, parse_overrides
+from sweep.stats import NO_INTERVAL, Estimate
 
 # Override keys that never describe the architecture or budget being compared.
 IGNORED_KEYS = {
@@ -24,8 +30,15 @@ IGNORED_KEYS = {
     "wandb.mode",
     "wandb.project",
     "wandb.entity",
+    "compare.baseline",
 }
 IGNORED_PREFIXES = ("hydra.", "hydra/")
+SEED_KEY = "seed"
+# What a run's number depends on besides its architecture: always checked in the resolved configs (even
+# when no run overrode them), so runs of different budgets or data are never pooled or paired.
+BUDGET_KEYS = ("train.max_iters", "train.batch_size", "train.grad_accum", "model.block_size")
+DATA_KEY = "data"
+DATA_IGNORED = ("out_dir", "num_proc")  # where the prepared files go and how fast: not what they hold
 
 METRIC_COLUMNS = [
     "params",
@@ -35,30 +48,42 @@ METRIC_COLUMNS = [
     "wall_s",
     "kv_cache_bytes_per_token",
 ]
+TARGET_COLUMNS = ["target_loss", "target_step", "target_tokens", "target_wall_s"]
 
 
 @dataclass
 class Table:
-    keys: list[str]  # the override keys whose values differ between runs
+    keys: list[str]  # the keys whose values differ between runs (`seed` among them when seeds differ)
     multipliers: list[int]  # extrapolation lengths, in multiples of the training block size
-    rows: list[dict]  # one per run: run, status, label, <keys>, METRIC_COLUMNS, val_loss_<m>x, note
+    rows: list[dict]  # one per run: run, status, label, setting, <keys>, METRIC_COLUMNS, val_loss_<m>x, note
     runs: list[RunRecord]  # same order as rows
+    settings: list = field(default_factory=list)  # sweep.settings.Setting, best first
+    comparison: Any = None  # sweep.settings.Comparison, or None with fewer than two settings
+
+    @property
+    def setting_keys(self) -> list[str]:
+        return [k for k in self.keys if k != SEED_KEY]
+
+    @property
+    def has_target(self) -> bool:
+        return any(r.get("target_loss") is not None for r in self.rows)
+
+    @property
+    def ext_columns(self) -> list[str]:
+        return [f"val_loss_{m}x" for m in self.multipliers]
 
     @property
     def columns(self) -> list[str]:
-        ext = [f"val_loss_{m}x" for m in self.multipliers]
-        return ["run", "status", *self.keys, *METRIC_COLUMNS, *ext, "note"]
+        target = TARGET_COLUMNS if self.has_target else []
+        return ["run", "status", "setting", *self.keys, *METRIC_COLUMNS, *self.ext_columns, *target, "note"]
+
+    @property
+    def seeded(self) -> bool:
+        """Whether some setting has more than one run (a sweep with seeds)."""
+        return any(len(s.runs) > 1 for s in self.settings)
 
 
-def differing_keys(runs: list[RunRecord]) -> list[str]:
-    """Override keys (from any run) whose resolved value is not the same in every run, in first-seen order."""
-    keys: list[str] = []
-    for r in runs:
-        for k in parse_overrides(r.overrides):
-            if k in keys or k in IGNORED_KEYS or k.startswith(IGNORED_PREFIXES):
-                continue
-            keys.append(k)
-    return [k for k in keys if len({_fmt_value(r.config_value(k)) for r in runs}) > 1]
+# ---------------------------------------------------------------- keys and values
 
 
 def _fmt_value(v: Any) -> str:
@@ -69,6 +94,50 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def _data_identity(run: RunRecord) -> str | None:
+    data = run.config.get("data")
+    if not isinstance(data, dict):
+        return None
+    kept = {k: v for k, v in data.items() if k not in DATA_IGNORED}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def key_values(runs: list[RunRecord]) -> tuple[list[str], dict[Path, dict[str, str | None]]]:
+    """The keys whose values differ between runs, and each run's value of each (None: the run does not say,
+    e.g. it crashed before writing its config). Keys: the overrides (first-seen order), then the seed, the
+    budget keys and the data when the runs' configs disagree on them."""
+    candidates: list[str] = []
+    for r in runs:
+        for k in parse_overrides(r.overrides):
+            if k in candidates or k in IGNORED_KEYS or k.startswith(IGNORED_PREFIXES):
+                continue
+            candidates.append(k)
+    candidates += [k for k in (SEED_KEY, *BUDGET_KEYS, DATA_KEY) if k not in candidates]
+
+    names: dict[str, set] = {}  # data name -> identities seen under it
+    for r in runs:
+        ident = _data_identity(r)
+        if ident is not None:
+            names.setdefault(str(r.config["data"].get("name")), set()).add(ident)
+
+    def value(r: RunRecord, k: str) -> str | None:
+        if k == DATA_KEY and _data_identity(r) is not None:
+            name = str(r.config["data"].get("name"))
+            if len(names[name]) == 1:
+                return name  # the name says it all
+            return f"{name} ({hashlib.sha1(_data_identity(r).encode()).hexdigest()[:6]})"
+        return _fmt_value(r.config_value(k)) if r.known(k) else None
+
+    values = {r.run_dir: {k: value(r, k) for k in candidates} for r in runs}
+    keys = [k for k in candidates if len({v[k] for v in values.values() if v[k] is not None}) > 1]
+    return keys, {d: {k: v[k] for k in keys} for d, v in values.items()}
+
+
+def differing_keys(runs: list[RunRecord]) -> list[str]:
+    """Keys (overrides of any run, budget, data) whose resolved value is not the same in every run."""
+    return key_values(runs)[0]
+
+
 def short_key(key: str, keys: list[str]) -> str:
     """`model.position` -> `position`, unless another key ends the same way."""
     last = key.rsplit(".", 1)[-1]
@@ -76,11 +145,9 @@ def short_key(key: str, keys: list[str]) -> str:
     return key if clash else last
 
 
-def run_label(run: RunRecord, keys: list[str], root_names: dict[Path, str] | None = None) -> str:
-    """A short legend label: `position=alibi, n_kv_head=1`, or the run's folder name if nothing differs."""
-    if keys:
-        return ", ".join(f"{short_key(k, keys)}={_fmt_value(run.config_value(k))}" for k in keys)
-    return (root_names or {}).get(run.run_dir, run.run_dir.name)
+def label_of(values: dict[str, str | None], keys: list[str]) -> str:
+    """`position=alibi, n_kv_head=1` from a run's (or setting's) values of `keys`."""
+    return ", ".join(f"{short_key(k, keys)}={'?' if values.get(k) is None else values[k]}" for k in keys)
 
 
 def _status_text(run: RunRecord) -> str:
@@ -105,31 +172,56 @@ def _extrapolation_cells(run: RunRecord, multipliers: list[int]) -> tuple[dict, 
     return cells, notes
 
 
-def build_table(runs: list[RunRecord], multipliers: list[int] = (1, 2, 4, 8)) -> Table:
-    """The comparison table of `runs` (each may carry `.extrapolation` results)."""
+def _target_cells(run: RunRecord) -> dict:
+    t = run.time_to_target
+    return {
+        "target_loss": t.get("target_loss"),
+        "target_step": t.get("step"),
+        "target_tokens": t.get("tokens"),
+        "target_wall_s": t.get("wall_s"),
+    }
+
+
+def build_table(
+    runs: list[RunRecord],
+    multipliers: list[int] = (1, 2, 4, 8),
+    baseline: str | None = None,
+    strict: bool = True,
+    pair: bool = True,
+) -> Table:
+    """The tables of `runs` (each may carry `.extrapolation` results). `baseline` picks the setting the
+    comparison pairs against (None: the first of the sweep); `strict` raises a UserError for a baseline that
+    is no setting or settings that cannot be paired, otherwise the comparison says why in its note.
+    `pair=False`: no comparison."""
+    from sweep.settings import compare_settings, group_settings
+
     multipliers = list(multipliers)
-    keys = differing_keys(runs)
+    keys, values = key_values(runs)
     names = relative_names([r.run_dir for r in runs])
-
-    def order(r: RunRecord):
-        best = r.value("best_val_loss")
-        return (not r.finished, best if best is not None else math.inf, str(r.run_dir))
-
-    runs = sorted(runs, key=order)
-    rows = []
+    setting_keys = [k for k in keys if k != SEED_KEY]
+    rows = {}
     for r in runs:
-        row = {"run": names[r.run_dir], "status": _status_text(r), "label": run_label(r, keys, names)}
-        for k in keys:
-            row[k] = _fmt_value(r.config_value(k))
+        row = {"run": names[r.run_dir], "status": _status_text(r)}
+        row["label"] = label_of(values[r.run_dir], keys) or names[r.run_dir]
+        row.update(values[r.run_dir])
         for c in METRIC_COLUMNS:
             row[c] = r.value(c)
         cells, notes = _extrapolation_cells(r, multipliers)
         row.update(cells)
+        row.update(_target_cells(r))
         if r.error:
             notes.insert(0, str(r.error))
         row["note"] = "; ".join(notes)
-        rows.append(row)
-    return Table(keys=keys, multipliers=multipliers, rows=rows, runs=runs)
+        rows[r.run_dir] = row
+    settings = group_settings(runs, rows, values, setting_keys)
+    ordered = [r for s in settings for r in s.runs]
+    for s in settings:
+        for r in s.runs:
+            rows[r.run_dir]["setting"] = s.label
+    table = Table(keys, multipliers, [rows[r.run_dir] for r in ordered], ordered, settings)
+    if pair and len(settings) > 1:
+        table.comparison = compare_settings(settings, baseline, strict)
+    return table
 
 
 def relative_names(dirs: list[Path]) -> dict[Path, str]:
@@ -157,13 +249,37 @@ def display_names(names: list[str]) -> list[str]:
     return short if all(short) and len(set(short)) == len(short) else list(names)
 
 
-def write_csv(table: Table, path: str | Path) -> None:
-    """Raw numbers (empty cell = not available); the note column says why."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=table.columns, extrasaction="ignore")
-        w.writeheader()
-        for row in table.rows:
-            w.writerow({c: "" if row.get(c) is None else row[c] for c in table.columns})
+# ---------------------------------------------------------------- csv
+
+
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    f = io.StringIO()
+    w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+    return f.getvalue()
+
+
+def write_runs_csv(table: Table, path: str | Path) -> None:
+    """One row per run, raw numbers (empty cell = not available; the note column says why)."""
+    atomic_write(path, _csv_text(table.columns, table.rows))
+
+
+def write_settings_csv(table: Table, path: str | Path) -> None:
+    """One row per setting: n, mean, std and 95% interval of each metric over its finished seeds."""
+    from sweep.settings import setting_columns, setting_row
+
+    columns = setting_columns(table)
+    atomic_write(path, _csv_text(columns, [setting_row(s, table) for s in table.settings]))
+
+
+def write_comparison_csv(table: Table, path: str | Path) -> None:
+    """One row per setting against the baseline: paired difference, interval, p, Holm's p, verdict."""
+    from sweep.settings import COMPARISON_COLUMNS
+
+    rows = table.comparison.rows if table.comparison is not None else []
+    atomic_write(path, _csv_text(COMPARISON_COLUMNS, rows))
 
 
 # ---------------------------------------------------------------- markdown
@@ -185,11 +301,38 @@ def fmt_seconds(s: Any) -> str:
     return f"{s:.0f} s" if s < 120 else f"{int(s // 60)} min {s % 60:02.0f} s"
 
 
-def to_markdown(table: Table) -> str:
-    """The table as GitHub markdown; the best finished run's best val loss in bold, n/a reasons as notes."""
+def fmt_estimate(e: Estimate, fmt: str) -> str:
+    """`2.1430 ± 0.0120` (the ± is half the 95% interval), the value alone for one seed, `–` for none."""
+    if e.n == 0:
+        return "–"
+    if e.half is None:
+        return format(e.mean, fmt)
+    return f"{format(e.mean, fmt)} ± {format(e.half, fmt)}"
+
+
+def fmt_interval(e: Estimate, fmt: str) -> str:
+    if e.n == 0:
+        return "–"
+    if e.low is None:
+        return NO_INTERVAL
+    return f"[{format(e.low, fmt)}, {format(e.high, fmt)}]"
+
+
+def _target_text(row: dict) -> str:
+    if row.get("target_loss") is None:
+        return "–"
+    if row.get("target_step") is None:
+        return "not reached" if row["status"] == "finished" else "–"
+    return f"step {row['target_step']:,} ({fmt_seconds(row['target_wall_s'])})"
+
+
+def runs_markdown(table: Table) -> str:
+    """The runs as GitHub markdown; the best finished run's best val loss in bold, n/a reasons as notes."""
     ext_head = [f"val loss {m}×" for m in table.multipliers]
     head = ["run", "status", *(short_key(k, table.keys) for k in table.keys)]
     head += ["params", "best val", "final val", "tokens/s", "wall", "KV B/token", *ext_head]
+    if table.has_target:
+        head.append(f"to val {_target_value(table)}")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     finished = [r for r in table.rows if r["status"] == "finished" and r["best_val_loss"] is not None]
     best = min((r["best_val_loss"] for r in finished), default=None)
@@ -203,7 +346,7 @@ def to_markdown(table: Table) -> str:
         for m in table.multipliers:
             v = row[f"val_loss_{m}x"]
             ext.append("n/a" if v is None and row["status"] == "finished" and row["note"] else _num(v, ".4f"))
-        cells = [f"`{shown[row['run']]}`", row["status"], *(row[k] for k in table.keys)]
+        cells = [f"`{shown[row['run']]}`", row["status"], *(_cell(row[k]) for k in table.keys)]
         cells += [
             fmt_params(row["params"]),
             best_cell,
@@ -213,6 +356,8 @@ def to_markdown(table: Table) -> str:
             _num(row["kv_cache_bytes_per_token"], ",.0f"),
             *ext,
         ]
+        if table.has_target:
+            cells.append(_target_text(row))
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
         if row["note"]:
             notes.append(f"- `{shown[row['run']]}`: {row['note']}")
@@ -220,3 +365,27 @@ def to_markdown(table: Table) -> str:
     if notes:
         out += "\n\nNotes:\n\n" + "\n".join(notes)
     return out
+
+
+def _cell(v: str | None) -> str:
+    return "?" if v is None else v
+
+
+def _target_value(table: Table) -> str:
+    targets = sorted({r["target_loss"] for r in table.rows if r.get("target_loss") is not None})
+    return ", ".join(f"{t:g}" for t in targets)
+
+
+def to_markdown(table: Table) -> str:
+    """Every table of the summary: settings (with seeds), the paired comparison, then the runs."""
+    from sweep.settings import comparison_markdown, settings_markdown
+
+    parts = []
+    if table.seeded:
+        parts += ["## Settings", "", settings_markdown(table), ""]
+    if table.comparison is not None:
+        parts += [comparison_markdown(table), ""]
+    if parts:
+        parts += ["## Runs", ""]
+    parts.append(runs_markdown(table))
+    return "\n".join(parts)

@@ -46,6 +46,8 @@ def _head_mats(m, l, h):
     Wk = a.k_proj.weight.detach()[kv * hs : (kv + 1) * hs].T
     Wv = a.v_proj.weight.detach()[kv * hs : (kv + 1) * hs].T
     Wo = a.o_proj.weight.detach()[:, h * hs : (h + 1) * hs].T.double()
+    if a.q_norm is not None:  # qk_norm's gains scale each q and k dimension
+        Wq, Wk = Wq * a.q_norm.weight.detach(), Wk * a.k_norm.weight.detach()
     if isinstance(ln, torch.nn.LayerNorm):
         Wo = Wo @ (torch.eye(C, dtype=torch.float64) - 1.0 / C)
     return _fold_naive(ln, Wq), _fold_naive(ln, Wk), _fold_naive(ln, Wv), Wo
@@ -97,6 +99,7 @@ CONFIGS = [
     dict(position="rope", norm="rmsnorm", window=5),
     dict(position="learned", mlp="gelu", bias=True),
     dict(position="alibi", n_kv_head=2, mlp="swiglu"),
+    dict(position="rope", norm="rmsnorm", n_kv_head=2, qk_norm=True),
 ]
 
 
@@ -242,6 +245,22 @@ def test_logit_lens_last_layer_is_the_model():
     ranks = (logits[0, :-1] > logits[0, :-1].gather(-1, ids[1:, None])).sum(-1) + 1
     assert rows[-1]["rank"] == pytest.approx(float(ranks.double().mean()), abs=1e-3)
     assert all(1 <= r["rank"] <= 23 and 0 <= r["top1"] <= 1 for r in rows)
+
+
+def test_dla_and_logit_lens_with_a_logit_softcap():
+    """The contributions sum to the logit before the cap (DLA is linear); the lens's last layer is the model,
+    cap included."""
+    m = _model(mlp="gelu", position="rope", logit_softcap=0.1)  # below this model's largest logits
+    ids = torch.randint(0, 23, (12,))
+    att = CI.direct_logit_attribution(m, ids, center=False)
+    _, c = m.run_with_cache(ids[None], ["blocks.2.hook_resid_post"])
+    raw = m.lm_head(m.ln_f(c["blocks.2.hook_resid_post"][0, :-1])).double().gather(-1, ids[1:, None])[:, 0]
+    total = att.heads.sum((1, 2)) + att.embed + att.mlp.sum(1) + att.bias
+    torch.testing.assert_close(total.double(), raw, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(att.logit.double(), raw, atol=1e-5, rtol=1e-5)
+    assert float(raw.abs().max()) > 0.1  # the cap bites: the capped logit is another number
+    _, loss = m(ids[None, :-1], ids[None, 1:])
+    assert CI.logit_lens(m, ids)[-1]["loss"] == pytest.approx(float(loss), abs=1e-4)
 
 
 @pytest.mark.parametrize("position", ["none", "rope"])

@@ -224,3 +224,67 @@ def test_plain_training_never_imports_transformers(tmp_path):
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def _own_tokenizer(text: str):
+    """A small byte-level BPE trained on ``text`` (not GPT-2's), with an end-of-text token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "</s>"]))
+    return tok
+
+
+@pytest.mark.parametrize("prepared_too", [False, True])
+def test_a_resume_needs_neither_the_source_nor_its_tokenizer(tmp_path, capsys, prepared_too):
+    """data.tokenizer=<the init_from directory>, as docs/interop.md says; then the directory is deleted (and the
+    prepared data too): the resume runs on the tokenizer its checkpoint carries, with the same tokens."""
+    text = (ROOT / "tests" / "test_init_from.py").read_text() * 3
+    (tmp_path / "corpus.txt").write_text(text)
+    tok = _own_tokenizer(text)
+    src = tmp_path / "tiny-gpt2-own-tokenizer"
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=tok.get_vocab_size(), n_positions=32, n_embd=16, n_layer=1, n_head=2
+    )
+    transformers.GPT2LMHeadModel(hf_cfg).save_pretrained(src)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>").save_pretrained(src)
+    prep = tmp_path / "prep"
+    ov = [f"init_from={src}", "data=text_files", f"data.path={tmp_path / 'corpus.txt'}", f"data.out_dir={prep}",
+          f"data.tokenizer={src}", "model.block_size=16", *TRAIN]  # fmt: skip
+    first = train(
+        compose_cfg([*ov, "train.stop_after_iters=2"]),
+        tmp_path / "run",
+        overrides=[*ov, "train.stop_after_iters=2"],
+    )
+    assert first["status"] == "interrupted" and first["step"] == 2
+    tokens = (prep / "train.bin").read_bytes()
+    shutil.rmtree(src)
+    if prepared_too:
+        shutil.rmtree(prep)
+    capsys.readouterr()
+    again = [*ov, "train.resume=true"]  # the same command line, as a resume is typed
+    done = train(compose_cfg(again), tmp_path / "run", overrides=again)
+    assert done["status"] == "finished" and done["step"] == 4
+    err = capsys.readouterr().err
+    assert f"data.tokenizer={src} is gone; using the run's copy" in err
+    assert ("preparing data" in err) == prepared_too  # the same content: prepared data is reused as it is
+    assert (prep / "train.bin").read_bytes() == tokens
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["data"]["tokenizer"] == str(src)  # the run still says where it started from
+    assert ckpt["tokenizer"]["eot_id"] == tok.token_to_id("</s>")
+
+
+def test_init_from_weights_of_other_shapes_is_one_line_before_anything_is_written(gpt2_dir, tmp_path):
+    """A 32-wide model's weights under a config edited to say 48: the shared loader's one line, not
+    load_state_dict's traceback."""
+    edited = tmp_path / "edited"
+    shutil.copytree(gpt2_dir, edited)
+    cfg = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**cfg, "n_embd": 48}))
+    p = cli("train.py", f"init_from={edited}", "data=shakespeare_gpt2", f"hydra.run.dir={tmp_path / 'r'}")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "the weights do not match the model its config describes" in lines[0]
+    assert "(50257, 32) in the file, (50257, 48) in the model" in lines[0]
+    assert not (tmp_path / "r" / "config.yaml").exists()

@@ -82,13 +82,21 @@ def test_hf_to_gptlab_to_hf_gives_identical_tensors(kind):
     assert set(back) == set(theirs)
     for k, v in theirs.items():
         assert torch.equal(back[k], v), k
-    # and the config maps back to the same architecture
+    # and the config maps back to the same architecture (a bias-free Llama as Mistral with a window as long
+    # as its context: the same model up to max_position_embeddings, and our sampler's past it)
     fam2, kwargs = to_hf_config(cfg)
-    assert fam2 == family
-    again = type(hf.config)(**kwargs).to_dict()
-    for key in ("vocab_size", "n_layer", "num_hidden_layers", "num_key_value_heads", "sliding_window", "tie_word_embeddings",
-                "n_inner", "intermediate_size", "activation_function", "attention_bias", "rope_parameters"):  # fmt: skip
+    assert fam2 == ("mistral" if kind == "llama-gqa" else family)
+    again = getattr(transformers, CONFIGS[fam2])(**kwargs).to_dict()
+    if kind == "llama-gqa":  # (Mistral has no attention_bias field: it has no biases)
+        assert (
+            again["sliding_window"] == hf.config.max_position_embeddings == again["max_position_embeddings"]
+        )
+    for key in ("vocab_size", "n_layer", "num_hidden_layers", "num_key_value_heads", "tie_word_embeddings",
+                "n_inner", "intermediate_size", "activation_function", "rope_parameters",
+                *(["attention_bias"] if fam2 == family else [])):  # fmt: skip
         assert again.get(key) == hf.config.to_dict().get(key), key
+    if kind == "mistral":
+        assert again["sliding_window"] == hf.config.sliding_window
     idx = torch.randint(0, cfg.vocab_size, (2, 20))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], hf(idx).logits, rtol=1e-4, atol=1e-4)
@@ -100,12 +108,14 @@ SHAPES = {
     "gpt2-exact-gelu-nobias-untied": dict(position="learned", norm="layernorm", mlp="gelu", bias=False, tie_embeddings=False),
     "gpt2-relu2-gqa": dict(position="learned", norm="layernorm", mlp="relu2", bias=True, n_kv_head=2),
     "gpt2-attn-only": dict(position="learned", norm="layernorm", mlp="none", bias=False),
-    "llama-gqa": dict(position="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, rope_theta=500.0),
+    "mistral-gqa": dict(position="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, rope_theta=500.0),
     "llama-mqa-bias-untied": dict(position="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=1, bias=True, tie_embeddings=False),
-    "llama-attn-only": dict(position="rope", norm="rmsnorm", mlp="none", n_kv_head=2),
+    "mistral-attn-only": dict(position="rope", norm="rmsnorm", mlp="none", n_kv_head=2),
+    "llama-attn-only-bias": dict(position="rope", norm="rmsnorm", mlp="none", n_kv_head=2, bias=True),
     "mistral-window": dict(position="rope", norm="rmsnorm", mlp="swiglu", n_kv_head=2, window=5),
 }  # fmt: skip
 CLASSES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+CONFIGS = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "mistral": "MistralConfig"}
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
@@ -133,25 +143,48 @@ def test_gptlab_to_hf_to_gptlab_gives_the_same_logits(name, tmp_path):
         )
 
 
-def test_greedy_tokens_of_an_exported_then_reloaded_model_equal_ours(tmp_path):
-    cfg = GPTConfig(vocab_size=len(CHARS), block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
+def test_greedy_tokens_of_an_exported_then_reloaded_model_equal_ours_past_block_size(tmp_path):
+    """Past block_size our sampler keeps a window of block_size keys (model/generate.py); the export says so to
+    transformers (Mistral's sliding_window), so HF's generate gives our tokens at every length."""
+    cfg = GPTConfig(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
                     position="rope", norm="rmsnorm", mlp="swiglu")  # fmt: skip
     ours = perturbed(GPT(cfg))
     run = Run(ours, None, CHAR_META, {}, {}, tmp_path / "ckpt.pt", tmp_path, 0)
     rep = export_hf(run, tmp_path / "out")
-    assert rep["class"] == "LlamaForCausalLM" and rep["tokenizer"] and rep["gaps"]["transformers"] < 1e-5
+    assert rep["class"] == "MistralForCausalLM" and rep["tokenizer"] and rep["gaps"]["transformers"] < 1e-5
+    assert rep["note"] is None
     prompt = torch.tensor([[CHARS.index(c) for c in "ROMEO:"]])
-    want = ours.generate(prompt, 20, temperature=0)
+    want = ours.generate(prompt, 50, temperature=0)  # 56 tokens: 40 past block_size
+    assert torch.equal(ours.generate(prompt, 50, temperature=0, use_cache=False), want)
     reloaded = load_run(tmp_path / "out")  # an HF directory: read through interop
-    assert torch.equal(reloaded.model.generate(prompt, 20, temperature=0), want)
+    assert torch.equal(reloaded.model.generate(prompt, 50, temperature=0), want)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
-    got = hf.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert hf.config.sliding_window == hf.config.max_position_embeddings == 16
+    got = hf.generate(prompt, max_new_tokens=50, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert torch.equal(got, want)
+    # its forward over 56 tokens is our forward with the sampler's window
+    with torch.no_grad():
+        torch.testing.assert_close(hf(want).logits, ours(want, window=16)[0], rtol=1e-4, atol=1e-4)
     # the exported char tokenizer is ours: same ids, same text
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     text = "ROMEO: But, soft!\nWhat light?"
     assert tok(text).input_ids == reloaded.tokenizer.encode(text) == [CHARS.index(c) for c in text]
     assert tok.decode(tok(text).input_ids) == text
+
+
+def test_a_llama_export_says_where_it_stops_agreeing_and_agrees_up_to_there(tmp_path):
+    """RoPE with biases is LlamaForCausalLM, which has no window: the export's note names block_size, and greedy
+    tokens agree on sequences up to block_size."""
+    cfg = GPTConfig(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=4, n_embd=32, bias=True,
+                    position="rope", norm="rmsnorm", mlp="swiglu")  # fmt: skip
+    ours = perturbed(GPT(cfg))
+    rep = export_hf(Run(ours, None, CHAR_META, {}, {}, tmp_path / "c.pt", tmp_path, 0), tmp_path / "out")
+    assert rep["class"] == "LlamaForCausalLM"
+    assert "past block_size=16 tokens" in rep["note"] and "up to 16 tokens" in rep["note"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    prompt = torch.tensor([[CHARS.index(c) for c in "ROMEO:"]])
+    got = hf.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(got, ours.generate(prompt, 10, temperature=0))
 
 
 # ------------------------------------------------------------------------------------------ refusals
@@ -172,6 +205,16 @@ def test_greedy_tokens_of_an_exported_then_reloaded_model_equal_ours(tmp_path):
             dict(position="rope", norm="rmsnorm", mlp="swiglu", window=4, bias=True),
             "model.bias=true",
             "bias=false",
+        ),
+        (
+            dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True),
+            "model.qk_norm=true",
+            "qk_norm=false",
+        ),
+        (
+            dict(position="learned", mlp="gelu", logit_softcap=30.0),
+            "model.logit_softcap=30.0",
+            "logit_softcap=null",
         ),
     ],
 )
@@ -216,6 +259,58 @@ def test_loading_such_a_directory_names_the_source_and_the_field(tmp_path):
     with pytest.raises(UserError, match=r"scale_attn_by_inverse_layer_idx=True") as e:
         load_run(tmp_path)
     assert str(tmp_path) in str(e.value)
+
+
+def _edited_dir(tmp_path, family: str, **edits) -> Path:
+    """A tiny saved HF model whose config.json is then edited by hand (as a broken download might be)."""
+    if family == "gpt2":
+        hf = transformers.GPT2LMHeadModel(
+            transformers.GPT2Config(vocab_size=61, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+        )
+    else:
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=61, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=2, max_position_embeddings=16))  # fmt: skip
+    d = tmp_path / f"{family}-edited"
+    hf.save_pretrained(d)
+    (d / "tokenizer.json").write_text(ids_tokenizer_json(61))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(edits)
+    cfg.pop("head_dim", None)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize(
+    "family, edits, msg",
+    [
+        ("gpt2", dict(n_embd=32), r"model.safetensors: the weights do not match the model its config describes "
+         r"\(.*tok_emb.weight: \(61, 16\) in the file, \(61, 32\) in the model.*config.json describes another model"),
+        ("llama", dict(hidden_size=32), r"the weights do not match .*config.json describes another model"),
+        ("llama", dict(num_attention_heads=0), r"config.json has num_attention_heads=0; it must be a positive integer"),
+        ("gpt2", dict(n_head=0), r"config.json has n_head=0; it must be a positive integer"),
+        ("llama", dict(num_attention_heads=3), r"config.json cannot be read by transformers \(The hidden size \(16\) "
+         r"is not a multiple of the number of attention heads \(3\)"),
+        ("gpt2", dict(n_head=3), r"n_embd=16 is not divisible by model.n_head=3"),
+    ],
+)  # fmt: skip
+def test_a_directory_whose_config_does_not_fit_is_one_line_from_the_shared_loader(
+    tmp_path, family, edits, msg
+):
+    """load_pretrained: what sample.py, heads.py, export.py and train.py init_from= all read through."""
+    d = _edited_dir(tmp_path, family, **edits)
+    with pytest.raises(UserError, match=msg) as e:
+        load_pretrained(str(d))
+    assert "\n" not in str(e.value) and str(d) in str(e.value)
+
+
+def test_sample_py_on_a_config_transformers_refuses_is_one_line(tmp_path):
+    d = _edited_dir(tmp_path, "llama", num_attention_heads=3)
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "sample.py", f"run={d}", "prompt=1 2", "max_new_tokens=2"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "is not a multiple of the number of attention heads (3)" in p.stderr
 
 
 # ------------------------------------------------------------------------------------------ sources

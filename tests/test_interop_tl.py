@@ -87,3 +87,49 @@ def test_compatibility_mode_keeps_the_patterns_and_shifts_each_positions_logits(
     patterns = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in range(cfg.n_layer)])
     torch.testing.assert_close(patterns, ours.attention_patterns(idx), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gap, gap.mean(-1, keepdim=True).expand_as(gap), rtol=1e-4, atol=1e-4)
+
+
+CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+CHAR_META = {"tokenizer": "char", "chars": CHARS, "vocab_size": len(CHARS), "eot_id": None}
+GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257, "eot_id": 50256}
+TEXT = "ROMEO: good morrow"
+
+
+def _string_input_equals_ours(bridge, ours, meta, bos):
+    """run_with_cache on a string: the ids are our tokenizer's (after ``bos``, if any) and the logits ours."""
+    from data import get_tokenizer
+
+    ids = bridge.to_tokens(TEXT)
+    assert ids.tolist() == [[*bos, *get_tokenizer(meta).encode(TEXT)]]
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(TEXT)
+        want = ours(ids)[0]
+    torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+    assert cache["blocks.0.attn.hook_pattern"].shape[-1] == ids.shape[1]
+
+
+def test_a_char_run_reads_strings_without_a_bos_it_lacks(tmp_path):
+    """A char vocabulary has no BOS: TransformerLens used to prepend a new id (= vocab size) and fail."""
+    cfg = GPTConfig(vocab_size=len(CHARS), block_size=32, n_layer=2, n_head=4, n_embd=32, **MODELS["rope-rmsnorm-swiglu-gqa"])  # fmt: skip
+    ours = GPT(cfg).eval()
+    bridge = to_transformer_lens(ours, CHAR_META)
+    _string_input_equals_ours(bridge, ours, CHAR_META, bos=[])
+    # strings of different lengths pad with an id the model has; the shorter one's logits are its own
+    with torch.no_grad():
+        both = bridge(["ROMEO: good morrow", "JULIET"])
+        alone = ours(bridge.to_tokens("JULIET"))[0]
+    torch.testing.assert_close(both[1:, :6], alone, rtol=1e-5, atol=1e-5)
+    # an export booted from its files as docs/interop.md says reads strings the same way
+    from interop.hf import Run, export_hf
+    from interop.tl import fit_special_tokens
+
+    export_hf(Run(ours, None, CHAR_META, {}, {}, tmp_path / "c.pt", tmp_path, 0), tmp_path / "out")
+    booted = fit_special_tokens(tl.TransformerBridge.boot_transformers(str(tmp_path / "out"), device="cpu"))
+    _string_input_equals_ours(booted, ours, CHAR_META, bos=[])
+
+
+def test_a_gpt2_tokenizer_run_reads_strings_after_its_end_of_text_token():
+    cfg = GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=16, **MODELS["learned-layernorm-gelu"])  # fmt: skip
+    ours = GPT(cfg).eval()
+    bridge = to_transformer_lens(ours, GPT2_META)
+    _string_input_equals_ours(bridge, ours, GPT2_META, bos=[50256])

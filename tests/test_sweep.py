@@ -17,7 +17,7 @@ from sweep.extrapolate import evaluate_lengths, window_starts
 from sweep.plots import PLOT_FILES
 from sweep.report import summarize
 from sweep.runs import collect_runs, parse_overrides, read_run
-from sweep.table import build_table, differing_keys, to_markdown
+from sweep.table import build_table, differing_keys, runs_markdown, to_markdown
 
 MODEL_DEFAULTS = {"position": "rope", "n_kv_head": None, "n_head": 4, "block_size": 64}
 
@@ -112,9 +112,10 @@ def test_every_run_listed_with_its_status(sweep_dir):
     assert by_pos["none"]["best_val_loss"] == 2.6  # from metrics.jsonl: the summary has no number yet
     # finished runs first, by best val loss; then the others
     assert [r["model.position"] for r in table.rows[:3]] == ["rope", "alibi", "learned"]
-    md = to_markdown(table)
+    md = runs_markdown(table)
     assert md.count("\n| `") == 6
     assert "**1.8000**" in md  # the best finished run stands out
+    assert "| `model.position=rope` | finished | rope |" in to_markdown(table)  # the runs are in the summary
 
 
 def test_status_of_runs_without_summary(tmp_path):
@@ -156,7 +157,18 @@ def test_a_config_group_override_shows_the_choice_not_its_content(tmp_path):
 def test_csv_and_plots_and_markdown_written(sweep_dir):
     md = summarize([sweep_dir], extrapolate=False)
     assert md == sweep_dir / "summary.md"
-    with open(sweep_dir / "summary.csv") as f:
+    with open(sweep_dir / "summary.csv") as f:  # one row per setting; here every setting has one seed
+        settings = {r["setting"]: r for r in csv.DictReader(f)}
+    assert len(settings) == 6
+    alibi = settings["position=alibi"]
+    assert (alibi["finished"], alibi["best_val_loss_n"], float(alibi["best_val_loss_mean"])) == (
+        "1",
+        "1",
+        1.9,
+    )
+    assert alibi["best_val_loss_std"] == alibi["best_val_loss_ci_low"] == ""  # one seed: no interval
+    assert alibi["note"] == "n=1, no interval" and settings["position=t5"]["note"] == "no finished run"
+    with open(sweep_dir / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6
     alibi = next(r for r in rows if r["model.position"] == "alibi")
@@ -187,7 +199,7 @@ def test_extrapolation_columns_and_not_applicable_reason(sweep_dir):
     learned = next(r for r in table.rows if r["model.position"] == "learned")
     assert learned["val_loss_1x"] == 2.01 and learned["val_loss_2x"] is None
     assert learned["note"] == "learned positions stop at block_size 64"
-    md = to_markdown(table)
+    md = runs_markdown(table)
     line = next(l for l in md.splitlines() if "position=learned`" in l)
     assert line.count("n/a") == 3
     rope = next(r for r in table.rows if r["model.position"] == "rope")

@@ -103,11 +103,27 @@ def test_cache_reused_until_the_checkpoint_changes(tmp_path, prepared, monkeypat
 
 
 def test_cli_prints_the_table_and_rejects_a_missing_run(tmp_path, prepared, capsys):
-    save_run(tmp_path, "sinusoidal", prepared)
+    m = save_run(tmp_path, "sinusoidal", prepared)
     ex.main([f"run={tmp_path}", "--windows", "2", "--multipliers", "1", "2", "--no-cache", "--device", "cpu"])
     out = capsys.readouterr().out
-    assert "sinusoidal, block_size 16, step 3" in out and " 2×  " in out
+    assert "sinusoidal, block_size 16, step 3" in out
     assert not (tmp_path / "extrapolation.json").exists()
+    # the printed losses are the model's: each length's line ends in its loss, computed here independently
+    tokens = val_tokens(prepared)
+    starts = ex.window_starts(len(tokens), 2 * BLOCK, 2)
+    printed = {
+        int(line.split()[0]): float(line.split()[-1])
+        for line in out.splitlines()
+        if line.split()[0].isdigit()
+    }
+    assert set(printed) == {BLOCK, 2 * BLOCK}
+    for L, loss in printed.items():
+        with torch.no_grad():
+            ref = np.mean(
+                [m(torch.tensor(tokens[s : s + L])[None], torch.tensor(tokens[s + 1 : s + L + 1])[None])[1].item()
+                 for s in starts]
+            )  # fmt: skip
+        assert loss == pytest.approx(ref, abs=6e-5)  # printed to 4 decimals
     with pytest.raises(SystemExit) as e:
         ex.main([str(tmp_path / "nope")])
     assert e.value.code == 2 and "no run directory or checkpoint" in capsys.readouterr().err

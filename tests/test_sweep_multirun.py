@@ -54,7 +54,7 @@ def test_positions_experiment_summary_and_rerun_skips_finished_runs(tmp_path):
     r = run(cmd)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "length extrapolation: evaluated 2 run(s)" in r.stdout
-    with open(sweep / "summary.csv") as f:
+    with open(sweep / "runs.csv") as f:
         rows = {row["model.position"]: row for row in csv.DictReader(f)}
     assert set(rows) == {"alibi", "learned"}
     for row in rows.values():
@@ -65,6 +65,8 @@ def test_positions_experiment_summary_and_rerun_skips_finished_runs(tmp_path):
     assert rows["learned"]["val_loss_2x"] == "" and "stop at block_size 16" in rows["learned"]["note"]
     for name in (
         "summary.md",
+        "summary.csv",
+        "comparison.csv",
         "val_loss_curves.png",
         "val_loss_vs_params.png",
         "val_loss_vs_wall_time.png",
@@ -133,7 +135,7 @@ def test_a_failing_job_is_listed_and_the_summary_still_written(tmp_path):
         env=ENV,
     )
     assert r.returncode == 1  # Hydra reports the failed job
-    with open(sweep / "summary.csv") as f:
+    with open(sweep / "runs.csv") as f:
         rows = {row["x"]: row for row in csv.DictReader(f)}
     assert {k: v["status"] for k, v in rows.items()} == {"1": "finished", "2": "failed", "3": "finished"}
     assert rows["2"]["note"] == "RuntimeError: job two broke"
@@ -166,12 +168,12 @@ def test_exit_handler_evaluates_only_after_a_failed_job_not_after_ctrl_c(tmp_pat
     cb = SweepSummary()
     cb._sweep_dir = tmp_path
     cb._write_if_missing()
-    with open(tmp_path / "summary.csv") as f:
+    with open(tmp_path / "runs.csv") as f:
         assert [row["note"] for row in csv.DictReader(f)] == ["", ""]
     (tmp_path / "x=2" / "job_status.json").write_text(json.dumps({"status": "failed", "error": "E: boom"}))
     cb._written = False
     cb._write_if_missing()
-    with open(tmp_path / "summary.csv") as f:
+    with open(tmp_path / "runs.csv") as f:
         rows = {row["x"]: row for row in csv.DictReader(f)}
     assert rows["1"]["note"].startswith("length extrapolation failed: run directory")
     assert (rows["2"]["status"], rows["2"]["note"]) == ("failed", "E: boom")

@@ -72,9 +72,11 @@ def test_run_writes_every_output(tmp_path, data_dir):
     assert again["status"] == "finished" and len(rows(run, "train")) == 12
 
 
-def test_resume_is_bit_exact(tmp_path, data_dir):
-    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical losses and weights (CPU)."""
-    extra = ["model.dropout=0.1"]  # dropout makes the torch RNG state matter too
+@pytest.mark.parametrize("optim", ["adamw", "muon"])
+def test_resume_is_bit_exact(tmp_path, data_dir, optim):
+    """N steps straight == N/2 steps, stop, resume, N/2 steps: identical losses and weights (CPU).
+    With optim=muon the checkpoint holds both optimizers' states (Muon's momentum, AdamW's moments)."""
+    extra = ["model.dropout=0.1", f"optim={optim}"]  # dropout makes the torch RNG state matter too
     train(cfg_with(data_dir, *extra), tmp_path / "straight")
     first = train(cfg_with(data_dir, *extra, "train.stop_after_iters=6"), tmp_path / "resumed")
     assert first["status"] == "interrupted" and first["step"] == 6

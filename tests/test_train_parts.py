@@ -351,7 +351,8 @@ def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
     cfg = RunConfig.from_mapping(_composed("optim.lr=1", "model.dropout=0", "+note=first", "seed=7"))
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and isinstance(cfg.model.dropout, float)
     assert cfg.model.vocab_size is None  # null: the data's vocabulary (training.session.with_data_vocab)
-    assert cfg.seed == 7 and cfg.extra == {"note": "first"}  # a key added with + is kept, as before
+    assert cfg.seed == 7 and cfg.extra["note"] == "first"  # a key added with + is kept, as before
+    assert cfg.extra["compare"] == {"baseline": None}  # the sweep summary's section (sweep/callback.py)
 
 
 @pytest.mark.parametrize(
@@ -373,3 +374,153 @@ def test_the_run_config_names_the_key_of_a_wrong_value(override, message):
     with pytest.raises(UserError) as e:
         RunConfig.from_mapping(_composed(override))
     assert str(e.value) == message
+
+
+# ---------------------------------------------------------------------------------------------- Muon
+def _muon_model(**kw):
+    from model import GPT, GPTConfig
+
+    cfg = dict(vocab_size=37, block_size=8, n_layer=2, n_head=4, n_embd=32, mlp="gelu", tie_embeddings=False)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg))
+
+
+def test_muon_gets_the_blocks_matrices_and_adamw_the_rest():
+    model = _muon_model(qk_norm=True, bias=True, position="learned")
+    opt = build_optimizer(model, OptimConfig(name="muon", weight_decay=0.1, muon_weight_decay=0.3), "cpu")
+    hidden = {
+        f"blocks.{l}.{name}.weight"
+        for l in range(2)
+        for name in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "mlp.fc", "mlp.proj")
+    }
+    muon = {id(p) for g in opt.muon.param_groups for p in g["params"]}
+    decayed = {id(p) for g in opt.adamw.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {id(p) for g in opt.adamw.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        if name in hidden:
+            assert id(p) in muon and id(p) not in decayed | plain, name
+        else:  # tok_emb, pos.emb, the untied lm_head: AdamW with decay; norms, qk_norm gains, biases: without
+            assert id(p) in (decayed if p.dim() >= 2 else plain) and id(p) not in muon, name
+    assert len(muon) + len(decayed) + len(plain) == len(list(model.parameters()))
+    assert {n for n, p in model.named_parameters() if id(p) in decayed} == {
+        "tok_emb.weight",
+        "pos.emb.weight",
+        "lm_head.weight",
+    }
+    assert [g["weight_decay"] for g in opt.muon.param_groups] == [0.3]
+    assert opt.param_groups == opt.muon.param_groups + opt.adamw.param_groups
+
+
+_NS = (3.4445, -4.7750, 2.0315)  # the quintic Newton-Schulz coefficients torch.optim.Muon documents (a, b, c)
+
+
+def _orthogonalise(G, steps=5):
+    """Newton-Schulz as torch's Muon documents it: X = G / ||G||_F (transposed when tall), then `steps` times
+    X <- a X + (b A + c A^2) X with A = X X^T. torch runs it in bfloat16, so each product is rounded to bf16."""
+    bf = lambda t: t.bfloat16().float()  # noqa: E731
+    a, b, c = _NS
+    X = bf(G)
+    tall = X.shape[0] > X.shape[1]
+    X = X.T if tall else X
+    X = bf(X / max(float(bf(X.norm())), 1e-7))
+    for _ in range(steps):
+        A = bf(X @ X.T)
+        X = bf(a * X + bf(b * A + c * (A @ A)) @ X)
+    return X.T if tall else X
+
+
+def test_muon_and_adamw_steps_match_the_formulas_written_here():
+    """Three steps with fixed gradients in warmup: each block matrix moves as Muon's documented update
+    (Nesterov momentum, Newton-Schulz, decoupled weight decay, lr * sqrt(max(1, rows/cols))), at muon_lr
+    scaled by the schedule; every other parameter as AdamW."""
+    from training.optim import set_lr
+
+    model = _muon_model(qk_norm=True)
+    with torch.no_grad():  # weights of order 1, so weight decay moves them visibly
+        for p in model.parameters():
+            p.normal_()
+    cfg = OptimConfig(name="muon", lr=1e-2, min_lr=1e-3, warmup_iters=4, weight_decay=0.5, muon_lr=0.05,
+                      muon_weight_decay=2.0, fused=False)  # fmt: skip
+    opt = build_optimizer(model, cfg, "cpu")
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(5)
+    grads = [{n: torch.randn(p.shape, generator=gen) for n, p in model.named_parameters()} for _ in range(3)]
+    for t, g in enumerate(grads):
+        lr = set_lr(opt, t, cfg, 100)
+        assert lr == pytest.approx(cfg.lr * (t + 1) / 4)
+        for n, p in model.named_parameters():
+            p.grad = g[n].clone()
+        opt.step()
+    muon_ids = {id(p) for p in opt.muon.param_groups[0]["params"]}
+    mu, b1, b2 = cfg.muon_momentum, cfg.beta1, cfg.beta2
+    for n, p in model.named_parameters():
+        W = start[n].clone()
+        if id(p) in muon_ids:
+            buf = torch.zeros_like(W)
+            for t, g in enumerate(grads):
+                lr = cfg.muon_lr * (t + 1) / 4
+                # torch keeps the momentum as an average, B_t = mu B_{t-1} + (1 - mu) g_t: its documented
+                # B_t = mu B_{t-1} + g_t times (1 - mu), which the normalisation in Newton-Schulz cancels
+                buf = mu * buf + (1 - mu) * g[n]
+                O = _orthogonalise((1 - mu) * g[n] + mu * buf)  # Nesterov: g_t + mu B_t, times (1 - mu)
+                rows, cols = W.shape
+                W = W * (1 - lr * cfg.muon_weight_decay) - lr * math.sqrt(max(1, rows / cols)) * O
+            # bf16 rounding differences stay below 0.01 * muon_lr here; no Nesterov, or 4 Newton-Schulz steps
+            # instead of 5, would be off by more than 0.08 * muon_lr, weight decay by 8 * muon_lr
+            torch.testing.assert_close(p.detach(), W, atol=0.02 * cfg.muon_lr, rtol=0, msg=n)
+        else:
+            wd = cfg.weight_decay if W.dim() >= 2 else 0.0
+            m, v = torch.zeros_like(W), torch.zeros_like(W)
+            for t, g in enumerate(grads):
+                lr = cfg.lr * (t + 1) / 4
+                m, v = b1 * m + (1 - b1) * g[n], b2 * v + (1 - b2) * g[n] ** 2
+                mhat, vhat = m / (1 - b1 ** (t + 1)), v / (1 - b2 ** (t + 1))
+                W = W * (1 - lr * wd) - lr * mhat / (vhat.sqrt() + cfg.eps)
+            torch.testing.assert_close(p.detach(), W, atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_muon_state_round_trips_through_a_weights_only_file(tmp_path):
+    """Save both optimizers' states after two steps, load them into a fresh copy: the third step is identical."""
+    cfg = OptimConfig(name="muon", warmup_iters=0)
+    models = [_muon_model(), None]
+    models[1] = _muon_model()
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [build_optimizer(m, cfg, "cpu") for m in models]
+    x, y = torch.randint(0, 37, (2, 8)), torch.randint(0, 37, (2, 8))
+
+    def step(m, opt):
+        opt.zero_grad()
+        m(x, y)[1].backward()
+        opt.step()
+
+    for _ in range(2):
+        step(models[0], opts[0])
+    torch.save({"model": models[0].state_dict(), "optimizer": opts[0].state_dict()}, tmp_path / "s.pt")
+    saved = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert set(saved["optimizer"]) == {"muon", "adamw"}
+    assert saved["optimizer"]["muon"]["state"] and saved["optimizer"]["adamw"]["state"]
+    models[1].load_state_dict(saved["model"])
+    opts[1].load_state_dict(saved["optimizer"])
+    for m, opt in zip(models, opts):
+        step(m, opt)
+    for (n, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.equal(a, b), n
+    with pytest.raises(KeyError):  # an AdamW-only state does not fit (train.py turns this into one line)
+        opts[1].load_state_dict(torch.optim.AdamW(models[1].parameters()).state_dict())
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(name="sgd"), "optim.name must be one of adamw, muon"),
+        (dict(muon_lr=0), "optim.muon_lr"),
+        (dict(muon_momentum=1.0), "optim.muon_momentum"),
+        (dict(muon_ns_steps=0), "optim.muon_ns_steps"),
+        (dict(muon_weight_decay=-1), "optim.muon_weight_decay"),
+        (dict(muon_adjust_lr="rms"), "optim.muon_adjust_lr must be one of original, match_rms_adamw"),
+    ],
+)
+def test_bad_muon_settings_are_one_line(kw, match):
+    with pytest.raises(UserError, match=match) as e:
+        OptimConfig(**kw)
+    assert "\n" not in str(e.value)

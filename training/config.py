@@ -22,6 +22,8 @@ from model import GPTConfig
 from schema import at_least as _at_least
 from schema import from_mapping
 
+from .snapshots import check_count, parse_snapshots
+
 
 @dataclass
 class TrainConfig:
@@ -42,7 +44,10 @@ class TrainConfig:
     stop_after_iters: int | None = None
     sample_tokens: int = 300
     head_metrics_interval: int = 0
+    snapshots: Any = "none"  # none | log | every:N (training/snapshots.py)
+    snapshots_max: int = 100
     num_threads: int | None = None
+    target_loss: float | None = None  # record when val loss first reaches it (summary.json: time_to_target)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
@@ -52,16 +57,27 @@ class TrainConfig:
                 _at_least(f"train.{name}", getattr(self, name), 1, "or null")
         _at_least("train.sample_tokens", self.sample_tokens, 0)
         _at_least("train.head_metrics_interval", self.head_metrics_interval, 0, "(0 = off)")
+        _at_least("train.snapshots_max", self.snapshots_max, 1)
+        check_count(parse_snapshots(self.snapshots), self.max_iters, self.snapshots_max, self.snapshots)
         if self.resume not in (True, False, "auto"):
             raise UserError(f"train.resume must be false, true or auto, got {self.resume!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise UserError(f"train.dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.grad_clip < 0:
             raise UserError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.target_loss is not None and not (math.isfinite(self.target_loss) and self.target_loss > 0):
+            raise UserError(
+                f"train.target_loss must be a positive number (a val loss to reach) or null, got {self.target_loss}"
+            )
+
+
+OPTIMIZERS = ("adamw", "muon")
+MUON_ADJUST_LR = ("original", "match_rms_adamw")  # torch.optim.Muon's adjust_lr_fn
 
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest: training/optim.py)
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_iters: int = 100
@@ -72,8 +88,17 @@ class OptimConfig:
     beta2: float = 0.99
     eps: float = 1e-8
     fused: Any = "auto"  # "auto" | True | False
+    # name=muon only: torch.optim.Muon's settings; its lr follows the schedule scaled by muon_lr / lr
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_ns_steps: int = 5
+    muon_weight_decay: float = 0.0
+    muon_adjust_lr: str = "original"  # one of MUON_ADJUST_LR
 
     def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise UserError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
         if self.decay not in ("cosine", "linear", "constant"):
             raise UserError(f"optim.decay must be cosine, linear or constant, got {self.decay!r}")
         for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "eps"):
@@ -100,6 +125,18 @@ class OptimConfig:
                 )
         if self.fused not in ("auto", True, False):
             raise UserError(f"optim.fused must be auto, true or false, got {self.fused!r}")
+        if not self.muon_lr > 0:
+            raise UserError(f"optim.muon_lr must be > 0, got {self.muon_lr}")
+        if not 0 <= self.muon_momentum < 1:
+            raise UserError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if not 1 <= self.muon_ns_steps < 100:  # torch's Muon refuses 100 or more
+            raise UserError(f"optim.muon_ns_steps must be an integer in 1..99, got {self.muon_ns_steps}")
+        if self.muon_weight_decay < 0:
+            raise UserError(f"optim.muon_weight_decay must be >= 0, got {self.muon_weight_decay}")
+        if self.muon_adjust_lr not in MUON_ADJUST_LR:
+            raise UserError(
+                f"optim.muon_adjust_lr must be one of {', '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"
+            )
 
 
 @dataclass
@@ -126,7 +163,7 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     seed: int = field(default=1337, metadata={"expected": "a non-negative integer"})
     init_from: str | None = None  # an HF hub id or directory: the model section is the pretrained one
-    extra: dict = field(default_factory=dict)  # top-level keys added with +key=...: kept, not used
+    extra: dict = field(default_factory=dict)  # other top-level keys: compare (sweep/), +key=... additions
 
     def __post_init__(self):
         if self.seed < 0:
@@ -134,8 +171,9 @@ class RunConfig:
 
     @classmethod
     def from_mapping(cls, config: Mapping) -> RunConfig:
-        """Every section checked (unknown keys, types, ranges), before anything is written. Top-level keys
-        that are not sections or settings are kept in ``extra`` (cli.py lets ``+key=...`` add them)."""
+        """Every section checked (unknown keys, types, ranges), before anything is written. Other top-level
+        keys are kept in ``extra``, unchecked: ``compare`` belongs to the sweep summary (sweep/callback.py),
+        and cli.py lets ``+key=...`` add a key (a note on the run, kept in config.yaml)."""
         names = [f.name for f in fields(cls) if f.name != "extra"]
         extra = {k: v for k, v in config.items() if k not in names}
         run = from_mapping(cls, {k: v for k, v in config.items() if k in names})

@@ -35,7 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from data import get_tokenizer
 from gptlab_errors import UserError, disk_full_cause
-from interp.tracking import head_metrics_snapshot
+from interp.phases import training_phases
+from interp.tracking import training_row
 from rundir.checkpoint import NonFiniteWeights, save_checkpoint
 from rundir.layout import RunDir
 from runtime.device import autocast
@@ -48,6 +49,7 @@ from .resume import Plan, plan_run
 from .rng import get_rng_state
 from .session import Session, setup
 from .signals import StopFlag
+from .snapshots import describe, parse_snapshots
 from .step import Diverged, train_step
 from .throughput import Stopwatch
 
@@ -174,6 +176,25 @@ def save(s: Session, path: Path) -> None:
         s.saved_step = s.step
 
 
+def save_snapshot(s: Session) -> None:
+    """Keep the weights after ``s.step`` steps in ``snapshots/`` (rank 0; training/snapshots.py)."""
+    s.state.divergence.check()
+    if not s.main:
+        return
+    try:
+        save_checkpoint(
+            s.run.snapshot(s.step),
+            model=s.raw_model.state_dict(),
+            model_config=asdict(s.raw_model.config),
+            step=s.step,
+            config=s.config,
+            tokenizer=s.meta,
+            snapshot=True,
+        )
+    except NonFiniteWeights:
+        raise Diverged(s.step, float("nan")) from None
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 def fit(s: Session) -> dict:
     """Train from ``s.step`` to ``train.max_iters`` (or until a signal), then finish."""
@@ -183,6 +204,15 @@ def fit(s: Session) -> dict:
     speed = s.speed
     lap_steps, lap_time = 0, 0.0
     head_every = tcfg.head_metrics_interval if s.main else 0
+    snaps = parse_snapshots(tcfg.snapshots)
+    if s.main and snaps.kind != "none":
+        storages = {
+            v.untyped_storage().data_ptr(): v.untyped_storage().nbytes()
+            for v in s.raw_model.state_dict().values()
+        }
+        say.print(describe(snaps, tcfg.max_iters, sum(storages.values())))  # tied weights counted once
+        if snaps.due(s.step, tcfg.max_iters) and not s.run.snapshot(s.step).is_file():
+            save_snapshot(s)  # step 0: the initial weights
     s.model.train()
     say.start(s.step)
     try:
@@ -211,6 +241,10 @@ def fit(s: Session) -> dict:
                 if heads_due:
                     _heads_row(s)
                 speed.pause(watch.lap())  # evaluation time is not training time
+            if snaps.due(step, tcfg.max_iters):  # before ckpt.pt: a checkpoint's step always has its snapshot
+                lap_time += watch.lap()
+                save_snapshot(s)
+                speed.pause(watch.lap())  # nor is writing a snapshot
             ckpt_due = (step % tcfg.ckpt_interval == 0) if tcfg.ckpt_interval else is_eval
             stopping = s.stop.requested or (
                 tcfg.stop_after_iters and s.steps_this_call >= tcfg.stop_after_iters
@@ -271,6 +305,7 @@ def _eval_row(s: Session, elapsed: float) -> None:
     if not math.isfinite(losses["val"]):
         raise Diverged(s.step, losses["val"])
     s.last_eval = losses
+    _note_target(s, losses["val"], elapsed)
     row = {
         "kind": "eval", "step": s.step, "train_loss": losses["train"], "val_loss": losses["val"],
         "lr": s.state.last["lr"], "tokens_per_s": s.summary["tokens_per_s"], "elapsed_s": elapsed,
@@ -285,16 +320,36 @@ def _eval_row(s: Session, elapsed: float) -> None:
     s.summary.update(best_val_loss=s.best_val, final_val_loss=losses["val"])
 
 
+def _note_target(s: Session, val_loss: float, elapsed: float) -> None:
+    """train.target_loss: summary.json's time_to_target holds the step, tokens and wall seconds of the first
+    evaluation whose val loss was at or below it (null until then; kept across a resume)."""
+    target = s.cfg.train.target_loss
+    if target is None:
+        return
+    rec = s.summary.get("time_to_target")
+    if not isinstance(rec, dict) or rec.get("target_loss") != target:
+        rec = s.summary["time_to_target"] = {
+            "target_loss": target,
+            "step": None,
+            "tokens": None,
+            "wall_s": None,
+        }
+    if rec["step"] is None and val_loss <= target:
+        rec.update(step=s.step, tokens=s.step * s.tokens_per_step, wall_s=elapsed)
+
+
 def _heads_row(s: Session) -> None:
-    rows = head_metrics_snapshot(s.raw_model, s.meta, s.device)
-    s.run.append_metrics({"kind": "heads", "step": s.step, "heads": rows})
+    row = training_row(s.raw_model, s.meta, s.device, s.eval_batches.get("val"))
+    rows = row["heads"]
+    s.run.append_metrics({"kind": "heads", "step": s.step, **row})
     s.wandb.log(
         {
             f"heads/L{r['layer']}H{r['head']}/{k}": v
             for r in rows
             for k, v in r.items()
             if k not in ("layer", "head") and isinstance(v, int | float)
-        },
+        }
+        | ({"heads/icl_score": row["icl_score"]} if "icl_score" in row else {}),
         s.step,
     )
 
@@ -326,7 +381,11 @@ def finish(s: Session, wall_s: float) -> dict:
         s.summary["final_val_loss"] = s.last_eval["val"]
     if not s.main:
         return {**s.summary, "status": "finished"}
-    plot_losses(s.run.read_metrics(), s.run.loss_png, title=s.run.path.name)
+    rows = s.run.read_metrics()
+    plot_losses(rows, s.run.loss_png, title=s.run.path.name)
+    phases = training_phases(rows) if s.cfg.train.head_metrics_interval else None
+    if phases is not None:
+        s.summary["phases"] = phases
     s.summary.update(status="finished")
     s.run.write_summary(s.summary)
     tps = s.summary.get("tokens_per_s")
@@ -335,6 +394,8 @@ def finish(s: Session, wall_s: float) -> dict:
         f"done: {s.step} steps in {wall_s:.1f}s | best val loss {s.best_val:.4f} | {speed} (run average; "
         f"first step, evaluation and checkpoints not counted) | {s.run.path}"
     )
+    if phases is not None:
+        print(f"phases: {phases['sentence']}", flush=True)
     if s.cfg.train.sample_tokens > 0:
         _print_sample(s)
     for line in next_steps(s.run.path):

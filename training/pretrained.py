@@ -7,18 +7,27 @@ are may change (``FREE``); another ``model.<field>`` that differs from the pretr
 choice, is refused in one line. The data must be tokenized with the model's tokenizer (gpt2 for GPT-2; the
 model's own tokenizer.json, ``data.tokenizer=<path>``, for Llama-family models), checked before any data is
 prepared.
+
+A resume reads neither the pretrained model nor, once it is gone, the tokenizer.json that ``data.tokenizer``
+named: the checkpoint holds that tokenizer whole, and :func:`carried_tokenizer` writes it into the run folder
+for the data preparation to read (the same content, so prepared data is reused as it is).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from data import DataConfig
-from data.tokenizers import is_tokenizer_path, read_tokenizer_json, text_sha256
+from data.tokenizers import HFTokenizer, is_tokenizer_path, read_tokenizer_json, text_sha256
 from gptlab_errors import UserError
 from model import GPTConfig
+from rundir.files import atomic_write, write_json
 
 from .resume import Plan, override_keys
 
 FREE = ("dropout", "attn_impl", "block_size")  # model fields a fine-tune may set: no weight changes shape
+CARRIED = "tokenizer"  # <run>/tokenizer/: the checkpoint's data tokenizer, for a resume whose source is gone
 
 
 def start_from_pretrained(plan: Plan, overrides: list[str]):
@@ -74,3 +83,27 @@ def check_data_tokenizer(pre, dcfg: DataConfig) -> None:
         raise UserError(
             f"data.tokenizer={dcfg.tokenizer} is not the tokenizer of init_from={pre.source}; use {how}"
         )
+
+
+def carried_tokenizer(plan: Plan, run_path: Path, dcfg: DataConfig) -> DataConfig:
+    """``dcfg`` for the data preparation of a resume: when ``data.tokenizer`` names a tokenizer.json that is no
+    longer there (the init_from directory was deleted, say), the checkpoint's own copy of it, written into
+    ``<run>/tokenizer/`` (tokenizer.json, and tokenizer_config.json naming its end-of-text token). The run's
+    config keeps the path it was started with, so the same command line resumes it."""
+    if plan.ckpt is None or not is_tokenizer_path(dcfg.tokenizer):
+        return dcfg
+    named = Path(dcfg.tokenizer).expanduser()
+    if (named / "tokenizer.json" if named.is_dir() else named).is_file():
+        return dcfg
+    meta = plan.ckpt.get("tokenizer") or {}
+    text = meta.get("hf_tokenizer")
+    if meta.get("tokenizer") != "hf" or not isinstance(text, str):
+        return dcfg  # nothing carried (an older checkpoint): the preparation says what is missing
+    folder = Path(run_path) / CARRIED
+    atomic_write(folder / "tokenizer.json", text)
+    eot = meta.get("eot_id")
+    if eot is not None:
+        write_json(
+            folder / "tokenizer_config.json", {"eos_token": HFTokenizer(text).tok.id_to_token(int(eot))}
+        )
+    return dataclasses.replace(dcfg, tokenizer=str(folder))

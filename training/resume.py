@@ -33,10 +33,12 @@ SAFE_KEYS = {
     "train.stop_after_iters",
     "train.sample_tokens",
     "train.head_metrics_interval",
+    "train.snapshots",
+    "train.snapshots_max",
     "train.resume",
     "train.overwrite",
 }
-SAFE_PREFIXES = ("wandb.",)
+SAFE_PREFIXES = ("wandb.", "compare.")  # compare.*: how a sweep summary reads the runs
 
 
 @dataclass

@@ -44,7 +44,7 @@ from .ddp import Dist, init_distributed
 from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer
-from .pretrained import start_from_pretrained
+from .pretrained import carried_tokenizer, start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
 from .signals import StopFlag
@@ -110,13 +110,16 @@ class Session:
 def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Session:
     """Everything before the first step. Rank 0 alone writes to the run directory."""
     cfg, pretrained = run_config(plan, overrides)  # every section checked, before anything is written
+    dcfg = carried_tokenizer(plan, run.path, cfg.data)  # a resume whose data.tokenizer=<path> is gone
     device, dist = start_process(cfg)
     say = Progress(cfg.train.max_iters, enabled=dist.is_main)
     if dist.is_main:
         _prepare_run_dir(run, plan, say)
         for change in plan.changes:
             say.print(f"resume: {change}")
-    data_dir, meta = prepare_data(cfg.data, dist)
+        if dcfg.tokenizer != cfg.data.tokenizer:
+            say.print(f"resume: data.tokenizer={cfg.data.tokenizer} is gone; using the run's copy")
+    data_dir, meta = prepare_data(dcfg, dist)
     state = build_step_state(cfg, with_data_vocab(cfg.model, meta), data_dir, device, dist, pretrained, say)
     ckpt, best_val = plan.ckpt, math.inf
     if ckpt is not None:
@@ -187,6 +190,7 @@ def _prepare_run_dir(run: RunDir, plan: Plan, say: Progress) -> None:
         say.print(f"starting over in {run.path}: removed the previous run's {', '.join(gone)}")
     if plan.ckpt is not None:
         run.truncate_metrics(int(plan.ckpt["step"]))
+        run.truncate_snapshots(int(plan.ckpt["step"]))  # retaken as the run reaches them again
     run.write_config(plan.config)
 
 

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from runtime.device import autocast, grad_scaler
 
 from .config import OptimConfig, TrainConfig
-from .optim import lr_at
+from .optim import set_lr
 
 
 class Diverged(Exception):
@@ -54,7 +54,7 @@ class StepState:
     ``runtime.device.grad_scaler`` picks for ``dtype`` (float16 only), ``divergence`` a fresh guard."""
 
     raw_model: torch.nn.Module  # the GPT itself: its parameters are clipped, its state is checkpointed
-    optimizer: torch.optim.Optimizer
+    optimizer: Any  # training.optim.build_optimizer's: torch's AdamW, or MuonAdamW
     loader: Any  # .next() -> (x, y) on the device (data.BatchLoader)
     train: TrainConfig  # grad_accum, grad_clip, and max_iters (where the learning-rate schedule ends)
     optim: OptimConfig  # the learning-rate schedule
@@ -84,9 +84,7 @@ class StepState:
 def train_step(s: StepState) -> None:
     """One optimizer step; leaves the loss and gradient norm on the device in ``s.last``."""
     tcfg = s.train
-    lr = lr_at(s.step, s.optim, tcfg.max_iters)
-    for group in s.optimizer.param_groups:
-        group["lr"] = lr
+    lr = set_lr(s.optimizer, s.step, s.optim, tcfg.max_iters)
     loss_sum = torch.zeros((), device=s.device)
     for micro in range(tcfg.grad_accum):
         x, y = s.loader.next()
