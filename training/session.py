@@ -5,11 +5,12 @@ setup(plan, run, overrides, stop) -> Session, in named pieces:
     start_process    device (and whether it can train flex attention), process group, threads, seeds, kernels
     _prepare_run_dir rank 0 writes the run directory: old files cleared or trimmed, config.yaml
     prepare_data     the prepared token files (rank 0 prepares, the others wait) and their meta
-    build_step_state model (pretrained weights or a checkpoint's), optimizer, scaler, loader: a StepState
+    build_step_state a new model (init_from's weights), optimizer, scaler, loader: a StepState
+    _restore         a resume's checkpoint into it;  _wrap: torch.compile and DDP
     _eval_batches    the fixed evaluation batches;  _start_summary: summary.json's first version
 
-A Session is a StepState (training.step: what one optimizer step needs) plus the run's I/O around it: config,
-run directory, summary, evaluation batches, progress, wandb, stop flag, speed.
+A Session holds a StepState (training.step: what one optimizer step needs) and the run's I/O around it:
+config, run directory, summary, evaluation batches, progress, wandb, stop flag, speed.
 """
 
 from __future__ import annotations
