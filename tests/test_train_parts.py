@@ -337,8 +337,11 @@ def test_an_unknown_key_in_any_train_section_is_the_same_one_line(tmp_path, sect
 
 
 def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
-    from model import GPTConfig
+    import dataclasses
+
+    from model import GPT, GPTConfig
     from training.config import RunConfig, WandbConfig
+    from training.session import with_data_vocab
 
     groups = {
         d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in (ROOT / "configs").iterdir() if d.is_dir()
@@ -351,6 +354,11 @@ def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
     cfg = RunConfig.from_mapping(_composed("optim.lr=1", "model.dropout=0", "+note=first", "seed=7"))
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and isinstance(cfg.model.dropout, float)
     assert cfg.model.vocab_size is None  # null: the data's vocabulary (training.session.with_data_vocab)
+    with pytest.raises(UserError, match="model.vocab_size is null"):  # never a model of unknown vocabulary
+        GPT(cfg.model)
+    assert with_data_vocab(cfg.model, {"vocab_size": 65}).vocab_size == 65
+    with pytest.raises(UserError, match=r"model.vocab_size=50 is smaller than the data's vocabulary \(65\)"):
+        with_data_vocab(dataclasses.replace(cfg.model, vocab_size=50), {"vocab_size": 65})
     assert cfg.seed == 7 and cfg.extra["note"] == "first"  # a key added with + is kept, as before
     assert cfg.extra["compare"] == {"baseline": None}  # the sweep summary's section (sweep/callback.py)
 
