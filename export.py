@@ -18,11 +18,14 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("export", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import hydra
 from omegaconf import DictConfig
 
-from cli import check_overrides
+from cli import prepare_argv
 from gptlab_errors import UserError, exit_on_user_error
 
 FORMATS = ("hf", "transformer_lens")
@@ -83,5 +86,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("export", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("export", sys.argv[1:], __doc__)
     main()

@@ -1,9 +1,10 @@
 """Inspect the learned attention heads of a run: `python heads.py run=<run dir or .pt> [text=... | text_file=... |
 split=val] [out=...]` (config: configs/heads.yaml; metric definitions: docs/heads.md).
 
-Writes into `<run>/heads/` (or `out=`): heads.csv, heads.json, composition.csv, heatmap_<metric>.png,
-patterns_grid.png, pattern_L<l>H<h>.png, composition.png, logit_lens.png, heads.html, and
-heads_over_steps_<metric>.png when the run logged head metrics; prints the top heads of each kind.
+Writes into `<run>/heads/` (or `out=`; for a Hugging Face model folder runs/hf/<its name>/heads/): heads.csv,
+heads.json, composition.csv, heatmap_<metric>.png, patterns_grid.png, pattern_L<l>H<h>.png, composition.png,
+logit_lens.png, heads.html, and heads_over_steps_<metric>.png when the run logged head metrics; prints the top
+heads of each kind.
 
 `serve=true` instead starts the live viewer (interp/serve.py): a local page where any typed text is run
 through the model (`port=8765 host=127.0.0.1`).
@@ -18,6 +19,9 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("heads", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import time
 from pathlib import Path
@@ -25,14 +29,31 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cli import check_overrides, read_text_file
+from cli import prepare_argv, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 
 PAGE_MAX_TOKENS = 1024  # heads.html stores n_layer * n_head * T^2 / 2 weights: keep it openable
 
 
-def _val_dir(run, cfg) -> Path | None:
-    """The prepared data folder holding the run's val.bin, or None (with the reason on stderr).
+def _data_hint(run) -> str:
+    """How to get val data for this run: the data config to prepare, and the data_dir= to pass where needed."""
+    from data import DataConfig
+
+    data_cfg = (run.config or {}).get("data")
+    name = data_cfg.get("name") if isinstance(data_cfg, dict) else None
+    if name:  # our own run: preparing its data config is enough, heads.py finds the folder itself
+        return f"prepare it with `python -m data data={name}`, or pass data_dir=<prepared folder>"
+    if (run.meta or {}).get("tokenizer") == "gpt2":  # a pretrained GPT-2 (or a run without a data config)
+        d = DataConfig(name="shakespeare_gpt2").resolved_out_dir()
+        return (
+            f"prepare data with its tokenizer (`python -m data data=shakespeare_gpt2`) and pass data_dir={d}"
+        )
+    return "prepare data with this model's tokenizer (docs/data.md) and pass data_dir=<prepared folder>"
+
+
+def _val_dir(run, cfg, skipping: str | None = None) -> Path | None:
+    """The prepared data folder holding the run's val.bin, or None (saying on stderr what is skipped, if
+    ``skipping`` names it, and how to get it).
 
     ``data_dir=`` names one; otherwise the run's own prepared folder is used read-only, and only when it holds
     the data the run was trained on. Nothing is prepared or written, and no file the checkpoint names is read
@@ -50,18 +71,32 @@ def _val_dir(run, cfg) -> Path | None:
         return d
     data_cfg = (run.config or {}).get("data")
     found = find_prepared(data_cfg, run.meta) if isinstance(data_cfg, dict) else None
-    if found is None:
-        name = data_cfg.get("name") if isinstance(data_cfg, dict) else None
-        how = f"python -m data data={name}" if name else "python -m data"
-        print(
-            "note: the run's prepared data is not here (or is not the data it trained on); skipping val-based "
-            f"metrics (prepare it with `{how}`, or pass data_dir=<prepared folder>)",
-            file=sys.stderr,
+    if found is None and skipping:
+        why = (
+            "the run's prepared data is not here (or is not the data it trained on)"
+            if isinstance(data_cfg, dict)
+            else "this model names no prepared data of its own"
         )
+        print(f"note: {why}; skipping {skipping}: {_data_hint(run)}", file=sys.stderr)
     return found
 
 
-def _batches(ddir: Path | None, split: str, block: int, batch_size: int, n: int, seed: int, device="cpu"):
+def _check_ids(ids, run, path: Path) -> None:
+    """Token ids read from a data folder must fit this model (data/'s check, with the fix for heads.py)."""
+    from data import check_token_ids
+
+    vocab = min(run.model.config.vocab_size, run.tokenizer.vocab_size)
+    check_token_ids(
+        ids,
+        vocab,
+        path,
+        fix=f"this run's tokenizer ({run.tokenizer.name}) has {vocab} ids; pass a data_dir prepared with it",
+    )
+
+
+def _batches(
+    run, ddir: Path | None, split: str, block: int, batch_size: int, n: int, seed: int, device="cpu"
+):
     if ddir is None or n <= 0:
         return None
     from data import BatchLoader
@@ -69,7 +104,10 @@ def _batches(ddir: Path | None, split: str, block: int, batch_size: int, n: int,
     loader = BatchLoader(
         ddir / f"{split}.bin", block_size=block, batch_size=batch_size, seed=seed, device=device
     )
-    return loader.fixed_batches(n)
+    batches = loader.fixed_batches(n)
+    for x, y in batches:
+        _check_ids([int(x.max()), int(y.max())], run, loader.path)
+    return batches
 
 
 def _text_ids(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
@@ -111,8 +149,9 @@ def _text_ids(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
 
     meta = load_meta(ddir)
     n = int(cfg.max_tokens or min(block, 256))
-    arr = np.memmap(ddir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
-    return [int(t) for t in arr[:n]], f"the first {n} tokens of {split}.bin"
+    arr = np.memmap(ddir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")[:n]
+    _check_ids(arr, run, ddir / f"{split}.bin")
+    return [int(t) for t in arr], f"the first {n} tokens of {split}.bin"
 
 
 def _check_length(n: int, model) -> None:
@@ -158,20 +197,48 @@ def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
     return written
 
 
-def _load(cfg: DictConfig):
-    """The run named by ``run=`` on ``device=``, with ``num_threads`` applied (the report and the server)."""
-    import torch
+# the report's counts: (config key, smallest value, what the smallest means or None); null only where marked
+COUNTS = (
+    ("probe.batch_size", 1, None),
+    ("probe.reps", 2, None),
+    ("metrics.batch_size", 1, None),
+    ("icl.batches", 0, "0 = no ICL score"),
+    ("icl.batch_size", 1, None),
+    ("ablation.batches", 0, "0 = no ablations"),
+    ("ablation.batch_size", 1, None),
+    ("ablation.seq_len", 2, "or null = block_size"),
+    ("top", 1, None),
+)
 
+
+def _check_count(cfg: DictConfig, key: str, low: int, hint: str | None) -> None:
+    from omegaconf import OmegaConf
+
+    v = OmegaConf.select(cfg, key)
+    if v is None and hint and "null" in hint:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        extra = f" ({hint})" if hint else ""
+        raise UserError(f"{key} must be an integer >= {low}{extra}, got {v!r}")
+
+
+def _load(cfg: DictConfig):
+    """The run named by ``run=`` on ``device=``, with ``threads`` applied (the report and the server)."""
     from rundir.load import load_run
-    from runtime.device import pick_device
+    from runtime.device import pick_device, set_threads
 
     if not cfg.run:
         raise UserError("pass run=<run directory or checkpoint .pt>")
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    run = load_run(cfg.run, device=pick_device(str(cfg.device)), step=cfg.get("step"))
+    _check_count(cfg, "threads", 1, "or null = automatic")
+    device = pick_device(str(cfg.device))
+    run = load_run(cfg.run, device=device, step=cfg.get("step"))
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
+    # the largest forward the report runs: a batch of block_size-long val rows (forward = a third of training)
+    block = run.model.config.block_size
+    set_threads(
+        cfg.get("threads"), run.model.flops_per_token(block) / 3 * block * int(cfg.icl.batch_size), device
+    )
     return run
 
 
@@ -215,6 +282,19 @@ def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None,
     return tl, notes
 
 
+def _default_out(run) -> Path:
+    """<run>/heads; for a Hugging Face model folder runs/hf/<folder name>/heads, never inside the model's folder
+    (a hub id already has its run_dir there)."""
+    hf_dir = (run.config.get("hf") or {}).get("dir")
+    if hf_dir is None or Path(hf_dir) != run.run_dir:
+        return run.run_dir / "heads"
+    from interop.hf import HF_RUNS
+
+    out = HF_RUNS / run.run_dir.name / "heads"
+    print(f"note: {run.run_dir} is a Hugging Face model folder: the report goes to {out} (out= to choose)")
+    return out
+
+
 def report(cfg: DictConfig) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
@@ -225,6 +305,8 @@ def report(cfg: DictConfig) -> dict:
     from rundir.outdir import check_out_dir
 
     t_start = time.perf_counter()
+    for key, low, hint in COUNTS:
+        _check_count(cfg, key, low, hint)
     run = _load(cfg)
     device = next(run.model.parameters()).device
     model = run.model
@@ -233,7 +315,7 @@ def report(cfg: DictConfig) -> dict:
     for name, v, n in (("layer", cfg.layer, L), ("head", cfg.head, H)):
         if not isinstance(v, int) or not 0 <= v < n:
             raise UserError(f"{name}={v} is out of range: this model has {n} {name}s (0..{n - 1})")
-    default = run.run_dir / "heads"
+    default = _default_out(run)
     if run.snapshot or cfg.get("step") not in (None, "best"):
         default = default / f"step_{run.step:06d}"  # a snapshot's report never replaces the run's own
     out = check_out_dir(
@@ -254,8 +336,6 @@ def report(cfg: DictConfig) -> dict:
             )
         return {"files": files, "summary": phase_lines, "timings": {}}
     torch.manual_seed(0)
-    if int(cfg.probe.reps) < 2:
-        raise UserError(f"probe.reps={cfg.probe.reps} must be >= 2")
     probe = probe_for(
         model,
         run.meta,
@@ -265,8 +345,15 @@ def report(cfg: DictConfig) -> dict:
         device=device,
     )
 
-    needs_val = (cfg.text is None and cfg.text_file is None) or cfg.ablation.enabled or bool(cfg.icl.batches)
-    ddir = _val_dir(run, cfg) if needs_val else None
+    wanted = [
+        *(["the val loss and the ICL score"] if cfg.icl.batches else []),
+        *(["the ablations"] if cfg.ablation.enabled and cfg.ablation.batches else []),
+    ]
+    no_text = cfg.text is None and cfg.text_file is None
+    skipping = ", ".join(
+        wanted + (["the val text (the report looks at repeated random tokens)"] if no_text else [])
+    )
+    ddir = _val_dir(run, cfg, skipping) if skipping else None
     ids, source = _text_ids(run, cfg, ddir, probe)
     _check_length(len(ids), model)
     text_ids = torch.tensor(ids, dtype=torch.long, device=device)
@@ -274,14 +361,21 @@ def report(cfg: DictConfig) -> dict:
 
     block = mc.block_size
     eval_b = _batches(
-        ddir, "val", block, int(cfg.icl.batch_size), int(cfg.icl.batches), seed=1, device=device
+        run, ddir, "val", block, int(cfg.icl.batch_size), int(cfg.icl.batches), seed=1, device=device
     )
     metric_x = eval_b[0][0][: int(cfg.metrics.batch_size)] if eval_b else None
     abl_b = None
     if cfg.ablation.enabled:
-        abl_T = min(block, int(cfg.ablation.seq_len or block))
+        abl_T = min(block, cfg.ablation.seq_len or block)
         abl_b = _batches(
-            ddir, "val", abl_T, int(cfg.ablation.batch_size), int(cfg.ablation.batches), seed=2, device=device
+            run,
+            ddir,
+            "val",
+            abl_T,
+            int(cfg.ablation.batch_size),
+            int(cfg.ablation.batches),
+            seed=2,
+            device=device,
         )
 
     rep = analyse(model, text_ids, tokens, probe, metric_x, eval_b, abl_b)
@@ -312,10 +406,25 @@ def report(cfg: DictConfig) -> dict:
         "files": files,
         "summary": summary_lines(rep, int(cfg.top)) + phase_lines,
         "timings": rep.timings,
-        "notes": rep.notes,
+        "notes": rep.notes
+        + ([f"to get {' and '.join(wanted)}: {_data_hint(run)}"] if wanted and not ddir else []),
         "out": out,
         "report": rep,
     }
+
+
+def _sample_text(run, ddir: Path | None, n: int = 64) -> str | None:
+    """The text the live page opens with: the first ``n`` tokens of the run's val.bin (None without it)."""
+    if ddir is None:
+        return None
+    import numpy as np
+
+    from data import load_meta
+
+    arr = np.memmap(ddir / "val.bin", dtype=np.dtype(load_meta(ddir)["dtype"]), mode="r")
+    ids = [int(t) for t in arr[: min(n, run.model.config.block_size)]]
+    _check_ids(ids, run, ddir / "val.bin")
+    return run.tokenizer.decode(ids) or None
 
 
 def start_server(cfg: DictConfig):
@@ -325,9 +434,15 @@ def start_server(cfg: DictConfig):
     from interp.live import LiveModel
     from interp.serve import HeadServer
 
-    port, host = cfg.port, str(cfg.host)
+    port, host = cfg.port, cfg.host
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise UserError(f"port={port!r} must be an integer from 0 to 65535 (0 = any free port)")
+    if host is None or not str(host).strip():  # the socket library reads "" as every address of this machine
+        raise UserError(
+            "host= is empty; pass host=127.0.0.1 (this machine only), or an address to be reached from the "
+            "network (host=0.0.0.0 for all of this machine's addresses)"
+        )
+    host = str(host)
     unused = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
     if unused:
         print(
@@ -336,7 +451,13 @@ def start_server(cfg: DictConfig):
         )
     run = _load(cfg)
     info = {"checkpoint": run.ckpt_path.name, "step": run.step}
-    live = LiveModel(run.model, run.tokenizer, title=f"heads of {run.run_dir.name}", info=info)
+    live = LiveModel(
+        run.model,
+        run.tokenizer,
+        title=f"heads of {run.run_dir.name}",
+        info=info,
+        sample_text=_sample_text(run, _val_dir(run, cfg)),
+    )
     try:
         return HeadServer(live, host, port)
     except OSError as e:
@@ -371,6 +492,14 @@ def serve(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="heads")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    try:
+        _main(cfg)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def _main(cfg: DictConfig) -> None:
     if cfg.serve:
         return serve(cfg)
     res = report(cfg)
@@ -393,5 +522,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("heads", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("heads", sys.argv[1:], __doc__)
     main()

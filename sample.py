@@ -18,6 +18,9 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("sample", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import codecs
 import os
@@ -30,10 +33,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cli import check_overrides, read_text_file
+from cli import prepare_argv, read_text_file
 from gptlab_errors import UserError, exit_on_user_error
 from model.generate import COMPILE_MODES
-from runtime.device import DTYPES, pick_device, pick_dtype
+from runtime.device import DTYPES, pick_device, pick_dtype, set_threads
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # absolute: works from any cwd or importer
 
@@ -48,7 +51,7 @@ class Options:
 
     run: str
     step: Any = None  # a step number, best or last (rundir.load resolves it)
-    prompt: str = "\n"
+    prompt: str | None = None  # None: default_prompt(run)
     prompt_file: str | None = None
     num_samples: int = 1
     max_new_tokens: int = 500
@@ -99,7 +102,7 @@ def parse_options(cfg: DictConfig | dict) -> Options:
     o.run = str(o.run)
     if isinstance(o.prompt, (list, dict)):
         raise UserError("prompt must be one string; quote it for Hydra: 'prompt=\"Hello, world\"'")
-    o.prompt = "" if o.prompt is None else str(o.prompt)
+    o.prompt = None if o.prompt is None else str(o.prompt)
     o.prompt_file = None if o.prompt_file in (None, "") else str(o.prompt_file)
     o.num_samples = _as_int("num_samples", o.num_samples, 1)
     o.max_new_tokens = _as_int("max_new_tokens", o.max_new_tokens, 0)
@@ -140,14 +143,37 @@ def parse_options(cfg: DictConfig | dict) -> Options:
 # prompt
 
 
-def read_prompt(prompt: str, prompt_file: str | None, stdin=None) -> str:
-    """The prompt text: from `prompt_file` when set, else `prompt`; "-" for either reads stdin."""
+def read_prompt(prompt: str | None, prompt_file: str | None, stdin=None) -> str | None:
+    """The prompt text: from `prompt_file` when set, else `prompt`; "-" for either reads stdin; None for the
+    run's default prompt (`default_prompt`)."""
     stdin = sys.stdin if stdin is None else stdin
     if prompt_file is not None:
         return stdin.read() if prompt_file == "-" else read_text_file(prompt_file, "prompt_file")
     if prompt == "-":
         return stdin.read()
     return prompt
+
+
+def default_prompt(run, max_tokens: int = 32) -> str:
+    """The prompt of ``prompt=null``: the first line of the run's training text (at most ``max_tokens`` tokens, not
+    its newline) when its prepared data is here; else the start of a document: the end-of-text token ("") where
+    the tokenizer has one, "\\n" where it has none (a char model). Greedy decoding of a small char model from
+    "\\n" can print newlines forever (a newline is the likeliest character after a newline in Shakespeare); from
+    the middle of a line it prints text."""
+    import numpy as np
+
+    from data import find_prepared, load_meta
+
+    data_cfg = (run.config or {}).get("data")
+    found = find_prepared(data_cfg, run.meta) if isinstance(data_cfg, dict) else None
+    if found is not None:
+        n = max(1, min(max_tokens, run.model.config.block_size // 2))
+        ids = np.memmap(found / "train.bin", dtype=np.dtype(load_meta(found)["dtype"]), mode="r")[:n]
+        text = run.tokenizer.decode([int(t) for t in ids])
+        line = text.split("\n", 1)[0]
+        if line.strip():
+            return line
+    return "" if getattr(run.tokenizer, "eot_id", None) is not None else "\n"
 
 
 def encode_prompt(tokenizer, meta: dict, text: str, max_seq_len: int | None) -> list[int]:
@@ -404,8 +430,6 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
 
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr
-    if opts.threads is not None:
-        torch.set_num_threads(opts.threads)
     device = pick_device(opts.device)
     dtype = pick_dtype(opts.dtype, device)
     text = read_prompt(opts.prompt, opts.prompt_file, stdin)  # before loading: a bad file fails fast
@@ -413,7 +437,11 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
     run = load_run(opts.run, device=device, step=opts.step)
     for note in run.notes:
         print(f"note: {note}", file=stderr, flush=True)
+    if text is None:
+        text = default_prompt(run)
     model = run.model.to(dtype=dtype).eval()
+    # one decode step: the forward FLOPs of one token per sample (a third of the training FLOPs per token)
+    set_threads(opts.threads, model.flops_per_token(model.config.block_size) / 3 * opts.num_samples, device)
     prompt_ids = encode_prompt(run.tokenizer, run.meta, text, getattr(model, "max_seq_len", None))
     eot_id = run.tokenizer.eot_id if opts.stop_at_eot else None
     top_k = min(opts.top_k, model.config.vocab_size) if opts.top_k else None
@@ -457,6 +485,16 @@ def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
             if opts.num_samples > 1:
                 _write(stdout, opts.separator + "\n")
     print(summary_line(gen, model, dtype, opts.use_cache, bool(opts.compile)), file=stderr, flush=True)
+    if (
+        opts.temperature == 0
+        and gen.steps
+        and not any(run.tokenizer.decode(row).strip() for row in gen.tokens)
+    ):
+        print(
+            "note: greedy decoding produced only whitespace (a small model's most likely token can be a newline "
+            'forever); give a prompt, e.g. prompt="ROMEO:", or sample with temperature > 0',
+            file=stderr,
+        )
     return gen
 
 
@@ -474,5 +512,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
-    exit_on_user_error(check_overrides)("sample", sys.argv[1:])
+    sys.argv[1:] = exit_on_user_error(prepare_argv)("sample", sys.argv[1:], __doc__)
     main()

@@ -68,11 +68,18 @@ def from_mapping(cls, values: Mapping, group: str = ""):
 
     ``group`` is the section's dotted name in messages (``train``; ``""`` for the top level). A field whose
     type is a dataclass is a section: its value must be a mapping, built by this function with group
-    ``group.key``. Keys left out take the field's default."""
+    ``group.key``. Keys left out take the field's default. A dataclass that renamed a field lists
+    ``RENAMED = {old: new}`` (a ClassVar): a mapping saved under the old name still loads."""
     where = group or "the config"
     if not isinstance(values, Mapping):
         raise UserError(f"{where} must be a section of key: value lines, got {values!r}")
     known = [f.name for f in dataclasses.fields(cls)]
+    values = dict(values)
+    for old, new in getattr(cls, "RENAMED", {}).items():
+        if old in values and old not in known:
+            value = values.pop(old)
+            if values.get(new) is None:
+                values[new] = value
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         raise UserError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(known)}")

@@ -18,6 +18,9 @@ from gptlab_errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
+    from cli import exit_after_help
+
+    exit_after_help("config", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import os
 from datetime import datetime
@@ -28,7 +31,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cli import check_overrides
+from cli import prepare_argv
 from gptlab_errors import UserError, exit_on_user_error
 from sweep.seeds import expand_seeds
 from training.loop import train
@@ -78,7 +81,9 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv[1:] = exit_on_user_error(expand_seeds)(sys.argv[1:])  # seeds=3 -> the sweep seed=0,1,2
-    exit_on_user_error(check_overrides)("config", sys.argv[1:])  # Ctrl-C here is still the quiet exit
+    sys.argv[1:] = exit_on_user_error(prepare_argv)(
+        "config", sys.argv[1:], __doc__
+    )  # Ctrl-C: still the quiet exit
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
         main()

@@ -167,7 +167,7 @@ def main() -> None:
 
     for case, extra in [
         ("seed=abc", ["seed=abc"]),
-        ("train.num_threads=-1", ["train.num_threads=-1"]),
+        ("train.threads=-1", ["train.threads=-1"]),
         ("train.stop_after_iters=-1", ["train.stop_after_iters=-1"]),
         ("optim.lr=abc", ["optim.lr=abc"]),
         ("train.foo=1", ["train.foo=1"]),

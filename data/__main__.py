@@ -13,7 +13,7 @@ import sys
 
 import hydra
 
-from cli import check_overrides
+from cli import prepare_argv
 from gptlab_errors import exit_on_user_error
 
 from .build import prepare
@@ -28,7 +28,7 @@ def _run(cfg) -> None:
 
 @exit_on_user_error
 def main() -> None:
-    check_overrides("prepare", sys.argv[1:])
+    sys.argv[1:] = prepare_argv("prepare", sys.argv[1:], __doc__)
     _run()
 
 

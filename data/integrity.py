@@ -84,15 +84,17 @@ def verify_token_file(path: str | Path, meta: dict) -> None:
         )
 
 
-def check_token_ids(ids, vocab_size: int, source: str | Path) -> None:
-    """Raise a one-line UserError when a token id read from ``source`` is outside ``[0, vocab_size)``."""
+def check_token_ids(ids, vocab_size: int, source: str | Path, fix: str | None = None) -> None:
+    """Raise a one-line UserError when a token id read from ``source`` is outside ``[0, vocab_size)``.
+    ``fix`` says what to do; by default the file is taken as damaged."""
     ids = np.asarray(ids)
     if ids.size == 0:
         return
     hi, lo = int(ids.max()), (int(ids.min()) if ids.dtype.kind != "u" else 0)
     if hi >= vocab_size or lo < 0:
         bad = hi if hi >= vocab_size else lo
-        raise UserError(
-            f"{source} holds token id {bad}, outside the vocabulary of {vocab_size}: the prepared data is "
-            f"damaged; delete {Path(source).parent} and run again (it is prepared anew)"
+        fix = (
+            fix
+            or f"the prepared data is damaged; delete {Path(source).parent} and run again (it is prepared anew)"
         )
+        raise UserError(f"{source} holds token id {bad}, outside the vocabulary of {vocab_size}: {fix}")

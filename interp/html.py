@@ -142,6 +142,12 @@ th{position:sticky;top:0;background:#f5f5f5;cursor:pointer}
 .legend span{display:inline-block;margin-right:8px;font-size:11px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:middle}
 #comp{image-rendering:pixelated;border:1px solid #ccc;display:block;cursor:crosshair}
+#comp-box{display:inline-grid;grid-template-columns:auto auto;align-items:end}
+#comp-rows,#comp-cols{position:relative;font:10px ui-monospace,Menlo,Consolas,monospace;color:#555}
+#comp-rows span{position:absolute;right:4px;transform:translateY(-50%);white-space:nowrap}
+#comp-cols span{position:absolute;bottom:3px;transform:translateX(-50%);white-space:nowrap}
+#comp-cols span.v{writing-mode:vertical-rl;transform:translateX(-50%) rotate(180deg)}
+#comp-corner{font-size:10px;color:#888;text-align:right;padding:0 4px 3px 0}
 #comp-info,#comp-top{font-size:12px;font-family:ui-monospace,Menlo,Consolas,monospace;margin-top:4px}
 #lens td,#lens th{padding:1px 8px}
 #timeline{margin:10px 14px 0 14px}
@@ -198,7 +204,10 @@ th{position:sticky;top:0;background:#f5f5f5;cursor:pointer}
     <h2>Composition from the weights <select id="ckind"></select>
       <small>(rows: writing head, columns: reading head in a later layer; white = at or below the random
       baseline)</small></h2>
-    <canvas id="comp"></canvas>
+    <div id="comp-box">
+      <div id="comp-corner">writes &darr;<br>reads &rarr;</div><div id="comp-cols"></div>
+      <div id="comp-rows"></div><canvas id="comp"></canvas>
+    </div>
     <div id="comp-info"></div>
     <div id="comp-top"></div>
   </section>
@@ -378,7 +387,7 @@ function fillWeights(q, l, hs) {
   let s = "<thead><tr><th>key</th><th>token</th>" +
     hs.map(h => `<th style="color:${headColor(h, 1)}">h${h}</th>`).join("") + "</tr></thead><tbody>";
   for (let k = q; k >= 0; k--) {
-    s += `<tr><td>${k}</td><td class="tokcell">${escapeHtml(D.tokens[k])}</td>` + hs.map(h => {
+    s += `<tr><td>${k}</td><td class="tokcell">${escapeHtml(showSpaces(D.tokens[k]))}</td>` + hs.map(h => {
       const v = fmt(w(l, h, q, k));
       return `<td class="wcell" data-layer="${l}" data-head="${h}" data-q="${q}" data-k="${k}" data-w="${v}">${v}</td>`;
     }).join("") + "</tr>";
@@ -412,13 +421,31 @@ function compColor(v, base, vmax) {
   const c = Math.round(255 * (1 - t));
   return `rgb(255,${c},${Math.round(c * 0.8)})`;
 }
+function compPx() { return Math.min(40, Math.max(3, Math.floor(420 / NW))); }
+// Row labels (writing heads, layers 0..L-2) left of the matrix and column labels (reading heads, layers
+// 1..L-1) above it, each centred on its row or column; when the cells are too small, one label per layer.
+function buildCompLabels() {
+  const px = compPx(), perHead = px >= 12, n = perHead ? NW : L - 1, span = perHead ? 1 : H;
+  let rs = "", cs = "";
+  for (let i = 0; i < n; i++) {
+    const la = perHead ? Math.floor(i / H) : i, h = perHead ? i % H : null, mid = (i + 0.5) * span * px;
+    const name = l => perHead ? `L${l}H${h}` : `L${l}`, hAttr = perHead ? ` data-h="${h}"` : "";
+    rs += `<span class="clab" data-l="${la}"${hAttr} style="top:${mid}px">${name(la)}</span>`;
+    cs += `<span class="clab${perHead ? " v" : ""}" data-l="${la + 1}"${hAttr} style="left:${mid}px">${name(la + 1)}</span>`;
+  }
+  const rows = document.getElementById("comp-rows"), cols = document.getElementById("comp-cols");
+  rows.innerHTML = rs; cols.innerHTML = cs;
+  rows.style.width = `${perHead ? 46 : 28}px`; rows.style.height = `${NW * px + 2}px`;
+  cols.style.height = `${perHead ? 46 : 18}px`; cols.style.width = `${NW * px + 2}px`;
+}
 function buildCircuits() {
   const ks = document.getElementById("ckind");
   if (!KINDS.length) {
     document.getElementById("comp-info").textContent = L === 1 ?
       "one layer: no heads in different layers to compose" : "no composition scores in this page";
-    ks.style.display = "none"; return;
+    ks.style.display = "none"; document.getElementById("comp-box").style.display = "none"; return;
   }
+  buildCompLabels();
   for (const k of KINDS) ks.add(new Option(`${k}-composition`, k));
   ks.value = KINDS.includes("K") ? "K" : KINDS[0];
   ks.onchange = drawComposition;
@@ -442,7 +469,7 @@ function buildCircuits() {
 function drawComposition() {
   if (!KINDS.length) return;
   const k = document.getElementById("ckind").value, base = C.baseline[k];
-  const cv = document.getElementById("comp"), px = Math.min(40, Math.max(3, Math.floor(420 / NW)));
+  const cv = document.getElementById("comp"), px = compPx();
   cv.width = cv.height = NW * px;
   const ctx = cv.getContext("2d");
   let vmax = base;

@@ -47,6 +47,13 @@ def parse_request(obj, n_layer: int, n_head: int) -> dict:
     text = obj["text"]
     if not isinstance(text, str):
         raise BadRequest(f'"text" must be a string, got {type(text).__name__}')
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON can carry "\ud800": half of a UTF-16 pair, no character at all
+        raise BadRequest(
+            f'"text" holds a lone surrogate ({text[e.start]!r} at character {e.start}), which is no '
+            "character; send valid Unicode"
+        ) from None
     ablate = obj.get("ablate", [])
     if not isinstance(ablate, list):
         raise BadRequest('"ablate" must be a list of [layer, head] pairs')
@@ -81,13 +88,42 @@ def _nested(a: np.ndarray, digits: int = 4):
     return out
 
 
-class LiveModel:
-    """A model and tokenizer answering live-viewer requests (see :func:`parse_request` for the fields)."""
+SAMPLE = "The cat sat on the mat. The cat sat on the"  # repeats, so induction heads have something to do
 
-    def __init__(self, model, tokenizer, title: str = "heads", info: dict | None = None):
+
+def default_sample(tokenizer, block_size: int) -> str:
+    """A text the page can open with when the run's data is not at hand: :data:`SAMPLE` if the tokenizer takes
+    it, else a random segment of ids repeated (an induction probe) as the tokenizer writes it."""
+    try:
+        if tokenizer.encode(SAMPLE):
+            return SAMPLE
+    except UserError:  # a char vocabulary without some of its letters, or the ids tokenizer
+        pass
+    rng = np.random.default_rng(0)
+    n = max(1, min(block_size, 48) // 2)
+    seg = rng.choice(tokenizer.vocab_size, size=min(n, tokenizer.vocab_size), replace=False).tolist()
+    return tokenizer.decode(seg + seg)
+
+
+class LiveModel:
+    """A model and tokenizer answering live-viewer requests (see :func:`parse_request` for the fields).
+
+    ``sample_text`` is what the page opens with (heads.py passes the start of the run's val text); by default
+    :func:`default_sample`.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        title: str = "heads",
+        info: dict | None = None,
+        sample_text: str | None = None,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         cfg = model.config
+        self.sample_text = sample_text or default_sample(tokenizer, cfg.block_size)
         self.max_tokens = min(cfg.block_size, MAX_TOKENS)
         self.title = title
         self.extra_info = info or {}
@@ -107,6 +143,7 @@ class LiveModel:
             "vocab_size": cfg.vocab_size,
             "tokenizer": self.tokenizer.name,
             "info": self.extra_info,
+            "sample_text": self.sample_text,
         }
 
     def _labels(self, ids: list[int]) -> list[str]:

@@ -1,6 +1,7 @@
 """The live viewer's page: one self-contained HTML document (inline CSS and JS; it talks only to its server).
 
-The user types or pastes text; after a pause (``DEBOUNCE_MS``) the page POSTs it to ``/api/attention`` with
+It opens with the model's sample text (``info["sample_text"]``: the start of the run's val text) already
+analysed. The user types or pastes text; after a pause (``DEBOUNCE_MS``) the page POSTs it to ``/api/attention`` with
 ``"encoding": "b64"`` (each head's lower triangle as uint16, the heads.html encoding) and redraws: the tokens,
 every layer's and head's pattern (thumbnails; click one to select it, tick "ablate" to zero-ablate it), the
 selected head's pattern large, what the clicked token attends to and what attends to it, the per-head metrics
@@ -64,7 +65,7 @@ small{color:#666;font-weight:normal}
     <h2>Text <small>(type or paste; the model runs on the server after a short pause)</small></h2>
     <textarea id="text" spellcheck="false" placeholder="type here"></textarea>
     <div id="notice"></div>
-    <div id="status">waiting for text</div>
+    <div id="status">loading</div>
     <div id="error"></div>
   </section>
   <section>
@@ -249,7 +250,7 @@ function setQuery(q) {
     s.style.background = k <= q ? `rgba(33,150,243,${Math.sqrt(v)})` : "";
   });
   document.getElementById("sel-title").textContent = `Token #${q} ${JSON.stringify(d.tokens[q])} in layer ${l}, head ${h}`;
-  const row = (k, v, dir) => `<tr><td>${k}</td><td class="tokcell">${escapeHtml(d.tokens[k])}</td>` +
+  const row = (k, v, dir) => `<tr><td>${k}</td><td class="tokcell">${escapeHtml(showSpaces(d.tokens[k]))}</td>` +
     `<td class="wcell" data-dir="${dir}" data-layer="${l}" data-head="${h}" data-q="${dir === "to" ? q : k}" data-k="${dir === "to" ? k : q}" data-w="${fmt(v)}">${fmt(v)}</td></tr>`;
   const to = [], by = [];
   for (let k = 0; k <= q; k++) to.push([k, w(l, h, q, k)]);
@@ -267,6 +268,10 @@ document.getElementById("info").textContent =
   Object.entries(INFO.info || {}).map(([k, v]) => ` \u00b7 ${k}: ${v}`).join("");
 buildGrid();
 document.getElementById("text").addEventListener("input", onInput);
+if (INFO.sample_text) {  // open with a text (the start of the run's val text), not an empty page
+  document.getElementById("text").value = INFO.sample_text;
+  tInput = performance.now(); request();
+} else document.getElementById("status").textContent = "waiting for text";
 document.getElementById("tokens").addEventListener("click", e => { const i = e.target.dataset.i; if (i !== undefined) setQuery(+i); });
 document.body.dataset.ready = "1";
 </script>

@@ -25,6 +25,7 @@ function decodeTri(b64) {  // lower triangle, uint16 little-endian / 65535 -> Fl
   for (let i = 0; i < n; i++) out[i] = (bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) / 65535;
   return out;
 }
+function showSpaces(t) { return t.replace(/ /g, "\u2423"); }  // in a table a space token is a visible \u2423, not a blank
 function escapeHtml(t) { return t.replace(/[&<>"]/g, ch => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[ch])); }
 
 // Draw triangle t (T tokens) on a canvas of at most size x size pixels: white = 0, blue = 1 (sqrt scale).

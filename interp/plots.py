@@ -16,20 +16,38 @@ def _short(tok: str, n: int = 8) -> str:
     return tok if len(tok) <= n else tok[: n - 1] + "\u2026"
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Write the figure and free it (every plot here ends with this)."""
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def _tick_positions(T: int, max_labels: int) -> np.ndarray:
     step = max(1, int(np.ceil(T / max_labels)))
     return np.arange(0, T, step)
 
 
+def _cell_digits(vmax: float) -> int:
+    """Decimals for the numbers in heatmap cells: 2, more for small values (so 0.004 does not read 0.00)."""
+    if not vmax > 0:
+        return 2
+    return int(min(4, max(2, 1 - np.floor(np.log10(vmax)))))
+
+
 def metric_heatmap(values: np.ndarray, name: str, path: str | Path, kv_of: list[int] | None = None) -> Path:
-    """Layer x head heatmap of one metric `(n_layer, n_head)`, each cell annotated with its value."""
+    """Layer x head heatmap of one metric `(n_layer, n_head)`, each cell annotated with its value.
+
+    Constrained layout places the axis labels and the colour bar with its tick labels inside the figure.
+    """
     L, H = values.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * H, 0.9 + 0.45 * L), dpi=110)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.55 * H, 1.5 + 0.45 * L), dpi=110, layout="constrained")
     finite = values[np.isfinite(values)]
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
     signed = finite.size and finite.min() < 0
     cmap, vmin = ("RdBu_r", -vmax) if signed else ("viridis", 0.0)
     im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax or 1.0, aspect="auto")
+    digits = _cell_digits(vmax)
     if L * H <= 400:
         for l in range(L):
             for h in range(H):
@@ -37,11 +55,11 @@ def metric_heatmap(values: np.ndarray, name: str, path: str | Path, kv_of: list[
                 ax.text(
                     h,
                     l,
-                    "nan" if not np.isfinite(v) else f"{v:.2f}",
+                    "nan" if not np.isfinite(v) else f"{v:.{digits}f}",
                     ha="center",
                     va="center",
-                    fontsize=7,
-                    color="white" if (not signed and v < 0.6 * vmax) else "black",
+                    fontsize=7 if digits == 2 else 6,
+                    color="white" if (abs(v) > 0.6 * vmax if signed else v < 0.6 * vmax) else "black",
                 )
     ax.set_xticks(range(H))
     ax.set_xticklabels([f"{h}" if kv_of is None else f"{h}\nkv{kv_of[h]}" for h in range(H)], fontsize=7)
@@ -49,11 +67,9 @@ def metric_heatmap(values: np.ndarray, name: str, path: str | Path, kv_of: list[
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(name, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    fig.subplots_adjust(left=0.12, right=0.95, bottom=0.16, top=0.9)
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    cb = fig.colorbar(im, ax=ax, fraction=0.05)
+    cb.ax.tick_params(labelsize=7)
+    return _save(fig, path)
 
 
 def pattern_grid(
@@ -103,15 +119,23 @@ def pattern_grid(
         y=1 - 0.15 / fh,
         va="top",
     )
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def head_pattern(
     pattern: np.ndarray, tokens: list[str], path: str | Path, title: str, max_labels: int = 64
 ) -> Path:
-    """One head's pattern `(T, T)` large, with token labels on both axes."""
+    """One head's pattern `(T, T)` large, with token labels on both axes, written to `path`."""
+    fig = pattern_figure(pattern, tokens, title, max_labels)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def pattern_figure(pattern, tokens: list[str], title: str = "", max_labels: int = 64):
+    """One head's pattern `(T, T)` (an array or a tensor) as a matplotlib Figure, token labels on both axes: a
+    notebook shows it inline (`fig.savefig(path)` writes it)."""
+    pattern = np.asarray(pattern.detach().cpu() if hasattr(pattern, "detach") else pattern, dtype=np.float32)
     T = pattern.shape[-1]
     size = min(14.0, 3 + T * 0.12)
     fig, ax = plt.subplots(figsize=(size, size), dpi=90)
@@ -126,9 +150,7 @@ def head_pattern(
     ax.set_ylabel("query")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def metric_over_steps(
@@ -162,9 +184,7 @@ def metric_over_steps(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def composition_matrices(
@@ -213,9 +233,7 @@ def composition_matrices(
         fontsize=8,
     )
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def logit_lens(rows: list[dict], path: str | Path) -> Path:
@@ -236,6 +254,4 @@ def logit_lens(rows: list[dict], path: str | Path) -> Path:
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -6,8 +6,9 @@ Standard library only (``http.server.ThreadingHTTPServer``): three endpoints do 
     GET  /api/info         the model: layers, heads, context, tokenizer
     POST /api/attention    {"text": ..., "ablate": [[l, h], ...], "encoding": "json"|"b64", "top_k": 10}
 
-Every error is a JSON object ``{"error": "..."}`` with a 4xx status, and the server keeps serving: 400 bad
-JSON or fields, 403 a Host header that is not this loopback server's (DNS rebinding), 404 unknown path, 405
+Every error is a JSON object ``{"error": "..."}`` with a 4xx status, one line in the server's log, and the end
+of that connection (nothing sent after a refused request is read as a request); the server keeps serving: 400
+bad JSON or fields, 403 a Host header that is not this loopback server's (DNS rebinding), 404 unknown path, 405
 wrong method, 411 no Content-Length, 413 body over ``MAX_BODY``, 415 not ``application/json`` (which also
 stops cross-site form posts: a page elsewhere cannot send JSON here without a CORS preflight, which this
 server never grants); a failure inside the model is a 500 with one line (the traceback goes to stderr).
@@ -61,19 +62,45 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
         self._send(status, body, "application/json; charset=utf-8")
 
-    def _error(self, status: int, message: str, close: bool = False) -> None:
-        if close:  # the body was not read: the connection cannot carry another request
+    def _error(self, status: int, message: str) -> None:
+        """Refuse the request: a JSON error, one line in the server log, and the connection closed after it.
+
+        Whatever the client sent after a refused request (its unread body, a second request behind it) is
+        never parsed as a request: a body of sane size is read and dropped first (closing with unread bytes
+        makes the client's TCP stack see a reset instead of this answer), then the connection ends.
+        """
+        self._discard_body()
+        self.close_connection = True
+        self.log_error("%d %s %s: %s", status, self.command, self.path.split("?", 1)[0][:80], message)
+        body = json.dumps({"error": message, "status": status}, separators=(",", ":")).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8", {"Connection": "close"})
+
+    def _begin(self) -> None:
+        """Note how many body bytes this request declares (None: not known, so no request may follow it)."""
+        te, lengths = self.headers.get("Transfer-Encoding"), self.headers.get_all("Content-Length") or []
+        if te or len(lengths) > 1:
+            self._unread = None
+        elif not lengths:
+            self._unread = 0
+        else:
+            v = lengths[0].strip()
+            self._unread = int(v) if v.isascii() and v.isdigit() else None  # not "²", not "-1", not "0x10"
+
+    def _discard_body(self) -> None:
+        """Read and drop the body not read yet; when that is not possible, end the connection after the answer."""
+        n, self._unread = getattr(self, "_unread", 0), 0
+        if n is None or n > DRAIN_LIMIT or (n and not self._drain(n)):
             self.close_connection = True
-        self._json(status, {"error": message, "status": status})
 
     def _host_ok(self) -> bool:
         """A loopback server answers only requests addressed to a loopback name (no DNS rebinding)."""
+        self._begin()
         if not self.server.loopback_only:
             return True
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
         if _is_loopback(host):
             return True
-        self._error(403, f"Host {host!r} is not this loopback server; open http://127.0.0.1:<port>/")
+        self._error(403, f"Host {host[:80]!r} is not this loopback server; open http://127.0.0.1:<port>/")
         return False
 
     def log_message(self, fmt, *args) -> None:  # quiet: one line per error only
@@ -86,6 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if not self._host_ok():
             return
+        self._discard_body()  # a GET has no use for a body; what follows it is the next request, or nothing
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(200, self.server.page, "text/html; charset=utf-8", {"Content-Security-Policy": CSP})
@@ -104,17 +132,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if self.headers.get("Transfer-Encoding"):
-            return self._error(411, "send the body with a Content-Length (no chunked encoding)", close=True)
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            return self._error(411, "send a Content-Length header with the JSON body", close=True)
-        n = int(length)
+            return self._error(411, "send the body with a Content-Length (no chunked encoding)")
+        if self._unread is None or self.headers.get("Content-Length") is None:
+            return self._error(411, "send one Content-Length header (digits only) with the JSON body")
+        n = self._unread
         if n > MAX_BODY:
-            # read and drop a body of sane size first: closing with unread bytes makes the client's TCP stack
-            # see a reset instead of this answer
-            drained = n <= DRAIN_LIMIT and self._drain(n)
-            return self._error(413, f"the body has {n} bytes; send at most {MAX_BODY}", close=not drained)
+            return self._error(413, f"the body has {n} bytes; send at most {MAX_BODY}")
         raw = self.rfile.read(n)  # read before any answer, so the connection stays usable
+        self._unread = 0
+        if len(raw) < n:
+            self.close_connection = True  # the client stopped sending: nothing to answer on
+            return
         if path != "/api/attention":
             return self._error(404, f"no such endpoint {path[:80]!r}; POST to /api/attention")
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
@@ -122,8 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(415, f"send Content-Type: application/json (got {ctype[:40] or 'none'!r})")
         try:
             obj = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return self._error(400, f'the body is not JSON ({str(e)[:80]}); send {{"text": "..."}}')
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            # ValueError: bad JSON, and also an integer of more digits than Python converts; RecursionError:
+            # arrays or objects nested past Python's recursion limit
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0][:80]
+            return self._error(400, f'the body is not JSON ({why}); send {{"text": "..."}}')
         live = self.server.live
         cfg = live.model.config
         try:
@@ -147,7 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _not_allowed(self) -> None:
-        self._error(405, f"{self.command} is not supported; use GET / or POST /api/attention", close=True)
+        self._begin()
+        self._error(405, f"{self.command} is not supported; use GET / or POST /api/attention")
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed  # noqa: N815
 
@@ -159,18 +191,34 @@ CSP = (
 
 
 class HeadServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer holding the LiveModel and the page; daemon threads, so Ctrl-C stops it at once."""
+    """A ThreadingHTTPServer holding the LiveModel and the page; daemon threads, so Ctrl-C stops it at once.
+
+    Each connection gets a thread; the model work is serialised by LiveModel's lock. The listen backlog holds a
+    burst of connections that arrive while the server is busy (a browser opens several at once; with the
+    standard library's 5, the rest are dropped or reset).
+    """
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog (the kernel may cap it: net.core.somaxconn)
 
     def __init__(self, live: LiveModel, host: str = "127.0.0.1", port: int = 8765):
+        if not host:
+            raise ValueError(
+                "host is empty, which would listen on every address; pass 127.0.0.1 or an address"
+            )
         self.live = live
         self.loopback_only = _is_loopback(host)
         self.page = page(live.info()).encode("utf-8")
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """Anything that escapes a request (a client that hung up mid-answer): one line, and keep serving."""
+        e = sys.exc_info()[1]
+        first = (str(e).splitlines() or [""])[0][:120]
+        print(f"heads server: {client_address[0]}: {type(e).__name__}: {first}", file=sys.stderr)
 
     @property
     def url(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import platform
 import subprocess
@@ -99,6 +100,48 @@ def cpu_description() -> str:
     info = cpu_info()
     shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "bf16") if f in info["flags"]]
     return f"{info['model']} ({', '.join(shown) or 'no AVX2/AVX-512/bf16 flags'}; {torch.get_num_threads()} threads)"
+
+
+# torch CPU threads: ONE rule for every tool (threads=null). A step of a small model is hundreds of tiny ops whose
+# time is dispatch and the threads' hand-offs, not arithmetic: a second thread makes it slower, and many times
+# slower when another process holds a core (a thread waiting for a descheduled sibling stalls every op; on a
+# loaded 2-core machine batch-1 decoding ran 10-20x slower on 2 threads than on 1, bench/threads_bench.py).
+# So: one thread per FLOPS_PER_THREAD of work in a step, and no more threads than cores left free by the
+# other processes (the 1-minute load average).
+FLOPS_PER_THREAD = 5e7
+
+
+def threads_for(flops_per_step: float, cores: int, load: float = 0.0) -> int:
+    """torch CPU threads for steps of ``flops_per_step`` FLOPs: one per FLOPS_PER_THREAD, at most the ``cores``
+    that ``load`` (other processes' runnable threads, the load average) leaves free, at least 1."""
+    free = math.floor(cores - load + 0.5)
+    return max(1, min(int(cores), free, int(flops_per_step // FLOPS_PER_THREAD)))
+
+
+@functools.cache
+def _default_threads() -> int:
+    """torch's own thread count before a tool sets one (it honours OMP_NUM_THREADS and the CPU affinity)."""
+    return torch.get_num_threads()
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every OS
+        return 0.0
+
+
+def set_threads(requested: int | None, flops_per_step: float, device: torch.device | str = "cpu") -> int:
+    """Apply a tool's ``threads=``: the number given, or for null the rule of ``threads_for`` on torch's default
+    thread count and the load now. On a GPU, where the CPU only dispatches, null keeps torch's default.
+    Returns the thread count in use."""
+    _default_threads()
+    if requested is None:
+        if torch.device(device).type != "cpu":
+            return torch.get_num_threads()
+        requested = threads_for(flops_per_step, _default_threads(), _load())
+    torch.set_num_threads(int(requested))
+    return int(requested)
 
 
 def pick_dtype(name: str, device: torch.device, cpu_bf16_pays: bool = False) -> torch.dtype:

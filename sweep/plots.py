@@ -2,7 +2,8 @@
 
 - `val_loss_curves.png`: val loss against step;
 - `val_loss_vs_wall_time.png`: the same curves against elapsed seconds;
-- `val_loss_vs_params.png`: best val loss against parameter count;
+- `val_loss_vs_params.png`: best val loss against parameter count (not drawn when the counts differ by under
+  1%: the points would stand in a column and say nothing about size);
 - `loss_vs_eval_length.png`: val loss at 1×, 2×, 4×, 8× the training block size.
 
 A setting with one run is one line (or point) per run. A setting with several finished seeds is one line, the
@@ -13,6 +14,8 @@ on the parameter plot.
 
 from __future__ import annotations
 
+import os
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,10 +31,47 @@ PLOT_FILES = {
     "length": "loss_vs_eval_length.png",
 }
 _STYLES = ["-", "--", "-.", ":"]
+PARAMS_MIN_SPREAD = 0.01  # below this relative spread of parameter counts the params plot is not drawn
+
+
+def params_spread(table: Table) -> tuple[int, int] | None:
+    """(smallest, largest) parameter count of the runs that have one, or None when none has."""
+    params = [r["params"] for r in table.rows if r["params"]]
+    return (min(params), max(params)) if params else None
+
+
+def skipped_plots(table: Table) -> dict[str, str]:
+    """{plot key: why it is not drawn} for the plots that would show nothing."""
+    spread = params_spread(table)
+    if spread and (spread[1] - spread[0]) < PARAMS_MIN_SPREAD * spread[0]:
+        lo, hi = spread
+        return {
+            "params": f"the parameter counts differ by under 1% ({lo:,} to {hi:,}), so the runs would stand "
+            "in one column; compare their losses in the table"
+        }
+    return {}
+
+
+def timing_caveat(table: Table) -> str:
+    """Where the wall times and tokens/s come from, and that other jobs on the machine change them."""
+    from runtime.device import cpu_info
+
+    devices = sorted({str(r.summary.get("device")) for r in table.runs if r.summary.get("device")})
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = (
+            f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores as this summary was written)"
+        )
+    return (
+        "Wall time and tokens/s measure the machine as well as the model: other jobs running beside a run "
+        f"slow it down{load}, and another machine gives other numbers. The runs ran on "
+        f"{', '.join(devices) or 'an unrecorded device'}; this summary was written on {cpu_info()['model']}. "
+        "Compare them only between runs made one at a time on one otherwise idle machine."
+    )
 
 
 def _figure(title: str, xlabel: str, ylabel: str):
-    fig = Figure(figsize=(8, 5), dpi=110)
+    fig = Figure(figsize=(8, 5), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_title(title)
@@ -51,7 +91,6 @@ def _save(fig, ax, path: Path, n_lines: int) -> None:
         ax.legend(fontsize=7 if n_lines > 8 else 9, loc="best")
     else:
         ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
     fig.savefig(path)
 
 
@@ -83,13 +122,15 @@ def _points(run, x: str) -> dict:
 
 
 def plot_curves(table: Table, path: Path, x: str = "step") -> None:
-    """Val-loss curves of every setting overlaid; `x` is `step` or `elapsed_s` (wall time)."""
+    """Val-loss curves of every setting overlaid; `x` is `step` or `elapsed_s` (wall time, with the caveat under it)."""
     wall = x == "elapsed_s"
     fig, ax = _figure(
         "Val loss vs wall time" if wall else "Val loss during training",
         "wall time (s)" if wall else "step",
         "val loss",
     )
+    if wall:
+        fig.supxlabel("\n".join(textwrap.wrap(timing_caveat(table), 130)), fontsize=7, color="0.3")
     n = 0
     for i, label, runs, rows, pooled in _groups(table):
         if pooled:
@@ -172,11 +213,20 @@ def plot_extrapolation(table: Table, path: Path) -> None:
 
 
 def write_plots(table: Table, out_dir: Path) -> list[Path]:
-    """Write the four plots into `out_dir`; returns their paths."""
+    """Write the plots into `out_dir` (all but :func:`skipped_plots`, whose old copies are removed so no stale
+    picture stays beside the new summary); returns the paths written."""
     out_dir = Path(out_dir)
     paths = {k: out_dir / v for k, v in PLOT_FILES.items()}
-    plot_curves(table, paths["curves"], x="step")
-    plot_curves(table, paths["wall"], x="elapsed_s")
-    plot_vs_params(table, paths["params"])
-    plot_extrapolation(table, paths["length"])
-    return list(paths.values())
+    skipped = skipped_plots(table)
+    draw = {
+        "curves": lambda p: plot_curves(table, p, x="step"),
+        "wall": lambda p: plot_curves(table, p, x="elapsed_s"),
+        "params": lambda p: plot_vs_params(table, p),
+        "length": lambda p: plot_extrapolation(table, p),
+    }
+    for key, path in paths.items():
+        if key in skipped:
+            path.unlink(missing_ok=True)
+        else:
+            draw[key](path)
+    return [p for k, p in paths.items() if k not in skipped]

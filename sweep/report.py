@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rundir.files import atomic_write
 from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS, extrapolate_run, read_cache
-from sweep.plots import PLOT_FILES, write_plots
+from sweep.plots import PLOT_FILES, skipped_plots, timing_caveat, write_plots
 from sweep.runs import RunRecord, collect_runs
 from sweep.table import (
     build_table,
@@ -116,6 +116,8 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
         "",
         to_markdown(table),
         "",
+        f"Timing: {timing_caveat(table)}",
+        "",
         (
             "Settings: the mean over a setting's finished seeds ± half its 95% interval (Student t, n − 1 "
             "degrees of freedom); sd: standard deviation over seeds; summary.csv has n, mean, sd and the "
@@ -140,8 +142,12 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
         "params": "Best val loss vs parameters",
         "length": "Length extrapolation",
     }
+    skipped = skipped_plots(table)
     for key, name in PLOT_FILES.items():
-        parts += [f"![{titles[key]}]({name})", ""]
+        shown = (
+            f"{titles[key]}: not drawn, {skipped[key]}." if key in skipped else f"![{titles[key]}]({name})"
+        )
+        parts += [shown, ""]
     return "\n".join(parts)
 
 

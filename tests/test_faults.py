@@ -379,7 +379,7 @@ def test_ctrl_c_during_the_end_of_run_sample_keeps_the_finished_run(tmp_path, da
     "override, needle",
     [
         ("seed=abc", "seed must be a non-negative integer, got 'abc'"),
-        ("train.num_threads=-1", "train.num_threads must be a positive integer or null, got -1"),
+        ("train.threads=-1", "train.threads must be a positive integer or null, got -1"),
         ("train.stop_after_iters=-1", "train.stop_after_iters must be a positive integer or null"),
         ("optim.lr=abc", "optim.lr must be a number, got 'abc'"),
         ("train.compile=maybe", "train.compile must be true or false"),

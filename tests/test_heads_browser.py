@@ -29,6 +29,7 @@ def _page(tmp_path, L=3, H=4, T=40, n_kv_head=2):
     pats = _random_patterns(L, H, T)
     tokens = [f"t{i}" if i % 7 else "\n" for i in range(T)]
     tokens[5] = "</script><b>"
+    tokens[8], tokens[9] = " ", " a"  # spaces: a visible mark in the tables, not a blank cell
     rows = [
         {
             "layer": l,
@@ -112,6 +113,10 @@ def test_heads_page_in_chromium(tmp_path, chromium):
         assert (l, h, qq) == (2, 3, q)
         assert w == text
         assert float(w) == pytest.approx(pats[2, 3, q, k], abs=1.1e-4)
+    token_cells = page.eval_on_selector_all(
+        "#weights tr", "rs => rs.slice(1).map(r => [+r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    assert dict(token_cells)[8] == "\u2423" and dict(token_cells)[9] == "\u2423a"
     # the token strip colours carry the same numbers
     w_tok = float(page.get_attribute(f"#tokens .tok[data-i='{q - 1}']", "data-w"))
     assert w_tok == pytest.approx(pats[2, 3, q, q - 1], abs=1.1e-4)
@@ -146,6 +151,7 @@ def test_heads_page_in_chromium(tmp_path, chromium):
     assert [(l, h) for l, h, _ in pairs[:4]] == [(l, h) for l, h, _ in into]
     for (_, _, v), (_, _, w) in zip(pairs, into):
         assert v == pytest.approx(w, abs=1e-4)
+    _check_composition_labels(page, L, H, per_head=True)
     page.select_option("#ckind", "V")
     assert "V-composition" in page.inner_text("#comp-top")
     assert page.locator("#lens tbody tr").count() == 4
@@ -153,3 +159,42 @@ def test_heads_page_in_chromium(tmp_path, chromium):
     page.hover("#tokens .tok[data-i='20']")
     page.screenshot(path=str(ARTIFACTS / "heads_page.png"), full_page=True)
     assert not errors, errors
+
+
+def _check_composition_labels(page, L, H, per_head):
+    """The composition matrix has its writing heads (layers 0..L-2) left of the rows and its reading heads
+    (layers 1..L-1) above the columns, each label centred on its row or column of the canvas."""
+    box = page.locator("#comp").bounding_box()
+    n = (L - 1) * H
+    rows = page.eval_on_selector_all(
+        "#comp-rows .clab",
+        "ls => ls.map(l => { const r = l.getBoundingClientRect(); return [l.textContent, r.top + r.height / 2, r.right]; })",
+    )
+    cols = page.eval_on_selector_all(
+        "#comp-cols .clab",
+        "ls => ls.map(l => { const r = l.getBoundingClientRect(); return [l.textContent, r.left + r.width / 2, r.bottom]; })",
+    )
+    if per_head:
+        assert [t for t, _, _ in rows] == [f"L{l}H{h}" for l in range(L - 1) for h in range(H)]
+        assert [t for t, _, _ in cols] == [f"L{l}H{h}" for l in range(1, L) for h in range(H)]
+        span = 1
+    else:  # cells too small for a label each: one per layer, centred on the layer's block
+        assert [t for t, _, _ in rows] == [f"L{l}" for l in range(L - 1)]
+        assert [t for t, _, _ in cols] == [f"L{l}" for l in range(1, L)]
+        span = H
+    cell_h, cell_w = (box["height"] - 2) / n, (box["width"] - 2) / n  # 1 px border
+    for i, (_, mid, right) in enumerate(rows):
+        want = box["y"] + 1 + (i + 0.5) * span * cell_h
+        assert abs(mid - want) <= cell_h / 2 and right <= box["x"] + 1
+    for j, (_, mid, bottom) in enumerate(cols):
+        want = box["x"] + 1 + (j + 0.5) * span * cell_w
+        assert abs(mid - want) <= cell_w / 2 and bottom <= box["y"] + 1
+
+
+@pytest.mark.browser
+def test_composition_labels_per_layer_on_a_large_model(tmp_path, chromium):
+    path, pats, _ = _page(tmp_path, L=8, H=8, T=12, n_kv_head=8)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    _check_composition_labels(page, 8, 8, per_head=False)

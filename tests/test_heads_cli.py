@@ -141,6 +141,16 @@ def test_text_option_and_tokens(run_dir, tmp_path):
         (["head=-1"], "head=-1 is out of range"),
         (["split=test"], "not val or train"),
         (["text=hi", "split=val"], "only one of"),
+        (["probe.batch_size=0"], "probe.batch_size must be an integer >= 1, got 0"),
+        (["metrics.batch_size=-3"], "metrics.batch_size must be an integer >= 1, got -3"),
+        (["threads=-2"], "threads must be an integer >= 1"),
+        (["threads=true"], "threads must be an integer >= 1"),
+        (["probe.batch_size=abc"], "probe.batch_size must be an integer >= 1, got 'abc'"),
+        (["probe.reps=1"], "probe.reps must be an integer >= 2"),
+        (["icl.batch_size=0"], "icl.batch_size must be an integer >= 1"),
+        (["ablation.batches=-1"], "ablation.batches must be an integer >= 0"),
+        (["ablation.seq_len=1"], "ablation.seq_len must be an integer >= 2"),
+        (["top=0"], "top must be an integer >= 1"),
     ],
 )
 def test_bad_input_is_one_clear_line(run_dir, tmp_path, overrides, message):
@@ -301,3 +311,168 @@ def test_token_texts_keep_integer_ids_apart():
     assert token_texts(ids_tok, ids_tok.encode("3 17 3")) == ["3 ", "17 ", "3 "]
     char_tok = get_tokenizer({"tokenizer": "char", "chars": "ab\n"})
     assert token_texts(char_tok, char_tok.encode("ab\na")) == ["a", "b", "\n", "a"]
+
+
+def test_every_plot_keeps_its_labels_inside_the_image(run_dir, tmp_path, monkeypatch):
+    """No tick label, axis label, title or colour-bar label of any PNG the report draws is cut off."""
+    from interp import plots
+
+    drawn = {}
+    save = plots._save
+
+    def check_then_save(fig, path):
+        fig.canvas.draw()
+        inked = fig.get_tightbbox(fig.canvas.get_renderer())  # every drawn artist, in inches
+        page = fig.bbox_inches
+        drawn[Path(path).name] = (inked.x0, inked.y0, page.x1 - inked.x1, page.y1 - inked.y1)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", check_then_save)
+    heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "ablation.batch_size=2", "icl.batch_size=2"))
+    assert {"heatmap_induction.png", "heatmap_dla.png", "composition.png", "patterns_grid.png"} <= set(drawn)
+    cut = {name: margins for name, margins in drawn.items() if min(margins) < -0.01}
+    assert not cut, cut  # negative margin: something sticks out of the image by that many inches
+
+
+def _bad_data(tmp_path, char_data, vocab_size=None) -> Path:
+    """A copy of the prepared char data whose val.bin holds id 60000 among its first tokens."""
+    import shutil
+
+    import numpy as np
+
+    from data import DataConfig
+
+    d = tmp_path / "bad_data"
+    shutil.copytree(DataConfig.from_dict(char_data[0]).resolved_out_dir(), d)
+    arr = np.fromfile(d / "val.bin", dtype=char_data[1]["dtype"])
+    arr[5] = 60000
+    arr.tofile(d / "val.bin")
+    if vocab_size:
+        meta = json.loads((d / "meta.json").read_text())
+        (d / "meta.json").write_text(json.dumps({**meta, "vocab_size": vocab_size}))
+        _rechecksum(d)
+    return d
+
+
+def _rechecksum(d):
+    """Record val.bin's new checksum: data that is whole, only of another tokenizer (not damaged)."""
+    from data.integrity import file_checksum
+
+    meta = json.loads((d / "meta.json").read_text())
+    meta["fingerprints"]["val"] = file_checksum(d / "val.bin")
+    (d / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("overrides", [[], ["text=ROMEO", "icl.batch_size=2"]])
+def test_token_ids_outside_the_model_are_one_line(run_dir, tmp_path, char_data, overrides):
+    """An id past the model's vocabulary in data_dir's val.bin (data of another tokenizer): the check data/'s
+    loader makes, with what to do here; never an IndexError."""
+    # the data's own meta allows the id, so only the model's vocabulary can refuse it
+    bad = _bad_data(tmp_path, char_data, vocab_size=65536)
+    if overrides:  # the val text is not read: the id must be in the val batches
+        import numpy as np
+
+        arr = np.fromfile(bad / "val.bin", dtype=char_data[1]["dtype"])
+        arr[::7] = 60000
+        arr.tofile(bad / "val.bin")
+        _rechecksum(bad)
+    with pytest.raises(
+        UserError, match=r"val.bin holds token id 60000, outside the vocabulary of \d+: "
+    ) as e:
+        heads.report(_cfg(f"run={run_dir}", f"out={tmp_path / 'o'}", f"data_dir={bad}", *overrides))
+    assert "pass a data_dir prepared with it" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_ctrl_c_is_one_line(run_dir, tmp_path):
+    """Ctrl-C in the middle of the report: `interrupted`, exit 130, no KeyboardInterrupt traceback."""
+    out = tmp_path / "o"
+    code = f"""
+import os, runpy, signal, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+sys.argv = ["heads.py", "run={run_dir}", "out={out}", "ablation.enabled=false"]
+from interp import report
+
+def analyse(*args, **kwargs):  # the SIGINT a Ctrl-C sends, while the heads are being measured
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+
+report.analyse = analyse
+runpy.run_path({str(ROOT / "heads.py")!r}, run_name="__main__")  # as `python heads.py ...` runs it
+"""
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip() == "interrupted" and "Traceback" not in p.stderr
+
+
+def test_a_hugging_face_folder_reports_under_runs_and_says_how_to_get_the_rest(tmp_path):
+    """heads.py on a Hugging Face model folder: the report goes to runs/hf/<name>/heads (never into the model's
+    folder), the output says so, and what needs val data says how to get it (data_dir=)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(
+        vocab_size=50257, n_positions=32, n_embd=16, n_layer=2, n_head=2, n_inner=32
+    )
+    model_dir = tmp_path / "models" / "tiny-gpt2"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(model_dir)
+    before = sorted(p.name for p in model_dir.iterdir())
+    work = tmp_path / "work"
+    work.mkdir()
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "heads.py"), f"run={model_dir}", "ablation.batch_size=2"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    out = Path("runs") / "hf" / "tiny-gpt2" / "heads"
+    assert (work / out / "heads.html").is_file() and (work / out / "heads.csv").is_file()
+    assert sorted(p.name for p in model_dir.iterdir()) == before  # nothing written into the model's folder
+    assert f"the report goes to {out}" in p.stdout and f" files to {out} in " in p.stdout
+    hint = "pass data_dir=" + str(ROOT / "data" / "prepared" / "shakespeare_gpt2")
+    assert "the ablations" in p.stderr and "the val loss and the ICL score" in p.stderr and hint in p.stderr
+    last = [line for line in p.stdout.splitlines() if line.startswith("note: to get ")]
+    assert last == [
+        "note: to get the val loss and the ICL score and the ablations: prepare data with its tokenizer "
+        f"(`python -m data data=shakespeare_gpt2`) and {hint}"
+    ]
+
+
+def test_the_live_viewer_opens_with_the_runs_val_text(run_dir, char_data):
+    import numpy as np
+
+    from data import DataConfig, get_tokenizer
+
+    srv = heads.start_server(_cfg(f"run={run_dir}", "serve=true", "port=0"))
+    try:
+        val = np.fromfile(
+            DataConfig.from_dict(char_data[0]).resolved_out_dir() / "val.bin", char_data[1]["dtype"]
+        )
+        want = get_tokenizer(char_data[1]).decode(val[:32].tolist())  # block_size 32
+        assert srv.live.info()["sample_text"] == want and len(want) == 32
+    finally:
+        srv.server_close()
+
+
+@pytest.mark.parametrize("host", ["host=", "host=null", "host=' '"])
+def test_an_empty_host_is_refused(run_dir, host):
+    """The socket library reads an empty host as every address: binding beyond loopback must be asked for."""
+    with pytest.raises(UserError, match=r"^host= is empty; pass host=127.0.0.1 .*host=0.0.0.0") as e:
+        heads.start_server(_cfg(f"run={run_dir}", "serve=true", "port=0", host))
+    assert "\n" not in str(e.value)
+
+
+def test_the_default_sample_fits_the_tokenizer():
+    from data import get_tokenizer
+    from interp.live import SAMPLE, default_sample
+
+    assert default_sample(get_tokenizer("gpt2"), 64) == SAMPLE
+    ids = get_tokenizer({"tokenizer": "ids", "vocab_size": 50})
+    text = default_sample(ids, 64)
+    got = ids.encode(text)  # a random segment repeated: an induction probe
+    assert len(got) == 48 and got[:24] == got[24:] and len(set(got[:24])) == 24
+    chars = get_tokenizer({"tokenizer": "char", "chars": "abc\n"})
+    assert set(default_sample(chars, 8)) <= set("abc\n")

@@ -211,7 +211,7 @@ def test_bad_paths_methods_hosts_and_lengths(server):
     conn.putheader("Content-Type", "application/json")
     conn.endheaders()
     r = conn.getresponse()
-    assert r.status == 411 and "Content-Length" in json.loads(r.read())["error"]
+    assert r.status == 411 and "Content-Length header" in json.loads(r.read())["error"]
     conn.close()
     assert _post(server, {"text": "fine"})[0] == 200
 
@@ -226,6 +226,9 @@ def test_page_and_info(server):
     status, _, body = _get(server, "/api/info")
     info = json.loads(body)
     assert (info["n_layer"], info["n_head"], info["n_kv_head"], info["max_tokens"]) == (2, 4, 2, 64)
+    assert (
+        info["sample_text"] == "The cat sat on the mat. The cat sat on the"
+    )  # no run data: the built-in one
 
 
 def _save_run(run_dir: Path) -> Path:
@@ -311,8 +314,21 @@ def test_live_page_in_chromium(server, chromium):
     page.goto(server.url)
     page.wait_for_selector("body[data-ready='1']", timeout=10_000)
     assert page.locator("#grid canvas").count() == 8
-    page.type("#text", SENTENCE, delay=5)  # real key presses: one input event each, debounced
+    # it opens with the sample text already analysed: tokens, patterns and predictions, no typing needed
     _wait_update(page, 1)
+    sample = server.live.sample_text
+    assert page.input_value("#text") == sample
+    _, _, first = _post(server, {"text": sample, "top_k": 10})
+    shown = page.eval_on_selector_all("#tokens .tok", "ts => ts.map(t => t.textContent)")
+    assert shown == first["tokens"] and page.locator("#preds li").count() == 10
+    painted = page.evaluate(
+        "() => { const c = document.getElementById('thumb-1-3'); const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; return c.width > 0 && d.some((v, i) => i % 4 < 3 && v < 245); }"
+    )
+    assert painted  # the pattern is drawn, not a blank grid
+    page.fill("#text", "")
+    page.type("#text", SENTENCE, delay=5)  # real key presses: one input event each, debounced
+    _wait_update(page, 2)
     page.wait_for_function(f"() => document.querySelectorAll('#tokens .tok').length === {len(SENTENCE)}")
     T = len(SENTENCE)
     _, _, api = _post(server, {"text": SENTENCE})
@@ -326,6 +342,10 @@ def test_live_page_in_chromium(server, chromium):
     assert len(to) == q + 1 and len(by) == T - q
     for l, h, qq, k, w in to:
         assert (l, h, qq) == (1, 3, q) and w == pytest.approx(pats[1, 3, q, k], abs=1.1e-4)
+    shown_tokens = page.eval_on_selector_all(
+        "#attends-to tbody tr", "rs => rs.map(r => [+r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    assert dict(shown_tokens)[3] == "\u2423" and dict(shown_tokens)[4] == "c"  # SENTENCE[3] is a space
     for l, h, qq, k, w in by:
         assert (l, h, k) == (1, 3, q) and w == pytest.approx(pats[1, 3, qq, q], abs=1.1e-4)
     # the metrics and DLA shown are the API's
@@ -375,3 +395,86 @@ def test_a_failing_model_is_a_500_line_and_the_server_goes_on(server, monkeypatc
     assert "\n" not in d["error"]
     monkeypatch.undo()
     assert _post(server, {"text": "hi"})[0] == 200
+
+
+# ------------------------------------------------------------------------------------------ raw HTTP
+
+
+def _raw(srv, data: bytes) -> bytes:
+    """Send bytes on a fresh connection; everything the server answers until it closes the connection."""
+    import socket
+
+    with socket.create_connection(srv.server_address[:2], timeout=30) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(1 << 16):
+            out += chunk
+    return out
+
+
+def _request(body: bytes, host="127.0.0.1", extra=b"") -> bytes:
+    return (
+        b"POST /api/attention HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+        % (host.encode(), len(body), extra)
+        + body
+    )
+
+
+def test_a_refused_request_ends_the_connection_so_nothing_rides_behind_it(server):
+    """A second request inside a refused one's body (or behind it) is never parsed: one answer, then EOF."""
+    inner = _request(b'{"text": "smuggled"}', extra=b"Connection: close\r\n")
+    for data in (
+        _request(inner, host="evil.example"),  # in the body of a request the Host check refuses
+        _request(b"", host="evil.example") + inner,  # pipelined right behind it
+        _request(b"{}") + inner,  # behind a 400
+        _request(b'{"text": "hi"}', extra=b"Content-Length: 0\r\n") + inner,  # two Content-Lengths
+    ):
+        out = _raw(server, data)
+        assert out.count(b"HTTP/1.1 ") == 1, out[:300]
+        assert out.split(b" ", 2)[1] in (b"400", b"403", b"411") and b"Connection: close" in out
+        assert b"smuggled" not in out
+    good = _raw(server, _request(b'{"text": "ok"}', extra=b"Connection: close\r\n"))
+    assert good.startswith(b"HTTP/1.1 200") and b'"tokens":["o","k"]' in good
+
+
+def test_malformed_json_is_a_json_400_and_one_log_line(server, capsys):
+    cases = [
+        (b'{"text": "ab\\ud800cd"}', "lone surrogate"),  # half of a UTF-16 pair, as a JSON escape
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"text": "hi", "top_k": ' + b"9" * 5000 + b"}", "not JSON"),  # past Python's int-conversion limit
+    ]
+    for body, message in cases:
+        capsys.readouterr()
+        status, ctype, d = _post(server, body)
+        assert status == 400 and ctype.startswith("application/json") and message in d["error"]
+        log = capsys.readouterr().err
+        assert log.count("\n") == 1 and log.startswith("heads server: 400 POST /api/attention: "), log
+    assert _post(server, {"text": "still here"})[0] == 200
+
+
+def test_bursts_of_simultaneous_requests_are_all_answered():
+    """A browser's burst: connections that arrive while the server is busy wait in the listen queue (the
+    standard library's backlog of 5 drops or resets the rest), and 3 bursts of 20 parallel posts all get 200."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = HeadServer(LiveModel(_model(), get_tokenizer(META)), "127.0.0.1", 0)
+    serving = threading.Thread(target=srv.serve_forever, daemon=True)
+    try:
+        # not accepting yet (busy): the kernel completes these handshakes only while the backlog has room
+        waiting = [socket.create_connection(srv.server_address[:2], timeout=5) for _ in range(20)]
+        serving.start()
+        for s in waiting:
+            s.sendall(_request(b'{"text": "queued"}', extra=b"Connection: close\r\n"))
+        for s in waiting:
+            assert s.makefile("rb").readline().startswith(b"HTTP/1.1 200")
+            s.close()
+        for _ in range(3):
+            with ThreadPoolExecutor(20) as pool:
+                answers = list(pool.map(lambda i: _post(srv, {"text": "burst " + "a" * i}), range(20)))
+            assert [a[0] for a in answers] == [200] * 20
+            assert [a[2]["n_tokens"] for a in answers] == [6 + i for i in range(20)]
+    finally:
+        if serving.is_alive():
+            srv.shutdown()
+        srv.server_close()

@@ -62,8 +62,8 @@ def sweep_dir(tmp_path):
     """A `positions`-style sweep: three finished runs, one failed, one interrupted, one never started."""
     root = tmp_path / "multirun" / "positions"
     common = ["+experiment=positions", "train.max_iters=100"]
-    for pos, best in [("alibi", 1.9), ("rope", 1.8), ("learned", 2.0)]:
-        finished(root, f"model.position={pos}", [*common, f"model.position={pos}"], best)
+    for pos, best, params in [("alibi", 1.9, 1000), ("rope", 1.8, 1000), ("learned", 2.0, 1064)]:
+        finished(root, f"model.position={pos}", [*common, f"model.position={pos}"], best, params=params)
     make_run(
         root,
         "model.position=t5",
@@ -204,6 +204,48 @@ def test_extrapolation_columns_and_not_applicable_reason(sweep_dir):
     assert line.count("n/a") == 3
     rope = next(r for r in table.rows if r["model.position"] == "rope")
     assert rope["val_loss_8x"] == 2.08
+
+
+def test_params_plot_not_drawn_when_the_counts_differ_by_under_one_percent(tmp_path):
+    root = tmp_path / "sweep"
+    for pos, best, params in [("alibi", 1.9, 809_536), ("rope", 1.8, 809_536), ("learned", 2.0, 817_600)]:
+        finished(root, f"model.position={pos}", [f"model.position={pos}"], best, params=params)
+    stale = root / PLOT_FILES["params"]
+    stale.write_bytes(b"an old picture")  # from an earlier summary of this sweep
+    md = summarize([root], extrapolate=False).read_text()
+    assert not stale.exists() and f"]({PLOT_FILES['params']})" not in md
+    assert "not drawn, the parameter counts differ by under 1% (809,536 to 817,600)" in md
+    for key in ("curves", "wall", "length"):
+        assert (root / PLOT_FILES[key]).is_file() and f"]({PLOT_FILES[key]})" in md
+    # 1% or more apart: drawn
+    finished(root, "model.n_embd=48", ["model.n_embd=48"], 2.2, params=817_632)  # 1.0001% above 809,536
+    md = summarize([root], extrapolate=False).read_text()
+    assert (root / PLOT_FILES["params"]).is_file() and f"]({PLOT_FILES['params']})" in md
+
+
+def test_timing_says_where_it_was_measured_and_that_load_changes_it(sweep_dir, monkeypatch):
+    from runtime.device import cpu_info
+    from sweep import plots
+
+    captions = {}
+    save = plots._save
+
+    def keep_caption(fig, ax, path, n):
+        captions[path.name] = fig.get_supxlabel()
+        return save(fig, ax, path, n)
+
+    monkeypatch.setattr(plots, "_save", keep_caption)
+    for name in ("model.position=alibi", "model.position=rope"):
+        s = json.loads((sweep_dir / name / "summary.json").read_text())
+        (sweep_dir / name / "summary.json").write_text(json.dumps({**s, "device": "cpu"}))
+    md = summarize([sweep_dir], extrapolate=False).read_text()
+    line = next(l for l in md.splitlines() if l.startswith("Timing: "))
+    assert cpu_info()["model"] in line and "load average" in line and "ran on cpu;" in line
+    table_part = md[md.index("| run") : md.index("Columns:")]
+    assert "Timing: " in table_part  # printed with the table by compare.py
+    wall = " ".join(captions[PLOT_FILES["wall"]].split())
+    assert cpu_info()["model"] in wall and "load average" in wall
+    assert captions[PLOT_FILES["curves"]] == ""  # the step plot needs no caveat
 
 
 def test_compare_cli_merges_and_reports_bad_input(tmp_path, capsys):

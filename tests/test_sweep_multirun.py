@@ -31,7 +31,7 @@ TINY = [
     "train.batch_size=4",
     "train.log_interval=2",
     "train.device=cpu",
-    "train.num_threads=1",  # one thread each: far faster than two on a busy 2-core machine
+    "train.threads=1",  # one thread each: far faster than two on a busy 2-core machine
 ]
 
 

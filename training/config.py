@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from data import DataConfig
 from gptlab_errors import UserError
@@ -27,6 +27,8 @@ from .snapshots import check_count, parse_snapshots
 
 @dataclass
 class TrainConfig:
+    RENAMED: ClassVar[dict] = {"num_threads": "threads"}  # configs saved under the old name still load
+
     max_iters: int = 2000
     batch_size: int = 12
     grad_accum: int = 1
@@ -46,13 +48,13 @@ class TrainConfig:
     head_metrics_interval: int = 0
     snapshots: Any = "none"  # none | log | every:N (training/snapshots.py)
     snapshots_max: int = 100
-    num_threads: int | None = None
+    threads: int | None = None  # torch CPU threads; None = runtime.device.threads_for's rule
     target_loss: float | None = None  # record when val loss first reaches it (summary.json: time_to_target)
 
     def __post_init__(self):
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
             _at_least(f"train.{name}", getattr(self, name), 1)
-        for name in ("ckpt_interval", "stop_after_iters", "num_threads"):
+        for name in ("ckpt_interval", "stop_after_iters", "threads"):
             if getattr(self, name) is not None:
                 _at_least(f"train.{name}", getattr(self, name), 1, "or null")
         _at_least("train.sample_tokens", self.sample_tokens, 0)

@@ -26,7 +26,7 @@ SAFE_KEYS = {
     "train.dtype",
     "train.compile",
     "train.deterministic",
-    "train.num_threads",
+    "train.threads",
     "train.log_interval",
     "train.eval_interval",
     "train.ckpt_interval",

@@ -2,7 +2,7 @@
 
 setup(plan, run, overrides, stop) -> Session, in named pieces:
     run_config       the run's typed config (training.config.RunConfig), built once; init_from applied
-    start_process    device (and whether it can train flex attention), process group, threads, seeds, kernels
+    start_process    device (and whether it can train flex attention), process group, seeds, kernels
     _prepare_run_dir rank 0 writes the run directory: old files cleared or trimmed, config.yaml
     prepare_data     the prepared token files (rank 0 prepares, the others wait) and their meta
     build_step_state a new model (init_from's weights), optimizer, scaler, loader: a StepState
@@ -37,6 +37,7 @@ from runtime.device import (
     grad_scaler,
     pick_device,
     pick_dtype,
+    set_threads,
     warn_slow_dtype,
 )
 
@@ -164,7 +165,7 @@ def run_config(plan: Plan, overrides: list[str]):
 
 def start_process(cfg: RunConfig) -> tuple[torch.device, Dist]:
     """Pick the device (refusing flex attention where this torch cannot train it), join the process group
-    under torchrun, then set the CPU threads, the seeds and the kernel choices. Writes nothing."""
+    under torchrun, then set the seeds and the kernel choices. Writes nothing."""
     device = pick_device(cfg.train.device)
     if cfg.model.attn_impl == "flex":
         scheme = SCHEMES[cfg.model.position]
@@ -172,8 +173,6 @@ def start_process(cfg: RunConfig) -> tuple[torch.device, Dist]:
     dist = init_distributed(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.seed)
     enable_tf32()
     if cfg.train.deterministic:
@@ -219,7 +218,8 @@ def with_data_vocab(model: GPTConfig, meta: dict) -> GPTConfig:
 def build_step_state(
     cfg: RunConfig, model_cfg: GPTConfig, data_dir: Path, device, dist: Dist, pretrained, say: Progress
 ) -> StepState:
-    """A new model (with init_from's weights), its optimizer and gradient scaler, and this rank's loader."""
+    """A new model (with init_from's weights), its optimizer and gradient scaler, and this rank's loader; the
+    CPU threads for its step (train.threads, or the rule of runtime.device.set_threads)."""
     dtype = pick_dtype(cfg.train.dtype, device, cpu_bf16_pays=model_cfg.attn_impl == "explicit")
     warn_slow_dtype(dtype, device)
     raw_model = GPT(model_cfg)
@@ -228,6 +228,8 @@ def build_step_state(
         say.print(
             f"init_from={pretrained.source}: {pretrained.family} weights from {pretrained.weights_file}"
         )
+    flops_per_step = raw_model.flops_per_token(model_cfg.block_size) * cfg.train.batch_size
+    set_threads(cfg.train.threads, flops_per_step, device)
     raw_model = raw_model.to(device)
     loader = BatchLoader(
         data_dir / "train.bin", block_size=model_cfg.block_size, batch_size=cfg.train.batch_size,
