@@ -52,6 +52,8 @@ def prepare_argv(config_name: str, argv: list[str], doc: str | None = None) -> l
     """The checked arguments to hand Hydra (see the module doc); ``--help`` prints the help and exits 0."""
     exit_after_help(config_name, argv, doc)
     argv = [_renamed(config_name, a) for a in argv]
+    if config_name == "config":
+        argv = expand_seeds(argv)
     check_words(argv)
     argv = quote_free_text(config_name, argv)
     check_syntax(argv)
@@ -396,3 +398,43 @@ def _fields_file(group: str, choice: str) -> Path:
     """The file that lists every field of a group: its base.yaml where the choices extend one."""
     base = CONFIG_DIR / group / "base.yaml"
     return base if base.is_file() else CONFIG_DIR / group / f"{choice}.yaml"
+
+
+SEEDS_KEY = "seeds"
+
+
+def _key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def expand_seeds(argv: list[str]) -> list[str]:
+    """`argv` with train.py's `seeds=N` replaced by the Hydra sweep `seed=0,...,N-1` (each job then has its own
+    `seed=<s>` in its folder name and summary); a one-line UserError for a bad N, a missing -m, or `seed=`
+    given too. Runs that differ only in `seed` are seeds of one setting however the seeds were given
+    (sweep.settings pools them); a seed sets initialisation, batch order and dropout together, so the same seed
+    gives every setting the same batches and settings are compared seed by seed."""
+    given = [a for a in argv if "=" in a and _key(a) == SEEDS_KEY]
+    if not given:
+        return list(argv)
+    if len(given) > 1:
+        raise UserError(
+            f"seeds= is given {len(given)} times ({', '.join(given)}); give it once, e.g. seeds=3"
+        )
+    value = given[0].split("=", 1)[1].strip()
+    try:
+        n = int(value)
+    except ValueError:
+        n = None
+    if n is None or n < 1 or str(n) != value.lstrip("+"):
+        raise UserError(
+            f"seeds={value} must be a positive integer: the number of seeds per setting, e.g. seeds=3"
+        )
+    if not any(a in ("-m", "--multirun") for a in argv):
+        raise UserError(
+            f"seeds={n} trains every setting with {n} seeds, which is a sweep: add -m "
+            f"(python train.py -m ... seeds={n}); a single run takes seed=<int>"
+        )
+    if any("=" in a and _key(a) == "seed" for a in argv):
+        raise UserError(f"give seeds={n} (seeds 0..{n - 1}) or seed=<list>, not both")
+    seeds = ",".join(str(s) for s in range(n))
+    return [f"seed={seeds}" if a == given[0] else a for a in argv]

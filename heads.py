@@ -8,10 +8,15 @@ heads of each kind.
 
 `serve=true` instead starts the live viewer (interp/serve.py): a local page where any typed text is run
 through the model (`port=8765 host=127.0.0.1`).
+
+`compare=<B>` (another run, an HF directory of the same tokenizer, or `step:N` of this run) measures both models
+on the same text, matches their heads and writes compare.csv, compare.md and compare.html instead (with
+`serve=true`: both models side by side in the live viewer).
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 
@@ -295,13 +300,63 @@ def _default_out(run) -> Path:
     return out
 
 
+def _probe(run, cfg):
+    """The repeated-random-token probe of the report (interp/tracking.py), for ``run``'s model."""
+    import torch
+
+    from interp.tracking import probe_for
+
+    torch.manual_seed(0)
+    model = run.model
+    return probe_for(
+        model,
+        run.meta,
+        int(cfg.probe.batch_size),
+        reps=int(cfg.probe.reps),
+        seed=int(cfg.probe.seed),
+        device=next(model.parameters()).device,
+    )
+
+
+def _measure(run, cfg, ids: list[int], ddir: Path | None, probe):
+    """Every head of ``run``'s model measured on the tokens ``ids`` (interp.report.analyse), the val batches
+    from ``ddir``: the report, and the val rows its content-independent metrics used (or None)."""
+    import torch
+
+    from interp.html import token_texts
+    from interp.report import analyse
+
+    torch.manual_seed(0)
+    model = run.model
+    device = next(model.parameters()).device
+    block = model.config.block_size
+    text_ids = torch.tensor(ids, dtype=torch.long, device=device)
+    eval_b = _batches(
+        run, ddir, "val", block, int(cfg.icl.batch_size), int(cfg.icl.batches), seed=1, device=device
+    )
+    metric_x = eval_b[0][0][: int(cfg.metrics.batch_size)] if eval_b else None
+    abl_b = None
+    if cfg.ablation.enabled:
+        abl_T = min(block, int(cfg.ablation.seq_len or block))
+        abl_b = _batches(
+            run,
+            ddir,
+            "val",
+            abl_T,
+            int(cfg.ablation.batch_size),
+            int(cfg.ablation.batches),
+            seed=2,
+            device=device,
+        )
+    rep = analyse(model, text_ids, token_texts(run.tokenizer, ids), probe, metric_x, eval_b, abl_b)
+    return rep, metric_x
+
+
 def report(cfg: DictConfig) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
 
-    from interp.html import token_texts
-    from interp.report import analyse, summary_lines, write_report
-    from interp.tracking import probe_for
+    from interp.report import summary_lines, write_report
     from rundir.outdir import check_out_dir
 
     t_start = time.perf_counter()
@@ -335,16 +390,7 @@ def report(cfg: DictConfig) -> dict:
                 "or pass steps.checkpoints=<glob>"
             )
         return {"files": files, "summary": phase_lines, "timings": {}}
-    torch.manual_seed(0)
-    probe = probe_for(
-        model,
-        run.meta,
-        int(cfg.probe.batch_size),
-        reps=int(cfg.probe.reps),
-        seed=int(cfg.probe.seed),
-        device=device,
-    )
-
+    probe = _probe(run, cfg)
     wanted = [
         *(["the val loss and the ICL score"] if cfg.icl.batches else []),
         *(["the ablations"] if cfg.ablation.enabled and cfg.ablation.batches else []),
@@ -356,29 +402,8 @@ def report(cfg: DictConfig) -> dict:
     ddir = _val_dir(run, cfg, skipping) if skipping else None
     ids, source = _text_ids(run, cfg, ddir, probe)
     _check_length(len(ids), model)
+    rep, metric_x = _measure(run, cfg, ids, ddir, probe)
     text_ids = torch.tensor(ids, dtype=torch.long, device=device)
-    tokens = token_texts(run.tokenizer, ids)
-
-    block = mc.block_size
-    eval_b = _batches(
-        run, ddir, "val", block, int(cfg.icl.batch_size), int(cfg.icl.batches), seed=1, device=device
-    )
-    metric_x = eval_b[0][0][: int(cfg.metrics.batch_size)] if eval_b else None
-    abl_b = None
-    if cfg.ablation.enabled:
-        abl_T = min(block, cfg.ablation.seq_len or block)
-        abl_b = _batches(
-            run,
-            ddir,
-            "val",
-            abl_T,
-            int(cfg.ablation.batch_size),
-            int(cfg.ablation.batches),
-            seed=2,
-            device=device,
-        )
-
-    rep = analyse(model, text_ids, tokens, probe, metric_x, eval_b, abl_b)
     if phases:
         rep.model_scores["phases"] = phases
     info = {
@@ -427,6 +452,172 @@ def _sample_text(run, ddir: Path | None, n: int = 64) -> str | None:
     return run.tokenizer.decode(ids) or None
 
 
+def _compare_target(cfg, run_a):
+    """The run ``compare=`` names, checked against ``run_a``: another run or checkpoint, a Hugging Face model
+    directory, or ``step:N`` / ``step:best`` / ``step:last`` (another state of the run= run)."""
+    from interp.compare_report import tokenizer_mismatch
+    from rundir.load import is_hf_source, load_run
+
+    target = str(cfg.compare).strip()
+    if target.isdigit():
+        raise UserError(
+            f"compare={target}: pass compare=step:{target} for step {target} of this run, or a run directory"
+        )
+    device = next(run_a.model.parameters()).device
+    try:
+        if target.startswith("step:"):
+            base = cfg.run if is_hf_source(cfg.run) else run_a.run_dir
+            run_b = load_run(base, device=device, step=target[len("step:") :])
+        else:
+            run_b = load_run(target, device=device)
+    except UserError as e:
+        msg = str(e)
+        if target.startswith("step:"):  # load_run's step= lines, in the option the user wrote
+            msg = re.sub(r"(?<![\w.])step=", "compare=step:", msg)
+        raise UserError(msg if msg.startswith("compare=") else f"compare={target}: {msg}") from None
+    for note in run_b.notes:
+        print(f"note: compare={target}: {note}", file=sys.stderr)
+    why = tokenizer_mismatch(run_a.tokenizer, run_a.meta, run_b.tokenizer, run_b.meta)
+    if why:
+        raise UserError(
+            f"compare={target} tokenizes text differently from run= ({why}), so the same text would be other "
+            "tokens; compare two models of the same tokenizer"
+        )
+    return run_b, target
+
+
+def _side_info(run) -> dict:
+    mc = run.model.config
+    return {
+        "checkpoint": str(run.ckpt_path),
+        "step": run.step,
+        "layers x heads": f"{mc.n_layer} x {mc.n_head}",
+        "kv heads": mc.kv_heads,
+        "position": mc.position,
+        "mlp": mc.mlp,
+    }
+
+
+def _match_method(cfg, target: str, same_shape: bool) -> str:
+    method = str(cfg.compare_match)
+    if method == "auto":
+        return "position" if target.startswith("step:") and same_shape else "similarity"
+    if method not in ("similarity", "position"):
+        raise UserError(f"compare_match={method!r} must be auto, similarity or position")
+    if method == "position" and not same_shape:
+        raise UserError(
+            "compare_match=position pairs head l,h with head l,h, so it needs two models of the same shape; "
+            "use compare_match=similarity"
+        )
+    return method
+
+
+def compare(cfg: DictConfig) -> dict:
+    """``compare=<B>``: run= (A) and B measured on the same text, their heads matched; compare.csv, compare.md,
+    compare.html (interp/compare_report.py, docs/heads.md "Comparing two models or two steps")."""
+    from interp.compare_report import Side, write_compare
+    from interp.pairing import head_rows, layer_groups, match_heads, similarity_matrix
+    from interp.tracking import probe_for
+    from rundir.outdir import check_out_dir
+
+    t_start = time.perf_counter()
+    if cfg.steps.only:
+        raise UserError("steps.only=true plots one run over training; leave it out with compare=")
+    for key, low, hint in COUNTS:
+        _check_count(cfg, key, low, hint)
+    run_a = _load(cfg)
+    ma = run_a.model
+    for name, v, n in (("layer", cfg.layer, ma.config.n_layer), ("head", cfg.head, ma.config.n_head)):
+        if not isinstance(v, int) or not 0 <= v < n:
+            raise UserError(f"{name}={v} is out of range: run= has {n} {name}s (0..{n - 1})")
+    run_b, target = _compare_target(cfg, run_a)
+    mb = run_b.model
+    same_shape = (ma.config.n_layer, ma.config.n_head) == (mb.config.n_layer, mb.config.n_head)
+    method = _match_method(cfg, target, same_shape)
+    tag = (
+        f"step_{run_b.step:06d}"
+        if target.startswith("step:")
+        else "".join(c if c.isalnum() or c in "-_." else "_" for c in run_b.run_dir.name)
+        + (f"_step_{run_b.step:06d}" if run_b.snapshot else "")
+    )
+    default = _default_out(run_a)
+    if run_a.snapshot or cfg.get("step") not in (None, "best"):
+        default = default / f"step_{run_a.step:06d}"
+    out = check_out_dir(
+        str(cfg.out) if cfg.out else default / f"compare_{tag}",
+        "heads",
+        "out",
+        sources=[run_a.run_dir, run_b.run_dir],
+        own=not cfg.out,
+    )
+    probe_a, probe_b = _probe(run_a, cfg), _probe(run_b, cfg)
+    wanted = [
+        *(["the val loss and the ICL score"] if cfg.icl.batches else []),
+        *(["the ablations"] if cfg.ablation.enabled and cfg.ablation.batches else []),
+    ]
+    no_text = cfg.text is None and cfg.text_file is None
+    skipping = ", ".join(wanted + (["the val text (repeated random tokens instead)"] if no_text else []))
+    ddir = _val_dir(run_a, cfg, skipping) if skipping else None  # A's data, for both models
+    ids, source = _text_ids(run_a, cfg, ddir, probe_a)
+    _check_length(len(ids), ma)
+    try:
+        _check_length(len(ids), mb)
+    except UserError as e:
+        raise UserError(f"compare={target}: {e}") from None
+    rep_a, _ = _measure(run_a, cfg, ids, ddir, probe_a)
+    rep_b, _ = _measure(run_b, cfg, ids, ddir, probe_b)
+
+    # the heads are matched on the text and on one probe both models can read (the smaller vocabulary, the
+    # shorter context)
+    small = min((run_a, run_b), key=lambda r: r.model.config.vocab_size)
+    seq = min(m.max_seq_len or m.config.block_size for m in (ma, mb))
+    mprobe = probe_for(
+        small.model,
+        small.meta,
+        int(cfg.probe.batch_size),
+        seq_len=min(seq, small.model.config.block_size),
+        reps=int(cfg.probe.reps),
+        seed=int(cfg.probe.seed),
+        device=probe_a.device,
+    )
+    inputs = [
+        [head_rows(r.patterns), head_rows(m.attention_patterns(mprobe).float().cpu().numpy())]
+        for r, m in ((rep_a, ma), (rep_b, mb))
+    ]
+    groups = layer_groups(ma.config.n_layer, mb.config.n_layer)
+    matching = match_heads(similarity_matrix(inputs[0], inputs[1], groups), groups, method)
+
+    def name(run, label):
+        return f"{run.run_dir.name} step {run.step}" + (f" ({label})" if label else "")
+
+    a = Side(name(run_a, ""), _side_info(run_a), rep_a)
+    b = Side(name(run_b, target if target.startswith("step:") else ""), _side_info(run_b), rep_b)
+    text_info = f"{len(ids)} tokens ({source})"
+    files, summary = write_compare(
+        a,
+        b,
+        matching,
+        out,
+        title=f"heads: {a.name} (A) vs {b.name} (B)",
+        text_info=text_info,
+        layer=int(cfg.layer),
+        head=int(cfg.head),
+    )
+    notes = [f"A: {n}" for n in rep_a.notes if n not in rep_b.notes] + [
+        f"B: {n}" for n in rep_b.notes if n not in rep_a.notes
+    ]
+    notes += [n for n in rep_a.notes if n in rep_b.notes]
+    return {
+        "files": files,
+        "summary": summary,
+        "notes": notes,
+        "out": out,
+        "matching": matching,
+        "reports": (rep_a, rep_b),
+        "timings": {"total_s": time.perf_counter() - t_start},
+    }
+
+
 def start_server(cfg: DictConfig):
     """The live viewer's server for cfg (serve=true), bound and ready; `serve_forever()` runs it."""
     import errno
@@ -458,8 +649,23 @@ def start_server(cfg: DictConfig):
         info=info,
         sample_text=_sample_text(run, _val_dir(run, cfg)),
     )
+    both = None
+    if cfg.compare is not None:  # a second model beside it: /api/compare and the side-by-side page
+        from interp.live_compare import LiveCompare
+
+        run_b, target = _compare_target(cfg, run)
+        same = (run.model.config.n_layer, run.model.config.n_head) == (
+            run_b.model.config.n_layer,
+            run_b.model.config.n_head,
+        )
+        live.title = f"{run.run_dir.name} step {run.step}"
+        info_b = {"checkpoint": run_b.ckpt_path.name, "step": run_b.step}
+        live_b = LiveModel(
+            run_b.model, run_b.tokenizer, title=f"{run_b.run_dir.name} step {run_b.step}", info=info_b
+        )
+        both = LiveCompare(live, live_b, _match_method(cfg, target, same))
     try:
-        return HeadServer(live, host, port)
+        return HeadServer(live, host, port, compare=both)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} is in use; pass port=<another> (port=0 picks a free one)") from None
@@ -502,6 +708,15 @@ def main(cfg: DictConfig) -> None:
 def _main(cfg: DictConfig) -> None:
     if cfg.serve:
         return serve(cfg)
+    if cfg.compare is not None:
+        res = compare(cfg)
+        for line in res["summary"] + [f"note: {n}" for n in res["notes"]]:
+            print(line)
+        print(
+            f"wrote {len(res['files'])} files to {res['out']} in {res['timings']['total_s']:.1f} s; "
+            f"open {res['files']['html']}"
+        )
+        return None
     res = report(cfg)
     for line in res["summary"]:
         print(line)

@@ -33,7 +33,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from cli import prepare_argv
 from gptlab_errors import UserError, exit_on_user_error
-from sweep.seeds import expand_seeds
 from training.loop import train
 
 
@@ -80,10 +79,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = exit_on_user_error(expand_seeds)(sys.argv[1:])  # seeds=3 -> the sweep seed=0,1,2
     sys.argv[1:] = exit_on_user_error(prepare_argv)(
         "config", sys.argv[1:], __doc__
-    )  # Ctrl-C: still the quiet exit
+    )  # seeds=3 -> seed=0,1,2; Ctrl-C: still quiet
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is KeyboardInterrupt
         main()

@@ -4,6 +4,7 @@
     python bench/attention.py --device cuda --dtype bfloat16 --seq 1024 4096 16384
     python bench/attention.py --position alibi      # a score bias: sdpa gets a materialised mask, flex does not
     python bench/attention.py --no-backward         # forward only (on a CPU the only way flex runs)
+    python bench/attention.py --small               # smoke run: T = 32, 32 wide, 2 heads, one repeat
 
 torch has no FlexAttention backward on a CPU: there a forward + backward table leaves flex out (say
 ``--no-backward`` to include it). On a CPU flex is torch's unfused reference implementation, so its CPU
@@ -34,6 +35,9 @@ from model.attention import CausalSelfAttention  # noqa: E402
 from model.config import GPTConfig  # noqa: E402
 from model.positions import build_position  # noqa: E402
 from runtime.device import cpu_description  # noqa: E402
+
+FULL = {"seq": [256, 1024, 4096], "n_embd": 384, "n_head": 6, "repeats": 3}
+SMALL = {"seq": [32], "n_embd": 32, "n_head": 2, "repeats": 1}  # --small
 
 
 def _proc_kb(field: str) -> int:
@@ -95,17 +99,24 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--seq", type=int, nargs="+", default=[256, 1024, 4096], help="sequence lengths T")
+    p.add_argument(
+        "--seq", type=int, nargs="+", default=None, help="sequence lengths T (default 256 1024 4096)"
+    )
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--n-embd", type=int, default=384)
-    p.add_argument("--n-head", type=int, default=6)
+    p.add_argument("--n-embd", type=int, default=None, help="width (default 384)")
+    p.add_argument("--n-head", type=int, default=None, help="heads (default 6)")
     p.add_argument("--n-kv-head", type=int, default=None)
     p.add_argument("--position", default="rope", help="position scheme (alibi/t5/relative add a score bias)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per point (default 3)")
+    p.add_argument("--small", action="store_true", help="smoke run: tiny defaults (shows the script works)")
     p.add_argument("--impls", nargs="+", default=["sdpa", "flex", "explicit"], help="attention paths")
     p.add_argument("--no-backward", dest="backward", action="store_false", help="time the forward only")
     p.add_argument("--_worker", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    defaults = SMALL if args.small else FULL
+    for name, value in defaults.items():  # what is not given on the command line
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no GPU; use --device cpu")
     args.passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]

@@ -23,9 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data import integrity  # noqa: E402
 from data.build import check_prepared  # noqa: E402
-from data.integrity import CHUNK, file_checksum  # noqa: E402
+from data.integrity import CHUNK, file_checksum, forget_verified  # noqa: E402
 from runtime.device import cpu_info  # noqa: E402
 
 
@@ -68,7 +67,7 @@ def main() -> None:
         if args.prepared:
 
             def fresh_check():  # as in a new process: nothing remembered from the previous call
-                integrity._verified.clear()
+                forget_verified()
                 meta, why = check_prepared(Path(args.prepared))
                 assert meta is not None, why
 

@@ -2,6 +2,7 @@
 
     python bench/data_bench.py            # ~100 MB text made by repeating the embedded corpus
     python bench/data_bench.py --mb 10    # a quick check
+    python bench/data_bench.py --small    # smoke run: 0.2 MB, one process, 0.2 s per loader shape
 
 Prints: the raw tiktoken encode speed on the same text (one process, the reference), the end-to-end
 ``prepare()`` speed (read files, chunk, datasets.map with num_proc, write memmaps), and loader batches/s for a
@@ -58,7 +59,11 @@ def main() -> None:
         "--num-proc", type=int, default=None, help="tokenizer processes (default: prepare's choice)"
     )
     ap.add_argument("--ref-mb", type=float, default=20.0, help="MB used for the raw tiktoken reference")
+    ap.add_argument("--small", action="store_true", help="smoke run: shows the script works, not the speed")
     args = ap.parse_args()
+    loader_s = 2.0
+    if args.small:
+        args.mb, args.ref_mb, args.num_proc, loader_s = 0.2, 0.2, 1, 0.2
 
     work = Path(tempfile.mkdtemp(prefix="gptlab-data-bench-"))
     try:
@@ -94,7 +99,7 @@ def main() -> None:
 
         for T, B in ((64, 12), (1024, 64)):
             print(
-                f"BatchLoader cpu, block {T:4d} batch {B:2d}:   {loader_rate(d / 'train.bin', T, B):8.0f} batches/s"
+                f"BatchLoader cpu, block {T:4d} batch {B:2d}:   {loader_rate(d / 'train.bin', T, B, loader_s):8.0f} batches/s"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

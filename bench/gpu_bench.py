@@ -124,7 +124,7 @@ def our_step(st: Setup, cfg: GPTConfig, batch: int, accum: int, compile: bool):
     (step function, its StepState) so callers can read the model and the last loss. A compiled model starts
     from a clean dynamo cache, so each configuration gets its own static-shape graph (as train.py would)."""
     if compile:
-        torch._dynamo.reset()
+        torch.compiler.reset()
     raw = GPT(cfg).to(st.dev)
     ocfg = OptimConfig(lr=6e-4, min_lr=6e-5, weight_decay=0.1, beta2=0.95, warmup_iters=10)
     tcfg = TrainConfig(batch_size=batch, grad_accum=accum, max_iters=10**9, grad_clip=1.0)
@@ -236,7 +236,7 @@ def nanogpt_step(st: Setup, mod, micro: int, accum: int):
         m = mod.GPT(mod.GPTConfig(**shape, dropout=0.0)).to(st.dev)
         opt = m.configure_optimizers(0.1, 6e-4, (0.9, 0.95), st.dev.type)
     if st.compile:
-        torch._dynamo.reset()
+        torch.compiler.reset()
     model = torch.compile(m) if st.compile else m
     data, T = np.memmap(st.data, dtype=np.uint16, mode="r"), shape["block_size"]
 

@@ -3,8 +3,10 @@
     python bench/heads_bench.py                 # the `small` shape: 6 layers x 6 heads, 384 wide, block 256
     python bench/heads_bench.py --n-layer 12 --n-head 12 --n-embd 768   # a 12 x 12 page
     python bench/heads_bench.py --live --no-report   # only the live page: 128 tokens, tiny model, in Chromium
+    python bench/heads_bench.py --small --out /tmp/hb   # smoke run: 1 layer x 2 heads, 32 wide, block 32, once
 
-The report: saves a checkpoint of an untrained model on Shakespeare chars into bench/results/heads_<shape>/,
+The report: saves a checkpoint of an untrained model on Shakespeare chars into bench/results/heads_<shape>/
+(``--out DIR``: DIR/heads_<shape>/, with the prepared characters in DIR/data/ instead of data/prepared/),
 runs `python heads.py run=<that dir>` in-process with the default settings and prints the stage timings.
 
 The live page (`--live`): the `tiny` model's shape (4 layers x 4 heads, 128 wide, RoPE, SwiGLU, RMSNorm) with
@@ -27,8 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def make_run(run_dir: Path, n_layer: int, n_head: int, n_embd: int, block: int, position: str) -> Path:
-    """A run directory with a random-init checkpoint whose config points at the shakespeare_char data."""
+FULL = {"n_layer": 6, "n_head": 6, "n_embd": 384, "block": 256, "repeat": 2}
+SMALL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block": 32, "repeat": 1}  # --small
+
+
+def make_run(
+    run_dir: Path, n_layer: int, n_head: int, n_embd: int, block: int, position: str, data_dir: Path | None
+) -> Path:
+    """A run directory with a random-init checkpoint whose config points at the shakespeare_char data
+    (prepared into ``data_dir``, default data/prepared/)."""
     import torch
     import yaml
 
@@ -37,6 +46,8 @@ def make_run(run_dir: Path, n_layer: int, n_head: int, n_embd: int, block: int, 
     from rundir.checkpoint import save_checkpoint
 
     data_cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
+    if data_dir is not None:
+        data_cfg["out_dir"] = str(data_dir)
     meta = load_meta(prepare(data_cfg, quiet=True))
     tok = get_tokenizer(meta)
     torch.manual_seed(0)
@@ -138,13 +149,15 @@ def report_bench(args) -> None:
     from runtime.device import cpu_description
 
     shape = f"{args.n_layer}x{args.n_head}x{args.n_embd}_T{args.block}"
+    out = args.out or ROOT / "bench/results"
     run_dir = make_run(
-        ROOT / "bench/results" / f"heads_{shape}",
+        out / f"heads_{shape}",
         args.n_layer,
         args.n_head,
         args.n_embd,
         args.block,
         args.position,
+        None if args.out is None else args.out / "data",
     )
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("heads", overrides=[f"run={run_dir}"])
@@ -168,17 +181,25 @@ def report_bench(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-layer", type=int, default=6)
-    ap.add_argument("--n-head", type=int, default=6)
-    ap.add_argument("--n-embd", type=int, default=384)
-    ap.add_argument("--block", type=int, default=256)
+    ap.add_argument("--n-layer", type=int, default=None, help="default 6 (--small: 1)")
+    ap.add_argument("--n-head", type=int, default=None, help="default 6 (--small: 2)")
+    ap.add_argument("--n-embd", type=int, default=None, help="default 384 (--small: 32)")
+    ap.add_argument("--block", type=int, default=None, help="default 256 (--small: 32)")
     ap.add_argument("--position", default="learned")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of the report (the first also warms caches)")
+    ap.add_argument(
+        "--repeat", type=int, default=None, help="runs of the report (default 2, the first also warms caches)"
+    )
+    ap.add_argument("--small", action="store_true", help="smoke run: a tiny model, one report (the defaults)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the run and its data (default above)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--live", action="store_true", help="also time the live page's update in Chromium")
     ap.add_argument("--live-repeats", type=int, default=15)
     ap.add_argument("--no-report", action="store_true", help="skip the report benchmark")
     args = ap.parse_args()
+    defaults = SMALL if args.small else FULL
+    for name, value in defaults.items():  # what is not given on the command line
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.threads:
         import torch
 

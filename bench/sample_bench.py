@@ -2,6 +2,7 @@
 
     python bench/sample_bench.py                       # small shape, 256/1000/2000 new tokens, CPU
     python bench/sample_bench.py --new 64,256 --repeats 1 --nanogpt /path/to/nanoGPT
+    python bench/sample_bench.py --small               # smoke run: a tiny shape, 16 new tokens
 
 The model is the `small` shape (6 layers, 6 heads, 384 wide, block 256, vocab 65) with random weights:
 tokens/s does not depend on what the weights are. Every loop generates one sample from a one-token prompt
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import GPT, GPTConfig  # noqa: E402
 
 SMALL = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
+TINY = dict(SMALL, block_size=32, n_layer=2, n_embd=48)  # --small: 6 heads still, so the KV table holds
 
 
 def timed(fn, repeats: int) -> float:
@@ -66,15 +68,16 @@ def load_nanogpt(path: str):
 
 
 def bench_speed(args) -> None:
+    shape, label = (TINY, "tiny") if args.small else (SMALL, "small")
     torch.manual_seed(0)
-    ours = GPT(GPTConfig(**SMALL, position=args.position)).eval()
+    ours = GPT(GPTConfig(**shape, position=args.position)).eval()
     nano = None
     if args.nanogpt:
         mod = load_nanogpt(args.nanogpt)
         if mod is None:
             print(f"nanoGPT: no model.py under {args.nanogpt}; skipping that column")
         else:
-            nano = mod.GPT(mod.GPTConfig(**SMALL)).eval()
+            nano = mod.GPT(mod.GPTConfig(**shape)).eval()
     idx = torch.zeros((1, 1), dtype=torch.long)  # (B, T) one-token prompt
     kw = dict(temperature=0.8, top_k=200)
 
@@ -88,7 +91,7 @@ def bench_speed(args) -> None:
 
     run_ours(8, True), run_ours(8, False)  # warm-up
     print(
-        f"\nsampling tokens/s, small shape, position={args.position}, batch 1, {torch.get_num_threads()} threads"
+        f"\nsampling tokens/s, {label} shape, position={args.position}, batch 1, {torch.get_num_threads()} threads"
     )
     head = f"{'new tokens':>10} | {'cache':>10} | {'no cache':>10} | {'speed-up':>8}"
     head += f" | {'nanoGPT':>10} | {'cache/nanoGPT':>13}" if nano is not None else ""
@@ -104,27 +107,29 @@ def bench_speed(args) -> None:
         print(row, flush=True)
 
     # the cache must not change the tokens: greedy, past block_size
-    n = SMALL["block_size"] + 44
+    n = shape["block_size"] + 44
     with torch.no_grad():
         a = ours.generate(idx, n, temperature=0.0, use_cache=True)
         b = ours.generate(idx, n, temperature=0.0, use_cache=False)
     print(
-        f"greedy {n} tokens (past block_size {SMALL['block_size']}): cache == no cache: {torch.equal(a, b)}"
+        f"greedy {n} tokens (past block_size {shape['block_size']}): cache == no cache: {torch.equal(a, b)}"
     )
 
 
-def bench_kv_bytes() -> None:
-    print("\nKV-cache bytes per token (float32), small shape; an 8k-position cache for one sample beside it")
+def bench_kv_bytes(shape: dict, label: str) -> None:
+    print(
+        f"\nKV-cache bytes per token (float32), {label} shape; an 8k-position cache for one sample beside it"
+    )
     head = f"{'attention':>9} | {'n_kv_head':>9} | {'bytes/token':>11} | {'formula':>9} | {'MHA / this':>10} | {'8k cache':>9}"
     print(head)
     print("-" * len(head))
-    n_head = SMALL["n_head"]
+    n_head = shape["n_head"]
     mha = None
     ok = True
     for name, kv in (("MHA", 6), ("GQA", 3), ("GQA", 2), ("MQA", 1)):
-        m = GPT(GPTConfig(**SMALL, n_kv_head=kv))
+        m = GPT(GPTConfig(**shape, n_kv_head=kv))
         got = m.kv_cache_bytes_per_token(torch.float32)
-        formula = 2 * SMALL["n_layer"] * kv * (SMALL["n_embd"] // n_head) * 4  # K and V, per layer, fp32
+        formula = 2 * shape["n_layer"] * kv * (shape["n_embd"] // n_head) * 4  # K and V, per layer, fp32
         mha = got if mha is None else mha
         ratio = mha / got
         ok &= got == formula and ratio == n_head / kv
@@ -138,7 +143,9 @@ def bench_kv_bytes() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--new", default="256,1000,2000", help="comma-separated numbers of new tokens")
+    ap.add_argument(
+        "--new", default=None, help="comma-separated numbers of new tokens (default 256,1000,2000)"
+    )
     ap.add_argument("--repeats", type=int, default=1, help="runs per measurement (median is printed)")
     ap.add_argument(
         "--position", default="learned", help="position scheme of our model (learned = nanoGPT's)"
@@ -147,12 +154,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--skip-speed", action="store_true", help="only print the KV-cache table")
     ap.add_argument("--skip-kv", action="store_true", help="only print the speed table")
+    ap.add_argument("--small", action="store_true", help="smoke run: a tiny shape, 16 new tokens by default")
     args = ap.parse_args()
-    args.new = [int(x) for x in args.new.split(",") if x.strip()]
+    new = args.new or ("16" if args.small else "256,1000,2000")
+    args.new = [int(x) for x in new.split(",") if x.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.skip_kv:
-        bench_kv_bytes()
+        bench_kv_bytes(*((TINY, "tiny") if args.small else (SMALL, "small")))
     if not args.skip_speed:
         bench_speed(args)
 

@@ -2,6 +2,7 @@
 
     python bench/train_bench.py --nanogpt /path/to/nanoGPT            # both, 1 repeat each
     python bench/train_bench.py --repeats 3                           # ours only
+    python bench/train_bench.py --small                               # smoke run: 4 steps of a tiny model
 
 Runs on ../shared/data/tinyshakespeare/input.txt (never committed; the split is nanoGPT's: last 10% = val):
   nanogpt    nanoGPT's README CPU recipe: 4 layers, 4 heads, 128 wide, block 64, batch 12, 2000 iterations
@@ -77,24 +78,29 @@ SAME = [*SAME, "train.dtype=float32", "model.attn_impl=sdpa"]
 # in the precision train.dtype=auto picks on this CPU; and the same forced to float32.
 FAST = ["model=tiny", "train.max_iters=700", "train.eval_interval=350", "train.eval_iters=20"]
 RECIPES = {"same": SAME, "same_bf16": SAME_BF16, "fast": FAST, "fast_fp32": [*FAST, "train.dtype=float32"]}
+# --small: each recipe on a tiny model for 4 steps (later overrides win): shows the script works, not the speed
+SMALL = [
+    "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=4",
+    "train.max_iters=4", "train.eval_interval=2", "train.eval_iters=1", "optim.warmup_iters=1",
+]  # fmt: skip
 
 
-def data_args(prepared: Path) -> list[str]:
+def data_args(prepared: Path, corpus: Path) -> list[str]:
     return [
         "data=text_files",
-        f"data.path={CORPUS}",
+        f"data.path={corpus}",
         "data.name=tinyshakespeare_char",
         "data.tokenizer=char",
         f"data.out_dir={prepared}",
     ]
 
 
-def run_ours(extra: list[str], prepared: Path, label: str) -> dict:
+def run_ours(extra: list[str], prepared: Path, corpus: Path, label: str) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
     cmd = [
         sys.executable,
         "train.py",
-        *data_args(prepared),
+        *data_args(prepared, corpus),
         *extra,
         "train.sample_tokens=0",
         "train.log_interval=1",
@@ -121,10 +127,10 @@ def run_ours(extra: list[str], prepared: Path, label: str) -> dict:
     }
 
 
-def run_nanogpt(path: Path) -> dict:
+def run_nanogpt(path: Path, corpus: Path) -> dict:
     data = path / "data" / "shakespeare_char"
     if not (data / "train.bin").exists():
-        (data / "input.txt").write_bytes(CORPUS.read_bytes())
+        (data / "input.txt").write_bytes(corpus.read_bytes())
         subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
     t0 = time.perf_counter()
     r = subprocess.run(
@@ -158,9 +164,13 @@ def main() -> None:
     ap.add_argument("--nanogpt", type=Path, help="a nanoGPT checkout to run side by side (read-only use)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each; medians are reported")
     ap.add_argument("--only", choices=["nanogpt", *RECIPES], action="append", help="run only these")
+    ap.add_argument("--corpus", type=Path, default=CORPUS, help=f"the text to train on (default {CORPUS})")
+    ap.add_argument("--small", action="store_true", help="smoke run: our recipes on a tiny model for 4 steps")
     args = ap.parse_args()
-    if not CORPUS.exists():
-        sys.exit(f"missing {CORPUS}")
+    if args.small and args.nanogpt:
+        sys.exit("--small runs our recipes only (nanoGPT keeps its own full recipe): leave out --nanogpt")
+    if not args.corpus.exists():
+        sys.exit(f"missing {args.corpus}")
     prepared = Path(tempfile.mkdtemp(prefix="bench-data-"))
     cpu = cpu_description()
     print(f"CPU: {cpu} | torch {torch.__version__} | {time.strftime('%Y-%m-%d')}", flush=True)
@@ -169,9 +179,11 @@ def main() -> None:
     for _ in range(args.repeats):
         for label in which:
             if label == "nanogpt":
-                res = run_nanogpt(args.nanogpt)
+                res = run_nanogpt(args.nanogpt, args.corpus)
             else:
-                res = run_ours(RECIPES[label], prepared, label)
+                res = run_ours(
+                    [*RECIPES[label], *(SMALL if args.small else [])], prepared, args.corpus, label
+                )
             results.setdefault(label, []).append(res)
             print(
                 f"  {label:9s} val {res['val_loss']:.4f}  wall {res['wall_s']:6.1f}s  "

@@ -5,6 +5,7 @@ Standard library only (``http.server.ThreadingHTTPServer``): three endpoints do 
     GET  /                 the page (self-contained: inline CSS/JS, loads nothing from the network)
     GET  /api/info         the model: layers, heads, context, tokenizer
     POST /api/attention    {"text": ..., "ablate": [[l, h], ...], "encoding": "json"|"b64", "top_k": 10}
+    POST /api/compare      the same and "ablate_b", for both models (a server started with compare=)
 
 Every error is a JSON object ``{"error": "..."}`` with a 4xx status, one line in the server's log, and the end
 of that connection (nothing sent after a refused request is read as a request); the server keeps serving: 400
@@ -26,6 +27,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .live import BadRequest, LiveModel, parse_request
+from .live_compare import LiveCompare, parse_compare_request
 from .live_page import page
 
 MAX_BODY = 1 << 20  # bytes of request body (a text of ~1 MB; the model sees at most its context anyway)
@@ -118,9 +120,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             self._send(200, self.server.page, "text/html; charset=utf-8", {"Content-Security-Policy": CSP})
         elif path == "/api/info":
-            self._json(200, self.server.live.info())
-        elif path == "/api/attention":
-            self._error(405, 'use POST /api/attention with a JSON body {"text": "..."}')
+            cmp = self.server.compare
+            self._json(200, {**self.server.live.info(), **({"compare": cmp.info()} if cmp else {})})
+        elif path in ("/api/attention", "/api/compare"):
+            self._error(405, f'use POST {path} with a JSON body {{"text": "..."}}')
         else:
             self._error(
                 404,
@@ -143,8 +146,13 @@ class _Handler(BaseHTTPRequestHandler):
         if len(raw) < n:
             self.close_connection = True  # the client stopped sending: nothing to answer on
             return
-        if path != "/api/attention":
+        if path not in ("/api/attention", "/api/compare"):
             return self._error(404, f"no such endpoint {path[:80]!r}; POST to /api/attention")
+        cmp = self.server.compare
+        if path == "/api/compare" and cmp is None:
+            return self._error(
+                404, "this server shows one model: start it with heads.py run=<A> compare=<B> serve=true"
+            )
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype != "application/json":
             return self._error(415, f"send Content-Type: application/json (got {ctype[:40] or 'none'!r})")
@@ -158,8 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
         live = self.server.live
         cfg = live.model.config
         try:
-            req = parse_request(obj, cfg.n_layer, cfg.n_head)
-            out = live.analyse(**req)
+            if path == "/api/compare":
+                out = cmp.analyse(**parse_compare_request(obj, *cmp.shapes()))
+            else:
+                out = live.analyse(**parse_request(obj, cfg.n_layer, cfg.n_head))
         except BadRequest as e:
             return self._error(400, str(e))
         except Exception as e:  # the server's boundary: say so in one line, log the traceback, keep serving
@@ -202,14 +212,22 @@ class HeadServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # the listen backlog (the kernel may cap it: net.core.somaxconn)
 
-    def __init__(self, live: LiveModel, host: str = "127.0.0.1", port: int = 8765):
+    def __init__(
+        self, live: LiveModel, host: str = "127.0.0.1", port: int = 8765, compare: LiveCompare | None = None
+    ):
         if not host:
             raise ValueError(
                 "host is empty, which would listen on every address; pass 127.0.0.1 or an address"
             )
         self.live = live
+        self.compare = compare  # with a second model: / is the side-by-side page, /api/compare answers
         self.loopback_only = _is_loopback(host)
-        self.page = page(live.info()).encode("utf-8")
+        if compare is not None:
+            from .compare_live_page import compare_live_page
+
+            self.page = compare_live_page(compare.info()).encode("utf-8")
+        else:
+            self.page = page(live.info()).encode("utf-8")
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host, port), _Handler)

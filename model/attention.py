@@ -73,7 +73,7 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)  # smaller than q for GQA/MQA
         self.v_proj = nn.Linear(C, self.n_kv_head * hs, bias=cfg.bias)
         self.o_proj = nn.Linear(self.n_head * hs, C, bias=cfg.bias)
-        self.o_proj.residual_proj = True  # scaled (or zero) init (see gpt.init_weights)
+        self.o_proj.residual_proj = True  # type: ignore[assignment]  # scaled (or zero) init (gpt.init_weights); stubs: tensors/modules only
         # qk_norm: RMSNorm of each head's q and k over head_dim, one (hs,) gain each, shared by the heads
         self.q_norm = RMSNorm(hs, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(hs, eps=cfg.norm_eps) if cfg.qk_norm else None
@@ -103,6 +103,7 @@ class CausalSelfAttention(nn.Module):
         ring = cache if isinstance(cache, StaticKVCache) else None
         # position tensors only for schemes that read them (score bias / value term); rotate uses q0
         relative = pos.has_score_bias or pos.has_value_term
+        q_pos: Tensor | None  # (T,) query positions, for the schemes that read them
         if ring is not None:  # one token at ring.pos, a device tensor (no host number: compilable)
             q_pos, start = ring.pos, None
         else:
@@ -111,19 +112,20 @@ class CausalSelfAttention(nn.Module):
         q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v_proj(x).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        if self.q_norm is not None:  # per head, before the position scheme; back to v's (autocast) dtype
-            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+        if self.q_norm is not None and self.k_norm is not None:  # per head, before the position scheme
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)  # back to v's (autocast) dtype
         q, k = pos.rotate(q, q_pos, start=start), pos.rotate(k, q_pos, start=start)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
         explicit = impl == "explicit" or pos.needs_probs
         allowed, is_causal = None, False  # allowed: bool (Tq, Tk) mask; None = every key is visible
+        k_pos: Tensor | None  # (Tk,) key positions, for the schemes that read them
         if ring is not None:  # every slot of the ring; the mask says which hold visible keys
             k, v, k_pos = ring.update(self.layer, k, v)  # (B, nkv, size, hs), (size,)
             path, allowed = ("explicit" if explicit else "sdpa"), ring.visible(window)
         else:
             k0 = q0
-            if cache is not None:
+            if isinstance(cache, KVCache):  # (a StaticKVCache took the branch above)
                 k, v, k0 = cache.update(self.layer, k, v)  # (B, nkv, Tk, hs), keys from position k0
             Tk = k.shape[2]
             k_pos = torch.arange(k0, k0 + Tk, device=x.device) if relative else None  # (Tk,)
@@ -142,6 +144,7 @@ class CausalSelfAttention(nn.Module):
 
         bias = None  # flex adds the bias inside its kernel; the other paths get it as a tensor
         if path != "flex" and pos.has_score_bias:
+            assert q_pos is not None and k_pos is not None  # built for every scheme with a score bias
             bias = pos.score_bias(self.layer, q, q_pos, k_pos)  # (1|B, nh, Tq, Tk)
         if path == "flex":
             y = flex_attend(q, k, v, pos.flex_score_mod(self.layer, q), window, enable_gqa=nkv != nh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ def relu_squared(h: Tensor) -> Tensor:
 
 
 # The ungated MLPs' activations by config name (GELU: Hendrycks & Gimpel 2016).
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,  # exact (erf) GELU
     # the tanh approximation GPT-2 was trained with
     "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
@@ -37,7 +38,7 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[cfg.mlp]
         self.fc = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-        self.proj.residual_proj = True
+        self.proj.residual_proj = True  # type: ignore[assignment]  # a flag; torch's stubs: tensors/modules only
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,7 +55,7 @@ class SwiGLU(nn.Module):
         self.gate = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.up = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
-        self.proj.residual_proj = True
+        self.proj.residual_proj = True  # type: ignore[assignment]  # a flag; torch's stubs: tensors/modules only
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,5 +97,6 @@ class Block(nn.Module):
         x = self.hook_resid_pre(x)  # (B, T, C)
         x = x + self.hook_attn_out(self.attn(self.ln_1(x), pos, q0, cache, window, impl))
         if self.mlp is not None:
+            assert self.ln_2 is not None  # made with the MLP
             x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))
         return self.hook_resid_post(x)

@@ -32,7 +32,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 from gptlab_errors import UserError
 
 # gradients through tensors captured by a score_mod (learned biases): torch >= 2.6 (pytorch/pytorch#137452)
-LEARNED_BIAS_GRAD = torch.__version__ >= (2, 6)
+LEARNED_BIAS_GRAD = torch.__version__ >= "2.6"  # TorchVersion compares as versions, not strings
 # devices with a FlexAttention backward (CPU and MPS run the forward only)
 BACKWARD_DEVICES = ("cuda",)
 

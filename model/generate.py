@@ -174,6 +174,7 @@ def generate_iter(
             )
             logits = model.unembed(h[:, -1, :])  # (B, V)
             if decoder is not None:
+                assert cache is not None  # a decoder is made only with a cache
                 decoder.load(cache)
         elif decoder is not None:
             logits = decoder(seq[:, n - 1 : n], win)

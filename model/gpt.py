@@ -46,8 +46,9 @@ def init_weights(model: nn.Module, cfg: GPTConfig) -> None:
             nn.init.normal_(mod.weight, mean=0.0, std=std)
         elif isinstance(mod, nn.LayerNorm | RMSNorm):
             nn.init.ones_(mod.weight)
-            if getattr(mod, "bias", None) is not None:
-                nn.init.zeros_(mod.bias)
+            bias = getattr(mod, "bias", None)
+            if isinstance(bias, Tensor):
+                nn.init.zeros_(bias)
         elif isinstance(mod, nn.ParameterList):
             for p in mod:
                 nn.init.normal_(p, mean=0.0, std=std)
@@ -177,8 +178,9 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.tok_emb.weight.numel()
-            if hasattr(self.pos, "emb"):
-                n -= self.pos.emb.weight.numel()
+            emb = getattr(self.pos, "emb", None)
+            if isinstance(emb, nn.Embedding):
+                n -= emb.weight.numel()
         return n
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype = torch.float32) -> int:

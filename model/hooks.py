@@ -53,7 +53,8 @@ class _CountedHandle:
     """A hook's removable handle that also lowers its hook point's count (once, however often removed)."""
 
     def __init__(self, handle: RemovableHandle, point: HookPoint):
-        self.handle, self.point = handle, point
+        self.handle: RemovableHandle | None = handle
+        self.point = point
 
     def remove(self) -> None:
         if self.handle is not None:

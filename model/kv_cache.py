@@ -80,24 +80,31 @@ class KVCache:
         The returned tensors are views of the buffers (no copy); they stay valid until the next forward.
         """
         T, n, lo = k.shape[2], len(self), self._lo
+        cap = self.capacity
+        assert cap is not None, "begin() sets the capacity before the first update"
         kb, vb = self.k[layer], self.v[layer]
         if kb is not None and kb.shape[0] != k.shape[0]:  # copy_ would broadcast silently
             raise UserError(
                 f"this KVCache holds a batch of {kb.shape[0]}, got {k.shape[0]}; use a new KVCache per batch"
             )
         if self._mode == "concat":
-            k_all = k if n == 0 else torch.cat((kb[:, :, lo : lo + n], k), dim=2)  # (B, nkv, n + T, hs)
-            v_all = v if n == 0 else torch.cat((vb[:, :, lo : lo + n], v), dim=2)
+            assert self.max_len is not None, "only a rolling cache concatenates"
+            if n:
+                kb, vb = self.buffers(layer)  # n cached positions live there
+                k_all = torch.cat((kb[:, :, lo : lo + n], k), dim=2)  # (B, nkv, n + T, hs)
+                v_all = torch.cat((vb[:, :, lo : lo + n], v), dim=2)
+            else:
+                k_all, v_all = k, v
             keep = min(self.max_len, n + T)
-            if kb is None or kb.shape[2] < keep:
-                kb, vb = self._alloc(k, max(keep, self.capacity)), self._alloc(v, max(keep, self.capacity))
+            if kb is None or vb is None or kb.shape[2] < keep:
+                kb, vb = self._alloc(k, max(keep, cap)), self._alloc(v, max(keep, cap))
             kb[:, :, :keep].copy_(k_all[:, :, -keep:])
             vb[:, :, :keep].copy_(v_all[:, :, -keep:])
             self.k[layer], self.v[layer] = kb, vb
             return k_all, v_all, self.start
-        if kb is None or self._mode == "grow":
-            nk, nv = self._alloc(k, self.capacity), self._alloc(v, self.capacity)
-            if kb is not None and n:
+        if kb is None or vb is None or self._mode == "grow":
+            nk, nv = self._alloc(k, cap), self._alloc(v, cap)
+            if kb is not None and vb is not None and n:
                 nk[:, :, :n].copy_(kb[:, :, lo : lo + n])
                 nv[:, :, :n].copy_(vb[:, :, lo : lo + n])
             kb, vb, lo = nk, nv, 0
@@ -111,10 +118,17 @@ class KVCache:
         vb[:, :, lo + n : lo + n + T].copy_(v)
         return kb[:, :, lo : lo + n + T], vb[:, :, lo : lo + n + T], self.start
 
+    def buffers(self, layer: int) -> tuple[Tensor, Tensor]:
+        """The layer's key and value buffers, which exist once a forward has stored something."""
+        kb, vb = self.k[layer], self.v[layer]
+        assert kb is not None and vb is not None, f"layer {layer} has no cached keys yet"
+        return kb, vb
+
     def held(self, layer: int) -> tuple[Tensor, Tensor]:
         """Views of the keys and values held between forwards: positions ``start .. next_pos - 1``."""
         lo, n = self._lo, len(self)
-        return self.k[layer][:, :, lo : lo + n], self.v[layer][:, :, lo : lo + n]
+        kb, vb = self.buffers(layer)
+        return kb[:, :, lo : lo + n], vb[:, :, lo : lo + n]
 
     @staticmethod
     def _alloc(like: Tensor, cap: int) -> Tensor:
@@ -127,6 +141,7 @@ class KVCache:
         if self._mode in ("grow", "shift"):
             self._lo = 0
         elif self._mode == "concat":
+            assert self.max_len is not None, "only a rolling cache concatenates"
             self._lo, n = 0, min(n, self.max_len)
             self.start = self.next_pos + self._pending - n
         self.next_pos += self._pending
@@ -166,17 +181,22 @@ class StaticKVCache:
         self.n_layer, self.size = n_layer, size
         self.k: list[Tensor] = []  # (B, nkv, size, hs) per layer
         self.v: list[Tensor] = []
-        self.slot_pos: Tensor | None = None  # (size,) long: the position each slot holds, -1 = empty
-        self.pos: Tensor | None = None  # (1,) long: the position of the next token
-        self.slot: Tensor | None = None  # (1,) long: pos % size, set by begin()
-        self.token: Tensor | None = None  # (B, 1) long: the input of a compiled step (input_buffer)
+        # allocated by load (on the cache's device); empty until then
+        self.slot_pos = torch.empty(
+            0, dtype=torch.long
+        )  # (size,) long: the position each slot holds, -1 = empty
+        self.pos = torch.empty(0, dtype=torch.long)  # (1,) long: the position of the next token
+        self.slot = torch.empty(0, dtype=torch.long)  # (1,) long: pos % size, set by begin()
+        self.token = torch.empty(
+            0, dtype=torch.long
+        )  # (B, 1) long: the input of a compiled step (input_buffer)
 
     def load(self, cache: KVCache) -> None:
         """Copy the positions a prefilled KVCache holds into the ring (allocating it the first time)."""
         n = len(cache)
         if n > self.size:
             raise ValueError(f"the cache holds {n} positions, more than this ring's {self.size}")
-        like = cache.k[0]
+        like, _ = cache.buffers(0)
         fresh = not self.k or self.k[0].shape[0] != like.shape[0] or self.k[0].dtype != like.dtype
         if fresh:
             B, nkv, _, hs = like.shape

@@ -52,7 +52,7 @@ class PositionScheme(nn.Module):
     def embed(self, pos: Tensor) -> Tensor | None:
         return None
 
-    def rotate(self, x: Tensor, pos: Tensor, start: int | None = None) -> Tensor:
+    def rotate(self, x: Tensor, pos: Tensor | None, start: int | None = None) -> Tensor:
         """x (B, h, T, hs) at positions pos (T,); ``start`` (= pos[0] as an int, pos contiguous) lets a scheme
         reuse cached tables without reading the tensor. Attention always passes ``start`` and passes
         ``pos=None`` for schemes without a score bias or value term."""
@@ -163,21 +163,24 @@ class RotaryPosition(PositionScheme):
     def _cached(self, start: int, T: int, device) -> tuple[Tensor, Tensor]:
         """Rows start..start+T-1 of a float32 table that grows (doubling) as longer sequences arrive."""
         t = self._table
-        stale = (  # too short, elsewhere, or made under inference_mode (unusable for autograd later)
+        if (  # none yet, too short, elsewhere, or made under inference_mode (unusable for autograd later)
             t is None
             or t[0].shape[0] < start + T
             or t[0].device != device
             or (t[0].is_inference() and not torch.is_inference_mode_enabled())
-        )
-        if stale:
+        ):
             n = max(2 * (start + T), 256)
-            self._table = self.cos_sin(torch.arange(n, device=device))
-        cos, sin = self._table
+            t = self._table = self.cos_sin(torch.arange(n, device=device))
+        cos, sin = t
         return cos[start : start + T], sin[start : start + T]
 
-    def rotate(self, x: Tensor, pos: Tensor, start: int | None = None) -> Tensor:
+    def rotate(self, x: Tensor, pos: Tensor | None, start: int | None = None) -> Tensor:
         T = x.shape[-2]
-        cos, sin = self.cos_sin(pos) if start is None else self._cached(start, T, x.device)  # (T, hs) each
+        if start is None:
+            assert pos is not None, "rotate needs the positions or their start"
+            cos, sin = self.cos_sin(pos)  # (T, hs) each
+        else:
+            cos, sin = self._cached(start, T, x.device)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         return x * cos + rotate_half(x) * sin  # (B, h, T, hs)
 

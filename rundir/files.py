@@ -25,7 +25,7 @@ from gptlab_errors import UserError
 try:  # POSIX advisory locks, released by the kernel when the holder dies (even by kill -9)
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no locking (documented in docs/training.md)
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no module on this platform: checked before each use
 
 TEMP_SUFFIX = ".tmp"
 NO_ROOM_BYTES = 1 << 20  # a failed write with less than this left free is reported as a full disk

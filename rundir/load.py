@@ -217,6 +217,7 @@ def _load_step(path: str | Path, device, step: int | str) -> Run:
             other = "step=last (ckpt.pt)" if step == "best" else "step=best (best.pt)"
             raise UserError(f"{p} has no {f.name}; try {other} or a kept step number")
         return _load_file(f, device)
+    assert isinstance(step, int)  # parse_step gave a number, or best or last (handled above)
     kept = rd.snapshot_steps()
     if not kept:
         raise UserError(

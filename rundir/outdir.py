@@ -30,7 +30,15 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 # the files each tool writes into its folder (None: the folder is replaced as a whole)
 WRITES: dict[str, tuple[str, ...] | None] = {
     "export": None,
-    "heads": ("heads.*", "composition.*", "heatmap_*.png", "pattern*.png", "logit_lens.png", "heads_over_*"),
+    "heads": (
+        "heads.*",
+        "compare.*",
+        "composition.*",
+        "heatmap_*.png",
+        "pattern*.png",
+        "logit_lens.png",
+        "heads_over_*",
+    ),
     "compare": ("summary.md", "summary.csv", "val_loss_*.png", "loss_vs_eval_length.png"),
     "data": ("train.bin", "val.bin", "meta.json"),
 }

@@ -88,6 +88,21 @@ def test_a_file_verified_long_ago_is_checked_again_once_written(big, tmp_path):
         BatchLoader(f, block_size=16, batch_size=2)
 
 
+def test_forget_verified_makes_the_next_check_read_the_file_again(big, tmp_path, monkeypatch):
+    d = copy_of(big, tmp_path / "d")
+    f = d / "train.bin"
+    old = f.stat().st_mtime - 3600
+    os.utime(f, (old, old))
+    expected = load_meta(d)["fingerprints"]["train"]
+    hashed = []
+    real = integrity.file_checksum
+    monkeypatch.setattr(integrity, "file_checksum", lambda p: hashed.append(p) or real(p))
+    assert integrity.matches(f, expected) and integrity.matches(f, expected)
+    assert len(hashed) == 1  # remembered after the first check
+    integrity.forget_verified()
+    assert integrity.matches(f, expected) and len(hashed) == 2
+
+
 def test_folders_with_the_old_sampled_fingerprint_are_upgraded_without_tokenizing(big, tmp_path):
     d = copy_of(big, tmp_path / "d")
     meta = load_meta(d)

@@ -44,6 +44,7 @@ def cli(*args, timeout=300, umask=None):
                           timeout=timeout, preexec_fn=None if umask is None else (lambda: os.umask(umask)))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_path):
     out = tmp_path / "hf"
     p = cli(f"run={runs['rope']}", f"out={out}", umask=0o022)
@@ -75,6 +76,7 @@ def test_export_writes_a_directory_transformers_reads_with_our_logits(runs, tmp_
     )
 
 
+@pytest.mark.slow
 def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
     pytest.importorskip("transformer_lens")
     p = cli(f"run={runs['rope']}", f"out={tmp_path / 'tl'}", "format=transformer_lens")
@@ -83,6 +85,7 @@ def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
     assert "fit_special_tokens(" in p.stdout  # a char run: TransformerLens needs it for string input
 
 
+@pytest.mark.slow
 def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(runs, tmp_path):
     p = cli(f"run={runs['alibi']}", f"out={tmp_path / 'x'}")
     lines = p.stderr.strip().splitlines()
@@ -91,6 +94,7 @@ def test_export_of_alibi_is_one_line_naming_the_field_and_the_nearest_choice(run
     assert not (tmp_path / "x").exists() and not list(tmp_path.iterdir())  # nothing written, no leftovers
 
 
+@pytest.mark.slow
 def test_export_replaces_only_an_earlier_export_and_only_when_told(runs, tmp_path):
     out = tmp_path / "busy"
     out.mkdir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import random
@@ -17,9 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 import torch
+from helpers import small_train
 from hydra import compose, initialize_config_dir
 
 from data import BatchLoader, DataConfig, load_meta, prepare
@@ -31,21 +34,13 @@ from rundir.load import load_run
 from training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=4",
-    "train.max_iters=8", "train.eval_interval=4", "train.eval_iters=2", "train.log_interval=1",
-    "train.sample_tokens=0", "optim.warmup_iters=2",
-]  # fmt: skip
+SMALL = small_train(max_iters=8)
+cfg_with = functools.partial(helpers.cfg_with, max_iters=8)  # SMALL's config
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("prepared") / "chars")
-
-
-def cfg_with(data_dir, *overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=[*SMALL, f"data.out_dir={data_dir}", *overrides])
 
 
 def run_train(data_dir, run, *overrides):
@@ -364,6 +359,23 @@ def test_ctrl_c_during_evaluation_keeps_the_checkpoint(tmp_path, data_dir, monke
     assert run_train(data_dir, run, "train.resume=true")["status"] == "finished"
 
 
+def test_a_second_ctrl_c_stops_at_once():
+    """The first Ctrl-C (or SIGTERM) only asks the loop to stop after its step; a second Ctrl-C raises the
+    KeyboardInterrupt the test above simulates (real signals here, delivered to this process)."""
+    from training.signals import StopFlag
+
+    for first in (signal.SIGINT, signal.SIGTERM):
+        flag = StopFlag().install()
+        try:
+            signal.raise_signal(first)  # the handler runs before raise_signal returns
+            assert flag.requested == first.name
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        finally:
+            flag.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_ctrl_c_during_the_end_of_run_sample_keeps_the_finished_run(tmp_path, data_dir, monkeypatch, capsys):
     from model import GPT
 
@@ -598,6 +610,7 @@ def small_tmpfs(folder: Path, size: str):
         subprocess.run(["umount", str(folder)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_real_small_filesystem(tmp_path, data_dir):
     """A 160 KB tmpfs (needs root to mount; skipped otherwise): one line, summary says failed, exit 2."""
     with small_tmpfs(tmp_path / "full", "160k") as full:
@@ -634,6 +647,7 @@ def test_a_full_disk_is_found_behind_a_library_s_own_error():
     assert disk_full_cause(OSError(errno.EACCES, "denied")) is None
 
 
+@pytest.mark.slow
 def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path, data_dir):
     """Hydra makes the run folder (.hydra/, train.log) before train.py can check a value: it goes again."""
     r = cli("train.py", *SMALL, f"data.out_dir={data_dir}", "seed=abc", f"hydra.run.dir={tmp_path / 'r'}")

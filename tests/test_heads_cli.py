@@ -166,6 +166,7 @@ def test_missing_checkpoint_and_missing_run(tmp_path):
         heads.report(_cfg())
 
 
+@pytest.mark.slow
 def test_cli_exit_code_and_no_litter(run_dir, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
     bad = subprocess.run(

@@ -244,6 +244,7 @@ def _save_run(run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_heads_py_serve_true(tmp_path):
     run = _save_run(tmp_path / "run")
     env = {**os.environ, "WANDB_MODE": "disabled"}

@@ -67,6 +67,7 @@ def cli(script, *args):
     )
 
 
+@pytest.mark.slow
 def test_init_from_a_gpt2_directory_fine_tunes_and_the_tools_read_the_run(gpt2_dir, prepared, tmp_path):
     ov = overrides(gpt2_dir, prepared, "model.block_size=32", "model.dropout=0.0")
     run_dir = tmp_path / "run"
@@ -126,6 +127,7 @@ def test_a_resumed_init_from_run_reads_its_own_checkpoint(gpt2_dir, prepared, tm
     assert done["status"] == "finished" and done["step"] == 4 and done["init_from"] == str(moved)
 
 
+@pytest.mark.slow
 def test_init_from_with_char_data_is_one_line(gpt2_dir, tmp_path):
     p = cli("train.py", f"init_from={gpt2_dir}", "data=shakespeare_char", f"hydra.run.dir={tmp_path / 'r'}")
     lines = p.stderr.strip().splitlines()
@@ -177,6 +179,7 @@ def _container(cfg):
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+@pytest.mark.slow
 def test_init_from_a_llama_directory_uses_its_tokenizer_json(tmp_path):
     """Llama family: the data is prepared with the model's tokenizer.json; the run samples with it offline."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -207,6 +210,7 @@ def test_init_from_a_llama_directory_uses_its_tokenizer_json(tmp_path):
     assert p.returncode == 0 and p.stdout.startswith("def test"), p.stderr
 
 
+@pytest.mark.slow
 def test_plain_training_never_imports_transformers(tmp_path):
     code = (
         "import sys\n"

@@ -342,6 +342,7 @@ def test_an_offline_hub_id_fails_in_one_line(tmp_path):
     assert not (tmp_path / "hf_home" / "hub").exists() or not any((tmp_path / "hf_home" / "hub").iterdir())
 
 
+@pytest.mark.slow
 def test_a_hub_id_in_the_hugging_face_cache_loads_offline_in_sample_and_heads(tmp_path, monkeypatch):
     """`python heads.py run=gpt2` with the weights in the cache: a tiny GPT-2 laid out as the hub cache keeps it."""
     snapshot = tmp_path / "hf_home" / "hub" / "models--gpt2" / "snapshots" / "0123abcd"

@@ -5,25 +5,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import perturb, tiny
 
-from model import GPT, POSITIONS, GPTConfig
+from model import POSITIONS
 
 KV = {"mha": 4, "gqa": 2, "mqa": 1}
 WINDOWS = [None, 3]
-
-
-def tiny(position="rope", n_kv_head=4, window=None, **kw):
-    base = dict(vocab_size=37, block_size=16, n_layer=2, n_head=4, n_embd=32, position=position)
-    base.update(kw)
-    return GPT(GPTConfig(n_kv_head=n_kv_head, window=window, **base)).eval()
-
-
-def perturb(m, std=0.3):
-    """Larger random weights so differences are far above float noise (init is small and smooth)."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return m
 
 
 @pytest.mark.parametrize("window", WINDOWS)

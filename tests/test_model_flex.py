@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_model_attention import perturb
-from test_model_attention import tiny as attention_tiny
+from helpers import perturb
+from helpers import tiny as shared_tiny
 
 import model.flex as flex
 from gptlab_errors import UserError
@@ -45,10 +45,10 @@ def flex_calls(monkeypatch):
 
 
 def tiny(position="rope", n_kv_head=4, window=None, **kw):
-    """test_model_attention's tiny model; "relative-keys-only" is Shaw's keys without the value term."""
+    """helpers.tiny; "relative-keys-only" is Shaw's keys without the value term."""
     if position == "relative-keys-only":
         position, kw = "relative", {"rel_values": False, **kw}
-    return attention_tiny(position, n_kv_head, window, **kw)
+    return shared_tiny(position, n_kv_head, window, **kw)
 
 
 @pytest.mark.parametrize("window", [None, 3])

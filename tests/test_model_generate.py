@@ -1,23 +1,20 @@
 """Generation: KV cache == no cache for every scheme (also past block_size), against naive loops; sampling."""
 
+import functools
+
+import helpers
 import pytest
 import torch
 
 from gptlab_errors import UserError
-from model import GPT, POSITIONS, GPTConfig, KVCache
+from model import POSITIONS, KVCache
 from model.generate import sample_next
 
 BS = 8  # block_size of the test models: 20+ new tokens go well past it
 
 
-def tiny(position, n_kv_head=4, window=None, **kw):
-    base = dict(vocab_size=29, block_size=BS, n_layer=2, n_head=4, n_embd=32, position=position)
-    base.update(kw)
-    m = GPT(GPTConfig(n_kv_head=n_kv_head, window=window, **base)).eval()
-    with torch.no_grad():  # sharper, more varied logits than the init: greedy choices are far from ties
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    return m
+# sharper, more varied logits than the init (std 0.5): greedy choices are far from ties
+tiny = functools.partial(helpers.tiny, vocab_size=29, block_size=BS, std=0.5)
 
 
 def naive_greedy(m, prompt, n, context):

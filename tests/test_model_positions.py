@@ -1,7 +1,9 @@
 """Position schemes against their papers' formulas and independent naive implementations."""
 
+import functools
 import math
 
+import helpers
 import pytest
 import torch
 
@@ -9,15 +11,7 @@ from gptlab_errors import UserError
 from model import GPT, POSITIONS, GPTConfig
 from model.positions import SINUSOIDAL_SCALE, RotaryPosition, alibi_slopes, sinusoidal_table, t5_bucket
 
-
-def tiny(position, **kw):
-    base = dict(vocab_size=37, block_size=16, n_layer=1, n_head=4, n_embd=32, position=position)
-    base.update(kw)
-    m = GPT(GPTConfig(**base)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return m
+tiny = functools.partial(helpers.tiny, n_layer=1, std=0.3)
 
 
 # ---------------------------------------------------------------------------------------------- rope

@@ -144,6 +144,7 @@ def test_export_never_replaces_the_runs_folder_or_the_run_it_exports(runs):
     assert snapshot(runs) == before
 
 
+@pytest.mark.slow
 def test_export_on_the_command_line_refuses_in_one_line(runs, tmp_path):
     f = tmp_path / "README.md"
     f.write_text("mine")
@@ -192,6 +193,7 @@ def test_heads_out_refusals(head_run, tmp_path):
     assert sorted(p.name for p in head_run.iterdir()) == ["ckpt.pt"] and ckpt.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_heads_writes_into_its_own_folder_again_and_again(head_run, tmp_path):
     import heads
 
@@ -201,6 +203,7 @@ def test_heads_writes_into_its_own_folder_again_and_again(head_run, tmp_path):
     assert (out / ".gptlab-heads").is_file() and (out / "heads.csv").is_file()
 
 
+@pytest.mark.slow
 def test_heads_out_that_is_a_file_on_the_command_line_is_one_line(head_run, tmp_path):
     f = tmp_path / "README.md"
     f.write_text("mine")

@@ -16,54 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import BLOCK, make_run
 
 import sample
 from data import get_tokenizer
 from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-BLOCK = 16
-
-
-def make_run(path: Path, *, position="learned", n_kv_head=None, tokenizer="char", seed=0) -> Path:
-    """A tiny GPT with large random weights (so greedy output varies), saved in the checkpoint format."""
-    if tokenizer == "char":
-        meta = {
-            "tokenizer": "char",
-            "vocab_size": len(CHARS),
-            "chars": CHARS,
-            "eot_id": None,
-            "dtype": "uint16",
-        }
-    else:
-        meta = {"tokenizer": "gpt2", "vocab_size": 50257, "eot_id": 50256, "dtype": "uint16"}
-    cfg = GPTConfig(
-        vocab_size=meta["vocab_size"],
-        block_size=BLOCK,
-        n_layer=2,
-        n_head=4,
-        n_kv_head=n_kv_head,
-        n_embd=32,
-        position=position,
-    )
-    torch.manual_seed(seed)
-    model = GPT(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    path.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        path / "best.pt",
-        model=model.state_dict(),
-        model_config=cfg.to_dict(),
-        tokenizer=meta,
-        config={},
-        step=0,
-        best_val_loss=None,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +72,7 @@ def cli(*args, cwd, input=None):
 # the CLI
 
 
+@pytest.mark.slow
 def test_cli_greedy_matches_model_generate_and_leaves_no_files(runs, tmp_path):
     """Greedy text equals the model's own no-cache generate; the end line goes to stderr; cwd stays empty."""
     r = cli(f"run={runs['learned']}", "prompt=To be", "temperature=0", "max_new_tokens=40", cwd=tmp_path)
@@ -126,6 +86,7 @@ def test_cli_greedy_matches_model_generate_and_leaves_no_files(runs, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no outputs/, .hydra/ or log files
 
 
+@pytest.mark.slow
 def test_cli_prompt_from_stdin(runs, tmp_path):
     r = cli(
         f"run={runs['learned']}",
@@ -173,6 +134,7 @@ def _error_cases(runs, tmp: Path):
 IN_SUBPROCESS = {"truncated", "chars outside vocab", "absent cuda"}
 
 
+@pytest.mark.slow
 def test_cli_bad_input_gives_one_line_and_nonzero_exit(runs, tmp_path):
     cases = [c for c in _error_cases(runs, tmp_path) if c[0] in IN_SUBPROCESS]
     procs = [  # all at once: each is mostly interpreter start-up
@@ -195,6 +157,7 @@ def test_cli_bad_input_gives_one_line_and_nonzero_exit(runs, tmp_path):
         assert needle in lines[0], f"{name}: {lines[0]!r}"
 
 
+@pytest.mark.slow
 def test_entry_point_bad_input_gives_one_line_and_exit_2(runs, tmp_path, monkeypatch, capsys):
     cases = [c for c in _error_cases(runs, tmp_path) if c[0] not in IN_SUBPROCESS]
     monkeypatch.chdir(tmp_path)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from helpers import record_run
 
 import compare
 from sweep.extrapolate import evaluate_lengths, window_starts
@@ -19,31 +18,9 @@ from sweep.report import summarize
 from sweep.runs import collect_runs, parse_overrides, read_run
 from sweep.table import build_table, differing_keys, runs_markdown, to_markdown
 
-MODEL_DEFAULTS = {"position": "rope", "n_kv_head": None, "n_head": 4, "block_size": 64}
-
-
-def make_run(root: Path, name: str, overrides: list[str], status="finished", evals=None, **summary) -> Path:
-    """A run directory as train.py writes it: config.yaml, metrics.jsonl, summary.json."""
-    d = root / name
-    d.mkdir(parents=True)
-    model = dict(MODEL_DEFAULTS)
-    for k, v in parse_overrides(overrides).items():
-        if k.startswith("model."):
-            model[k.split(".", 1)[1]] = yaml.safe_load(v)
-    (d / "config.yaml").write_text(yaml.safe_dump({"model": model, "train": {"max_iters": 100}, "seed": 1}))
-    evals = evals if evals is not None else [(50, 2.5, 5.0), (100, 2.1, 10.0)]
-    with open(d / "metrics.jsonl", "w") as f:
-        for step, loss, t in evals:
-            f.write(json.dumps({"kind": "train", "step": step, "train_loss": loss + 0.1}) + "\n")
-            f.write(json.dumps({"kind": "eval", "step": step, "val_loss": loss, "elapsed_s": t}) + "\n")
-    s = {"status": status, "step": evals[-1][0] if evals else 0, "max_iters": 100, "overrides": overrides}
-    s.update(summary)
-    (d / "summary.json").write_text(json.dumps(s))
-    return d
-
 
 def finished(root, name, overrides, best, params=1000, kv=512, **kw):
-    return make_run(
+    return record_run(
         root,
         name,
         overrides,
@@ -64,7 +41,7 @@ def sweep_dir(tmp_path):
     common = ["+experiment=positions", "train.max_iters=100"]
     for pos, best, params in [("alibi", 1.9, 1000), ("rope", 1.8, 1000), ("learned", 2.0, 1064)]:
         finished(root, f"model.position={pos}", [*common, f"model.position={pos}"], best, params=params)
-    make_run(
+    record_run(
         root,
         "model.position=t5",
         [*common, "model.position=t5"],
@@ -72,7 +49,7 @@ def sweep_dir(tmp_path):
         error="NaN",
         evals=[(7, 9.0, 1)],
     )
-    make_run(
+    record_run(
         root,
         "model.position=none",
         [*common, "model.position=none"],

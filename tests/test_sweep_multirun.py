@@ -121,6 +121,7 @@ hydra:
 """
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_listed_and_the_summary_still_written(tmp_path):
     """Hydra skips on_multirun_end when a job fails; the callback's exit handler writes the summary."""
     sweep = tmp_path / "sweep"

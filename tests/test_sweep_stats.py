@@ -17,10 +17,10 @@ from test_sweep import finished
 
 import compare
 import sweep.plots as plots
+from cli import expand_seeds
 from gptlab_errors import UserError
 from sweep.report import summarize
 from sweep.runs import collect_runs
-from sweep.seeds import expand_seeds
 from sweep.settings import pick_baseline
 from sweep.stats import estimate, holm, paired
 from sweep.table import build_table

@@ -11,37 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import cfg_with, small_train
 
 from gptlab_errors import UserError
 from training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # A very small model and budget: every test here trains for a few seconds at most.
-SMALL = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=32",
-    "train.batch_size=4",
-    "train.max_iters=12",
-    "train.eval_interval=4",
-    "train.eval_iters=2",
-    "train.log_interval=1",
-    "train.sample_tokens=0",
-    "optim.warmup_iters=2",
-]
+SMALL = small_train(max_iters=12)  # cfg_with's default
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """The embedded corpus prepared once for the module (char level)."""
     return str(tmp_path_factory.mktemp("prepared") / "shakespeare_char")
-
-
-def cfg_with(data_dir, *overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=[*SMALL, f"data.out_dir={data_dir}", *overrides])
 
 
 def rows(run_dir, kind):
