@@ -51,12 +51,10 @@ from data import BatchLoader  # noqa: E402
 from data.build import FORMAT  # noqa: E402
 from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
 from model import GPT, POSITIONS, GPTConfig  # noqa: E402
-from runtime.device import autocast, cpu_description, grad_scaler  # noqa: E402
+from runtime.device import autocast, cpu_description  # noqa: E402
 from training.config import OptimConfig, TrainConfig  # noqa: E402
-from training.ddp import Dist  # noqa: E402
-from training.loop import train_step  # noqa: E402
 from training.optim import build_optimizer  # noqa: E402
-from training.session import Divergence, Session  # noqa: E402
+from training.step import StepState, train_step  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s (no sparsity)
 GPT2 = dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True, dropout=0.0)
@@ -122,8 +120,8 @@ def fmt(x, spec: str, missing: str = "-") -> str:
 
 
 def our_step(st: Setup, cfg: GPTConfig, batch: int, accum: int, compile: bool):
-    """One optimizer step of our training loop (training.loop.train_step) on a fresh model; returns
-    (step function, the Session) so callers can read the model and the last loss. A compiled model starts
+    """One optimizer step of our training loop (training.step.train_step) on a fresh model; returns
+    (step function, its StepState) so callers can read the model and the last loss. A compiled model starts
     from a clean dynamo cache, so each configuration gets its own static-shape graph (as train.py would)."""
     if compile:
         torch.compiler.reset()
@@ -131,12 +129,9 @@ def our_step(st: Setup, cfg: GPTConfig, batch: int, accum: int, compile: bool):
     ocfg = OptimConfig(lr=6e-4, min_lr=6e-5, weight_decay=0.1, beta2=0.95, warmup_iters=10)
     tcfg = TrainConfig(batch_size=batch, grad_accum=accum, max_iters=10**9, grad_clip=1.0)
     loader = BatchLoader(st.data, block_size=cfg.block_size, batch_size=batch, device=st.dev)
-    s = Session(
-        cfg=None, tcfg=tcfg, ocfg=ocfg, run=None, dist=Dist(), device=st.dev, dtype=st.dtype, meta={},
-        mcfg=cfg, raw_model=raw, model=torch.compile(raw) if compile else raw,
-        optimizer=build_optimizer(raw, ocfg, st.dev.type), scaler=grad_scaler(st.dev, st.dtype),
-        loader=loader, eval_batches={}, summary={}, progress=None, wandb=None, stop=None,
-        divergence=Divergence(st.dev),
+    s = StepState(
+        raw_model=raw, model=torch.compile(raw) if compile else raw,
+        optimizer=build_optimizer(raw, ocfg, st.dev.type), loader=loader, train=tcfg, optim=ocfg, device=st.dev, dtype=st.dtype,
     )  # fmt: skip
     return (lambda: train_step(s)), s
 

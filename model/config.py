@@ -28,7 +28,7 @@ def swiglu_hidden(n_embd: int) -> int:
 class GPTConfig:
     """Hyper-parameters of :class:`model.GPT` (every field is a Hydra override ``model.<field>=...``)."""
 
-    vocab_size: int = 65
+    vocab_size: int | None = 65  # None: not known yet (train.py takes the data's before it builds the GPT)
     block_size: int = 256  # training context length; "learned" positions cannot go beyond it
     n_layer: int = 6
     n_head: int = 6
@@ -103,6 +103,8 @@ class GPTConfig:
         choice("attn_impl", self.attn_impl, ATTN_IMPLS)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             v = getattr(self, name)
+            if v is None and name == "vocab_size":
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserError(f"model.{name} must be a positive integer, got {v!r}")
         if self.n_embd % self.n_head:

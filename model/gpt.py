@@ -62,6 +62,10 @@ class GPT(nn.Module):
         if not isinstance(config, GPTConfig):
             raise UserError(f"GPT needs a GPTConfig, got {type(config).__name__}")
         config.validate()
+        if config.vocab_size is None:
+            raise UserError(
+                "model.vocab_size is null (= the data's vocabulary): set it before building the GPT"
+            )
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos = build_position(config)

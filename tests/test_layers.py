@@ -24,7 +24,7 @@ def project_imports(path: Path) -> set[str]:
             names = [node.module]
         for name in names:
             top = name.split(".")[0]
-            if top in PACKAGES or top in TOOLS or top in ("cli", "gptlab_errors"):
+            if top in PACKAGES or top in TOOLS or top in ("cli", "gptlab_errors", "schema"):
                 found.add(name if top == "rundir" else top)
     return found
 
@@ -37,7 +37,7 @@ def imports_of(package: str) -> set[str]:
     return out - {package}
 
 
-# package -> what it may import from the project (besides itself and gptlab_errors)
+# package -> what it may import from the project (besides itself, gptlab_errors and schema: the bottom layer)
 ALLOWED = {
     "model": set(),
     "runtime": set(),
@@ -71,8 +71,13 @@ ALLOWED = {
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_each_package_imports_only_the_layers_below_it(package):
-    extra = imports_of(package) - ALLOWED[package] - {"gptlab_errors"}
+    extra = imports_of(package) - ALLOWED[package] - {"gptlab_errors", "schema"}
     assert not extra, f"{package} imports {sorted(extra)}, which docs/architecture.md does not allow"
+
+
+def test_schema_imports_nothing_of_the_project_but_gptlab_errors():
+    """schema.py (the config check every layer may use) sits at the bottom, beside gptlab_errors."""
+    assert project_imports(ROOT / "schema.py") <= {"gptlab_errors"}
 
 
 def test_rundir_files_checkpoint_and_layout_import_nothing_of_the_project():

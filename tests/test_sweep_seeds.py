@@ -36,7 +36,7 @@ def first_batches(tmp_path, data_dir, name, *overrides, n=3):
     run = RunDir(tmp_path / name)
     s = setup(plan_run(run, OmegaConf.to_container(cfg, resolve=True), []), run, [], StopFlag())
     s.progress.close()
-    return [s.loader.next()[0].clone() for _ in range(n)], s.raw_model.tok_emb.weight.detach().clone()
+    return [s.state.loader.next()[0].clone() for _ in range(n)], s.raw_model.tok_emb.weight.detach().clone()
 
 
 def test_a_seed_sets_initialisation_and_data_order_and_every_setting_shares_the_order(tmp_path, data_dir):

@@ -83,6 +83,19 @@ def test_resume_without_checkpoint_is_one_clear_error(tmp_path, data_dir):
         train(cfg_with(data_dir, "train.resume=true"), tmp_path / "empty")
 
 
+def test_a_mistyped_override_on_resume_is_one_line(tmp_path, data_dir):
+    """A resume may raise train.max_iters; a mistyped value is checked with the rest of the resumed config
+    (training.config.RunConfig), one line, before anything is written (it used to reach int(): a traceback)."""
+    run = tmp_path / "run"
+    train(cfg_with(data_dir, "train.stop_after_iters=4"), run)
+    before = (run / "summary.json").read_bytes()
+    more = ["train.resume=true", "train.max_iters=abc"]
+    with pytest.raises(UserError) as e:
+        train(cfg_with(data_dir, *more), run, overrides=more)
+    assert str(e.value) == "train.max_iters must be an integer, got 'abc'"
+    assert (run / "summary.json").read_bytes() == before
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
     from model import GPT
 

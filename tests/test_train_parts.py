@@ -1,5 +1,6 @@
 """Unit tests of the training pieces against formulas written out here."""
 
+import json
 import math
 import random
 from pathlib import Path
@@ -229,6 +230,160 @@ def test_the_start_up_line_names_the_architecture():
         assert part in line, line
     shaw = GPTConfig(vocab_size=65, n_layer=1, n_head=2, n_embd=32, block_size=16, position="relative")
     assert "attn explicit (relative value term)" in describe_model(shaw, GPT(shaw).pos, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------------------------- one step, bare
+def _token_folder(folder: Path, vocab: int, n: int) -> Path:
+    """A prepared-data folder of a learnable stream (0, 1, ..., vocab-1, 0, 1, ...) for the BatchLoader."""
+    from data.build import FORMAT
+
+    folder.mkdir(parents=True)
+    (np.arange(n) % vocab).astype(np.uint16).tofile(folder / "train.bin")
+    meta = {"format": FORMAT, "vocab_size": vocab, "dtype": "uint16", "tokenizer": "ids", "eot_id": None}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder / "train.bin"
+
+
+def test_train_step_on_a_bare_step_state_equals_a_step_written_out(tmp_path):
+    """train_step needs a model, an optimizer, a loader and the two config sections: no run directory, summary,
+    wandb or terminal. Its first steps equal a step written out here (lr schedule by hand, two micro-batches
+    averaged, clip at 1, AdamW with decay on matrices only), and 40 steps on a repeating stream cut the loss."""
+    import copy
+
+    from data import BatchLoader
+    from model import GPT, GPTConfig
+    from training.step import StepState, train_step
+
+    path = _token_folder(tmp_path / "tokens", vocab=16, n=4096)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=32, mlp="gelu"))
+    ref = copy.deepcopy(model)
+    tcfg = TrainConfig(batch_size=4, grad_accum=2, max_iters=40, grad_clip=1.0)
+    ocfg = OptimConfig(lr=1e-2, min_lr=1e-3, warmup_iters=2, weight_decay=0.1, fused=False)
+    state = StepState(
+        raw_model=model, optimizer=build_optimizer(model, ocfg, "cpu"), train=tcfg, optim=ocfg, device="cpu",
+        loader=BatchLoader(path, block_size=16, batch_size=4, seed=5),
+    )  # fmt: skip
+    ref_loader = BatchLoader(path, block_size=16, batch_size=4, seed=5)  # the same stream
+    matrices = [p for p in ref.parameters() if p.dim() >= 2]
+    others = [p for p in ref.parameters() if p.dim() < 2]
+    ref_opt = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}],
+        lr=1e-2, betas=(0.9, 0.99), eps=1e-8,
+    )  # fmt: skip
+    # warmup over 2 steps, then cosine from 1e-2 to 1e-3 over steps 2..40
+    for k, lr in enumerate([0.5e-2, 1e-2, 1e-2, 1e-3 + 0.5 * (1 + math.cos(math.pi * 1 / 38)) * 9e-3]):
+        train_step(state)
+        for group in ref_opt.param_groups:
+            group["lr"] = lr
+        losses = []
+        for _ in range(2):
+            x, y = ref_loader.next()
+            _, loss = ref(x, y)
+            (loss / 2).backward()
+            losses.append(loss.item())
+        norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        ref_opt.step()
+        ref_opt.zero_grad()
+        assert state.step == k + 1 and state.last["lr"] == pytest.approx(lr)
+        assert state.last["loss"].item() == pytest.approx(sum(losses) / 2, rel=1e-5)
+        assert state.last["grad_norm"].item() == pytest.approx(norm.item(), rel=1e-5)
+        for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-6), name
+    first = state.last["loss"].item()
+    while state.step < tcfg.max_iters:
+        train_step(state)
+    state.divergence.check()  # finite all the way
+    assert state.last["loss"].item() < 0.5 * first
+
+
+# ---------------------------------------------------------------------------------------------- RunConfig
+def _composed(*overrides):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True)
+
+
+@pytest.mark.parametrize(
+    "section, cls",
+    [
+        ("model", "model.GPTConfig"),
+        ("data", "data.DataConfig"),
+        ("train", "training.config.TrainConfig"),
+        ("optim", "training.config.OptimConfig"),
+        ("wandb", "training.config.WandbConfig"),
+    ],
+)
+def test_an_unknown_key_in_any_train_section_is_the_same_one_line(tmp_path, section, cls):
+    """`+<section>.bogus=1` passes the command-line check (+ adds a key) and reaches train(): every section
+    answers with the same line, listing the section's fields, before anything is written."""
+    import dataclasses
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from training.loop import train
+
+    module, name = cls.rsplit(".", 1)
+    valid = ", ".join(f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name)))
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+{section}.bogus=1", f"data.out_dir={tmp_path / 'data'}"])
+    with pytest.raises(UserError) as e:
+        train(cfg, tmp_path / "run")
+    assert str(e.value) == f"unknown key(s) ['bogus'] in {section}; valid keys: {valid}"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from model import GPT, GPTConfig
+    from training.config import RunConfig, WandbConfig
+    from training.session import with_data_vocab
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):  # once: composing is then cheap
+        for group in ("model", "data", "train", "optim"):
+            for choice in sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml")):
+                needs = ["data.path=README.md"] if choice == "text_files" else []  # it has no default text
+                composed = compose("config", overrides=[f"{group}={choice}", *needs])
+                cfg = RunConfig.from_mapping(OmegaConf.to_container(composed, resolve=True))
+                assert isinstance(cfg.model, GPTConfig) and isinstance(cfg.wandb, WandbConfig), choice
+    cfg = RunConfig.from_mapping(_composed("optim.lr=1", "model.dropout=0", "+note=first", "seed=7"))
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and isinstance(cfg.model.dropout, float)
+    assert cfg.model.vocab_size is None  # null: the data's vocabulary (training.session.with_data_vocab)
+    with pytest.raises(UserError, match="model.vocab_size is null"):  # never a model of unknown vocabulary
+        GPT(cfg.model)
+    assert with_data_vocab(cfg.model, {"vocab_size": 65}).vocab_size == 65
+    with pytest.raises(UserError, match=r"model.vocab_size=50 is smaller than the data's vocabulary \(65\)"):
+        with_data_vocab(dataclasses.replace(cfg.model, vocab_size=50), {"vocab_size": 65})
+    assert cfg.seed == 7 and cfg.extra["note"] == "first"  # a key added with + is kept, as before
+    assert cfg.extra["compare"] == {"baseline": None}  # the sweep summary's section (sweep/callback.py)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.n_layer=abc", "model.n_layer must be an integer, got 'abc'"),
+        ("data.val_fraction=x", "data.val_fraction must be a number, got 'x'"),
+        ("train.max_iters=1.5", "train.max_iters must be an integer, got 1.5"),
+        ("optim.fused=maybe", "optim.fused must be auto, true or false, got 'maybe'"),
+        ("wandb.mode=on", "wandb.mode must be disabled, offline or online, got 'on'"),
+        ("seed=-1", "seed must be a non-negative integer, got -1"),
+        ("seed=null", "seed must be a non-negative integer, got None"),
+        ("init_from=[a]", "init_from must be a string or null, got ['a']"),
+    ],
+)
+def test_the_run_config_names_the_key_of_a_wrong_value(override, message):
+    from training.config import RunConfig
+
+    with pytest.raises(UserError) as e:
+        RunConfig.from_mapping(_composed(override))
+    assert str(e.value) == message
 
 
 # ---------------------------------------------------------------------------------------------- Muon

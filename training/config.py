@@ -1,24 +1,34 @@
-"""Training and optimizer settings as dataclasses, mirrored field for field by configs/train and configs/optim.
+"""train.py's config as dataclasses: ``RunConfig`` (configs/config.yaml) and its sections, field for field.
 
-``from_mapping`` builds one from a config section and checks every value's type against the field's
-annotation, so ``optim.lr=abc`` gets "optim.lr must be a number, got 'abc'" rather than a TypeError later.
+    RunConfig.from_mapping(config)   the run's typed config from the composed (or saved) config, a dict:
+                                     model: GPTConfig, data: DataConfig, train: TrainConfig,
+                                     optim: OptimConfig, wandb: WandbConfig, seed, init_from
+
+Built once per run (training.session.run_config) with ``schema.from_mapping``, which checks every key and
+every value's type, so ``optim.lr=abc`` gets "optim.lr must be a number, got 'abc'" rather than a TypeError
+later; each dataclass checks its own ranges. The run directory and checkpoints keep the plain dict.
 """
 
 from __future__ import annotations
 
 import math
-import types
-import typing
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
+from data import DataConfig
 from gptlab_errors import UserError
+from model import GPTConfig
+from schema import at_least as _at_least
+from schema import from_mapping
 
 from .snapshots import check_count, parse_snapshots
 
 
 @dataclass
 class TrainConfig:
+    RENAMED: ClassVar[dict] = {"num_threads": "threads"}  # configs saved under the old name still load
+
     max_iters: int = 2000
     batch_size: int = 12
     grad_accum: int = 1
@@ -131,51 +141,43 @@ class OptimConfig:
             )
 
 
-def _at_least(name: str, value: int, low: int, extra: str = "") -> None:
-    if value < low:
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise UserError(f"{name} must be {what}{' ' + extra if extra else ''}, got {value!r}")
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # disabled | offline | online
+    project: str | None = "gptlab"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None  # null: the run directory's name
+
+    def __post_init__(self):
+        if self.mode not in ("disabled", "offline", "online"):
+            raise UserError(f"wandb.mode must be disabled, offline or online, got {self.mode!r}")
 
 
-def _type_error(name: str, value: Any, hint: Any) -> str | None:
-    """Why ``value`` does not fit the annotation ``hint`` (int, float, bool, str, X | None, Any), or None."""
-    if hint is Any:
-        return None
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        return None if type(None) in options else "must not be null"
-    for t in options:
-        if t is bool and isinstance(value, bool):
-            return None
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return None
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return None
-        if t is str and isinstance(value, str):
-            return None
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    wanted = " or ".join(names.get(t, "null") for t in options)
-    return f"must be {wanted}"
+@dataclass
+class RunConfig:
+    """configs/config.yaml, typed. ``model.vocab_size`` may be None: the prepared data's vocabulary."""
 
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    seed: int = field(default=1337, metadata={"expected": "a non-negative integer"})
+    init_from: str | None = None  # an HF hub id or directory: the model section is the pretrained one
+    extra: dict = field(default_factory=dict)  # other top-level keys: compare (sweep/), +key=... additions
 
-RENAMED = {"num_threads": "threads"}  # old field -> new field: configs saved under the old name still load
+    def __post_init__(self):
+        if self.seed < 0:
+            raise UserError(f"seed must be a non-negative integer, got {self.seed!r}")
 
-
-def from_mapping(cls, values: dict, group: str):
-    """Build dataclass ``cls`` from a config mapping: unknown keys and mistyped values get one line each."""
-    values = dict(values)
-    for old, new in RENAMED.items():
-        if old in values and old not in {f.name for f in fields(cls)}:
-            value = values.pop(old)
-            if values.get(new) is None:
-                values[new] = value
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise UserError(f"unknown key(s) {unknown} in {group}; valid keys: {', '.join(known)}")
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        problem = _type_error(key, value, hints[key])
-        if problem:
-            raise UserError(f"{group}.{key} {problem}, got {value!r}")
-    return cls(**values)
+    @classmethod
+    def from_mapping(cls, config: Mapping) -> RunConfig:
+        """Every section checked (unknown keys, types, ranges), before anything is written. Other top-level
+        keys are kept in ``extra``, unchecked: ``compare`` belongs to the sweep summary (sweep/callback.py),
+        and cli.py lets ``+key=...`` add a key (a note on the run, kept in config.yaml)."""
+        names = [f.name for f in fields(cls) if f.name != "extra"]
+        extra = {k: v for k, v in config.items() if k not in names}
+        run = from_mapping(cls, {k: v for k, v in config.items() if k in names})
+        run.extra = extra
+        return run

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from gptlab_errors import UserError
 
+from .config import WandbConfig
+
 log = logging.getLogger("gptlab")
 
 
@@ -99,12 +101,10 @@ class Wandb:
 
     ID_FILE = "wandb_id.txt"
 
-    def __init__(self, cfg: dict, run_dir: Path, config: dict, enabled: bool = True, stream=None):
+    def __init__(self, cfg: WandbConfig, run_dir: Path, config: dict, enabled: bool = True, stream=None):
         self.run = None
         self.stream = stream or sys.stderr
-        mode = cfg.get("mode", "disabled")
-        if mode not in ("disabled", "offline", "online"):
-            raise UserError(f"wandb.mode must be disabled, offline or online, got {mode!r}")
+        mode = cfg.mode
         if not enabled or mode == "disabled":
             return
         from rundir.files import atomic_write
@@ -117,10 +117,10 @@ class Wandb:
             import wandb
 
             self.run = wandb.init(
-                project=cfg.get("project"),
-                entity=cfg.get("entity"),
-                group=cfg.get("group"),
-                name=cfg.get("name") or Path(run_dir).name,
+                project=cfg.project,
+                entity=cfg.entity,
+                group=cfg.group,
+                name=cfg.name or Path(run_dir).name,
                 config=config,
                 dir=str(run_dir),
                 mode=mode,

@@ -1,17 +1,18 @@
 """The training loop, in the pieces a reader looks for: set up, one optimizer step, evaluate, checkpoint, finish.
 
     train(cfg, run_dir, overrides)   plan (start / resume / skip), lock the run directory, set up, fit
-    setup(...)  -> Session           device, data, model, optimizer, loader, eval batches (session.py)
-    train_step(s)                    one optimizer step: grad_accum micro-batches, clip, step (no host sync)
+    setup(...)  -> Session           typed config, device, data, model, optimizer, loader, eval batches
+                                     (session.py); a Session holds the StepState that train_step advances
+    train_step(s.state)              one optimizer step: grad_accum micro-batches, clip, step (step.py)
     evaluate(s) -> {train, val}      mean loss on fixed batches of each split
     save(s, path)                    a checkpoint, refused for non-finite weights
     fit(s)                           the loop: step, log, evaluate, checkpoint, stop on a signal
     finish(s)                        summary, loss curves, a sample
 
-Order of one optimizer step: set the learning rate, run ``grad_accum`` micro-batches (forward under autocast,
-backward through the gradient scaler; DDP syncs gradients on the last one only), unscale, clip, step. The
-loss, the gradient norm and the NaN check stay on the device and are read only at log, evaluation and
-checkpoint steps (the stopwatch waits for the GPU there, so tokens/s counts finished work), so the host
+One optimizer step (training/step.py): set the learning rate, run ``grad_accum`` micro-batches (forward under
+autocast, backward through the gradient scaler; DDP syncs gradients on the last one only), unscale, clip,
+step. The loss, the gradient norm and the NaN check stay on the device and are read only at log, evaluation
+and checkpoint steps (the stopwatch waits for the GPU there, so tokens/s counts finished work), so the host
 queues steps ahead of a GPU and never waits in between; with float16 the scaler hands its overflow flag to the
 fused AdamW rather than reading it (tests/test_train.py spies on every read). Everything a bit-exact resume
 needs is in the checkpoint.
@@ -43,13 +44,13 @@ from runtime.device import autocast
 from .ddp import shutdown
 from .logging import log
 from .mfu import mfu
-from .optim import set_lr
 from .plot import plot_losses
 from .resume import Plan, plan_run
 from .rng import get_rng_state
-from .session import Diverged, Session, setup
+from .session import Session, setup
 from .signals import StopFlag
 from .snapshots import describe, parse_snapshots
+from .step import Diverged, train_step
 from .throughput import Stopwatch
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: sample.py and heads.py lie here
@@ -131,34 +132,6 @@ def _mark(run: RunDir, is_main: bool, **fields) -> None:
         pass
 
 
-# ------------------------------------------------------------------------------------------------ one step
-def train_step(s: Session) -> None:
-    """One optimizer step; leaves the loss and gradient norm on the device in ``s.last``."""
-    tcfg = s.tcfg
-    lr = set_lr(s.optimizer, s.step, s.ocfg, tcfg.max_iters)
-    loss_sum = torch.zeros((), device=s.device)
-    for micro in range(tcfg.grad_accum):
-        x, y = s.loader.next()
-        if s.dist.enabled:
-            s.model.require_backward_grad_sync = micro == tcfg.grad_accum - 1
-        with autocast(s.device, s.dtype):
-            _, loss = s.model(x, y)
-        s.scaler.scale(loss / tcfg.grad_accum).backward()
-        loss_sum += loss.detach()
-    grad_norm = None
-    if tcfg.grad_clip > 0:
-        s.scaler.unscale_(s.optimizer)  # clip the true gradients (a no-op without float16)
-        grad_norm = torch.nn.utils.clip_grad_norm_(s.raw_model.parameters(), tcfg.grad_clip)
-    s.scaler.step(s.optimizer)
-    s.scaler.update()
-    s.optimizer.zero_grad(set_to_none=True)
-    train_loss = loss_sum / tcfg.grad_accum
-    s.divergence.update(train_loss, s.step)
-    s.last = {"loss": train_loss, "grad_norm": grad_norm, "lr": lr}
-    s.step += 1
-    s.steps_this_call += 1
-
-
 # ------------------------------------------------------------------------------------------------ evaluate
 def evaluate(s: Session) -> dict[str, float]:
     """Mean loss on the fixed evaluation batches of each split (averaged over ranks)."""
@@ -179,21 +152,22 @@ def evaluate(s: Session) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ checkpoint
 def save(s: Session, path: Path) -> None:
     """Write a checkpoint of the state after ``s.step`` steps (rank 0). Diverged weights are never saved."""
-    s.divergence.check()
+    st = s.state
+    st.divergence.check()
     if not s.main:
         return
     try:
         save_checkpoint(
             path,
             model=s.raw_model.state_dict(),
-            model_config=asdict(s.mcfg),
-            optimizer=s.optimizer.state_dict(),
-            scaler=s.scaler.state_dict() if s.scaler.is_enabled() else None,
+            model_config=asdict(s.raw_model.config),
+            optimizer=st.optimizer.state_dict(),
+            scaler=st.scaler.state_dict() if st.scaler.is_enabled() else None,
             step=s.step,
             best_val_loss=None if math.isinf(s.best_val) else s.best_val,
             rng=get_rng_state(),
-            loader=s.loader.state_dict(),
-            config=OmegaConf.to_container(s.cfg, resolve=True),
+            loader=st.loader.state_dict(),
+            config=s.config,
             tokenizer=s.meta,
         )
     except NonFiniteWeights:
@@ -204,16 +178,16 @@ def save(s: Session, path: Path) -> None:
 
 def save_snapshot(s: Session) -> None:
     """Keep the weights after ``s.step`` steps in ``snapshots/`` (rank 0; training/snapshots.py)."""
-    s.divergence.check()
+    s.state.divergence.check()
     if not s.main:
         return
     try:
         save_checkpoint(
             s.run.snapshot(s.step),
             model=s.raw_model.state_dict(),
-            model_config=asdict(s.mcfg),
+            model_config=asdict(s.raw_model.config),
             step=s.step,
-            config=OmegaConf.to_container(s.cfg, resolve=True),
+            config=s.config,
             tokenizer=s.meta,
             snapshot=True,
         )
@@ -224,7 +198,7 @@ def save_snapshot(s: Session) -> None:
 # ------------------------------------------------------------------------------------------------ the loop
 def fit(s: Session) -> dict:
     """Train from ``s.step`` to ``train.max_iters`` (or until a signal), then finish."""
-    tcfg, say = s.tcfg, s.progress
+    tcfg, say = s.cfg.train, s.progress
     watch, wall_start, wall_before = Stopwatch(s.device), time.perf_counter(), s.summary["wall_s"]
     elapsed = lambda: wall_before + time.perf_counter() - wall_start  # noqa: E731
     speed = s.speed
@@ -243,7 +217,7 @@ def fit(s: Session) -> dict:
     say.start(s.step)
     try:
         while s.step < tcfg.max_iters:
-            train_step(s)
+            train_step(s.state)
             say.step()
             step = s.step
             log_due = step % tcfg.log_interval == 0 or step == tcfg.max_iters
@@ -284,7 +258,7 @@ def fit(s: Session) -> dict:
                 speed.pause(watch.lap())  # nor is writing a checkpoint
             if stopping and step < tcfg.max_iters:
                 return _stopped(s, s.stop.requested or f"train.stop_after_iters={tcfg.stop_after_iters}")
-        s.divergence.check()
+        s.state.divergence.check()
     except Diverged as e:
         _record(s, status="failed", error=str(e))
         kept = (
@@ -305,14 +279,14 @@ def fit(s: Session) -> dict:
 def _train_row(s: Session, lap_steps: int, lap_time: float, elapsed: float) -> None:
     """Read the step's numbers off the device (the one sync per log interval) and log them. The row's
     tokens/s is its own window's; the summary's is the run's average (training.throughput)."""
-    s.divergence.check()
-    g = s.last["grad_norm"]
+    s.state.divergence.check()
+    g = s.state.last["grad_norm"]
     tps = lap_steps * s.tokens_per_step / max(lap_time, 1e-9)
     row = {
         "kind": "train",
         "step": s.step,
-        "train_loss": s.last["loss"].item(),
-        "lr": s.last["lr"],
+        "train_loss": s.state.last["loss"].item(),
+        "lr": s.state.last["lr"],
         "grad_norm": None if g is None else g.item(),
         "tokens_per_s": tps,
         "ms_per_iter": 1000 * lap_time / lap_steps,
@@ -322,7 +296,7 @@ def _train_row(s: Session, lap_steps: int, lap_time: float, elapsed: float) -> N
     if s.main:
         s.run.append_metrics(row)
     s.wandb.log(row, s.step)
-    s.progress.log(row, eta_s=s.speed.eta(s.tcfg.max_iters - s.step))
+    s.progress.log(row, eta_s=s.speed.eta(s.cfg.train.max_iters - s.step))
     s.summary.update(s.speed.state())
 
 
@@ -334,7 +308,7 @@ def _eval_row(s: Session, elapsed: float) -> None:
     _note_target(s, losses["val"], elapsed)
     row = {
         "kind": "eval", "step": s.step, "train_loss": losses["train"], "val_loss": losses["val"],
-        "lr": s.last["lr"], "tokens_per_s": s.summary["tokens_per_s"], "elapsed_s": elapsed,
+        "lr": s.state.last["lr"], "tokens_per_s": s.summary["tokens_per_s"], "elapsed_s": elapsed,
     }  # fmt: skip
     if s.main:
         s.run.append_metrics(row)
@@ -349,7 +323,7 @@ def _eval_row(s: Session, elapsed: float) -> None:
 def _note_target(s: Session, val_loss: float, elapsed: float) -> None:
     """train.target_loss: summary.json's time_to_target holds the step, tokens and wall seconds of the first
     evaluation whose val loss was at or below it (null until then; kept across a resume)."""
-    target = s.tcfg.target_loss
+    target = s.cfg.train.target_loss
     if target is None:
         return
     rec = s.summary.get("time_to_target")
@@ -409,7 +383,7 @@ def finish(s: Session, wall_s: float) -> dict:
         return {**s.summary, "status": "finished"}
     rows = s.run.read_metrics()
     plot_losses(rows, s.run.loss_png, title=s.run.path.name)
-    phases = training_phases(rows) if s.tcfg.head_metrics_interval else None
+    phases = training_phases(rows) if s.cfg.train.head_metrics_interval else None
     if phases is not None:
         s.summary["phases"] = phases
     s.summary.update(status="finished")
@@ -422,7 +396,7 @@ def finish(s: Session, wall_s: float) -> dict:
     )
     if phases is not None:
         print(f"phases: {phases['sentence']}", flush=True)
-    if s.tcfg.sample_tokens > 0:
+    if s.cfg.train.sample_tokens > 0:
         _print_sample(s)
     for line in next_steps(s.run.path):
         s.progress.result(line)
@@ -465,7 +439,7 @@ def _print_sample(s: Session) -> None:
     tok = get_tokenizer(s.meta)
     idx = torch.tensor([_start_token(tok)], device=s.device)
     try:
-        out = s.raw_model.generate(idx, s.tcfg.sample_tokens, temperature=0.8, top_k=200)
+        out = s.raw_model.generate(idx, s.cfg.train.sample_tokens, temperature=0.8, top_k=200)
     except KeyboardInterrupt:
         print("(sample skipped: interrupted; the run is finished and saved)", flush=True)
         return

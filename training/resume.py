@@ -17,6 +17,8 @@ from gptlab_errors import UserError
 from rundir.checkpoint import load_checkpoint
 from rundir.layout import RunDir
 
+from .config import RunConfig
+
 # Overrides a resume may apply: they change how long, where and how visibly the run trains, not what it is.
 SAFE_KEYS = {
     "train.max_iters",
@@ -48,6 +50,7 @@ class Plan:
     previous: dict = field(default_factory=dict)  # summary.json as found
     clear: bool = False  # the caller removes the old run files before starting
     written: bool = False  # set once the caller began writing the run directory for this plan
+    cfg: RunConfig | None = None  # ``config`` typed: built here on a resume, by session.run_config on a start
 
 
 def override_keys(overrides: list[str]) -> list[str]:
@@ -138,7 +141,8 @@ def plan_run(run: RunDir, requested: dict, overrides: list[str]) -> Plan:
             f"cannot resume {run.path} with settings that change the experiment ({listed}); drop those "
             "overrides to continue the run as it was saved, or start a new run in another hydra.run.dir"
         )
-    step, max_iters = int(ckpt.get("step", 0)), int(config["train"]["max_iters"])
+    cfg = RunConfig.from_mapping(config)  # the config the run goes on with, checked (one line if not)
+    step, max_iters = int(ckpt.get("step", 0)), cfg.train.max_iters
     if max_iters < step:
         raise UserError(
             f"train.max_iters={max_iters} is below the checkpoint's step {step}; raise it to continue training"
@@ -147,5 +151,5 @@ def plan_run(run: RunDir, requested: dict, overrides: list[str]) -> Plan:
         f"{k}: {old!r} -> {new!r}" for k, old, new in diffs if k not in ("train.resume", "train.overwrite")
     ]
     if step >= max_iters and previous.get("status") == "finished":
-        return Plan("skip", config, ckpt, changes, previous)
-    return Plan("resume", config, ckpt, changes, previous)
+        return Plan("skip", config, ckpt, changes, previous, cfg=cfg)
+    return Plan("resume", config, ckpt, changes, previous, cfg=cfg)
