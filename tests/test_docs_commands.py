@@ -26,7 +26,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 import cli
-import sample
+import sampling
 from model import GPT, GPTConfig
 from rundir.checkpoint import save_checkpoint
 
@@ -139,7 +139,7 @@ def run_sample_command(args: list[str], stdin: str = "") -> tuple[str, str]:
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("sample", overrides=argv)
     out, err = io.StringIO(), io.StringIO()
-    sample.sample(sample.parse_options(cfg), stdout=out, stderr=err, stdin=io.StringIO(stdin))
+    sampling.sample(sampling.parse_options(cfg), stdout=out, stderr=err, stdin=io.StringIO(stdin))
     return out.getvalue(), err.getvalue()
 
 

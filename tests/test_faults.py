@@ -442,12 +442,13 @@ def tiny_run(tmp_path_factory, data_dir):
 
 
 def test_sampling_more_than_memory_holds_is_one_line(tiny_run, monkeypatch):
-    import sample
+    import sampling
+    import sampling.batch
 
-    monkeypatch.setattr(sample, "free_memory", lambda device: 64 << 20)  # 64 MiB free
-    opts = sample.parse_options({"run": str(tiny_run), "num_samples": 2_000_000, "max_new_tokens": 10})
+    monkeypatch.setattr(sampling.batch, "free_memory", lambda device: 64 << 20)  # 64 MiB free
+    opts = sampling.parse_options({"run": str(tiny_run), "num_samples": 2_000_000, "max_new_tokens": 10})
     with pytest.raises(UserError, match=r"num_samples=2000000 x max_new_tokens=10 needs at least .* is free"):
-        sample.sample(opts)
+        sampling.sample(opts)
 
 
 def test_non_finite_checkpoints_are_refused_when_loaded(tiny_run, tmp_path):
@@ -460,7 +461,7 @@ def test_non_finite_checkpoints_are_refused_when_loaded(tiny_run, tmp_path):
 
 def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
     import heads
-    import sample
+    from sampling.prompt import read_prompt
 
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Caf\xe9 cr\xe8me".encode("latin-1"))
@@ -476,7 +477,7 @@ def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
     with pytest.raises(UserError, match="max_tokens=1 must be an integer >= 2"):
         heads.report(one_tok)
     with pytest.raises(UserError, match="is a directory; give a UTF-8 text file"):
-        sample.read_prompt("x", str(tmp_path))
+        read_prompt("x", str(tmp_path))
 
 
 def test_long_load_errors_are_not_cut_mid_word(tmp_path):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import heads
-import sample
+import sampling
 from gptlab_errors import UserError
 from interp import metrics as M
 from interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
@@ -146,9 +146,9 @@ def test_sample_at_a_step(tracked):
     kw = dict(prompt="Hi", max_new_tokens=12, temperature=0, device="cpu")
 
     def text(**more):
-        opts = sample.parse_options({"run": str(run), **kw, **more})
+        opts = sampling.parse_options({"run": str(run), **kw, **more})
         out, err = io.StringIO(), io.StringIO()
-        sample.sample(opts, stdout=out, stderr=err)
+        sampling.sample(opts, stdout=out, stderr=err)
         return out.getvalue(), err.getvalue()
 
     at0, _ = text(step=0)
