@@ -142,10 +142,10 @@ def live_bench(repeats: int, T: int = 128) -> None:
 
 
 def report_bench(args) -> None:
-    """Time `heads.report` on a random-init model of the shape in `args`."""
+    """Time heads.py's report (`interp.run_report.run_report`) on a random-init model of the shape in `args`."""
     from hydra import compose, initialize_config_dir
 
-    import heads
+    from interp.run_report import run_report
     from runtime.device import cpu_description
 
     shape = f"{args.n_layer}x{args.n_head}x{args.n_embd}_T{args.block}"
@@ -165,7 +165,7 @@ def report_bench(args) -> None:
     print(f"shape {shape} ({args.position} positions) [CPU: {cpu}]")
     for r in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        res = heads.report(cfg)
+        res = run_report(cfg)
         wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         t = res["timings"]
         print(

@@ -9,4 +9,6 @@ report    analyse a model, write heads.csv/json, composition.csv, PNGs and heads
 live      the live viewer's analysis of one text (patterns, metrics, DLA, ablations, predictions)
 serve     its HTTP server (heads.py serve=true); live_page its page
 plots, html, steps
+run_report, run_compare, run_serve   heads.py's work as calls (run_report(cfg), run_compare(cfg),
+          start_server(cfg)); run_inputs: what they read (the run, its val data, the text, the probe)
 """

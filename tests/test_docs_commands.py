@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 
 import cli
@@ -116,7 +117,7 @@ def test_the_docs_have_commands():
 
 
 def test_every_documented_command_is_accepted(bigram_run):
-    import compare
+    compare = load_entry_point("compare")
 
     failures = []
     for f, line, words in documented(bigram_run):

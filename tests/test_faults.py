@@ -146,8 +146,8 @@ def test_a_signal_forced_save_of_nan_weights_is_refused(tmp_path, data_dir, monk
 
 # ---------------------------------------------------------------------------------------------- 3. hostile checkpoint
 def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, data_dir, monkeypatch):
-    import heads
     from data import build, sources
+    from interp.run_report import run_report
 
     victim = tmp_path / "victim"  # a user's own prepared data, which the checkpoint names as its out_dir
     victim.mkdir()
@@ -172,7 +172,7 @@ def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, d
     )  # fmt: skip
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         hcfg = compose("heads", overrides=[f"run={run}", f"out={tmp_path / 'out'}", "text=ROMEO: hi there"])
-    res = heads.report(hcfg)
+    res = run_report(hcfg)
     assert (tmp_path / "out" / "heads.csv").is_file() and res["out"] == tmp_path / "out"
     assert sorted(p.name for p in victim.iterdir()) == ["train.bin"]
     assert (victim / "train.bin").read_bytes() == b"precious"
@@ -460,7 +460,7 @@ def test_non_finite_checkpoints_are_refused_when_loaded(tiny_run, tmp_path):
 
 
 def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
-    import heads
+    from interp.run_report import run_report
     from sampling.prompt import read_prompt
 
     latin = tmp_path / "latin1.txt"
@@ -473,9 +473,9 @@ def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
             "heads", overrides=[f"run={tiny_run}", "text=ROMEO", "max_tokens=1", f"out={tmp_path / 'o'}"]
         )
     with pytest.raises(UserError, match="is not UTF-8 text .*iconv"):
-        heads.report(bad_file)
+        run_report(bad_file)
     with pytest.raises(UserError, match="max_tokens=1 must be an integer >= 2"):
-        heads.report(one_tok)
+        run_report(one_tok)
     with pytest.raises(UserError, match="is a directory; give a UTF-8 text file"):
         read_prompt("x", str(tmp_path))
 

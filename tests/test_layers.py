@@ -47,7 +47,21 @@ ALLOWED = {
     "rundir": {"model", "data", "interop"},  # interop: load_run hands HF directories / hub ids to it (lazily)
     "interop": {"model", "data", "rundir", "rundir.load", "rundir.checkpoint", "rundir.files"},
     "sampling": {"model", "data", "runtime", "cli", "rundir.load"},
-    "interp": {"model", "data", "rundir", "rundir.files", "rundir.load", "rundir.checkpoint"},
+    "interp": {
+        "model",
+        "data",
+        "rundir",
+        "rundir.files",
+        "rundir.load",
+        "rundir.checkpoint",
+        *(
+            "runtime",
+            "cli",
+            "interop",
+            "rundir.layout",
+            "rundir.outdir",
+        ),  # heads.py's API: interp/run_*.py only
+    },
     "sweep": {
         "model",
         "data",
@@ -91,6 +105,17 @@ def test_tools_never_import_each_other_or_the_training_internals(tool):
         assert "training" not in got, f"{tool}.py imports training (the train tool's internals)"
     for package in ("interp", "sweep", "interop", "rundir", "runtime"):
         assert "training" not in imports_of(package), f"{package} imports training"
+
+
+def test_only_the_heads_api_of_interp_reaches_the_tool_layers():
+    """interp/run_*.py (heads.py's callable API) pick the device, read text files, name output folders and find
+    Hugging Face run folders; the analysis modules below them take a model and tensors and know none of that."""
+    tool_layers = {"runtime", "cli", "interop", "rundir.layout", "rundir.outdir"}
+    for f in (ROOT / "interp").glob("*.py"):
+        if not f.name.startswith("run_"):
+            assert not project_imports(f) & tool_layers, (
+                f"{f.name} imports {sorted(project_imports(f) & tool_layers)}"
+            )
 
 
 def python_files() -> list[Path]:

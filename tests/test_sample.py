@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BLOCK, entry_point_globals, make_run
+from helpers import BLOCK, load_entry_point, make_run
 
 import sampling
 from data import get_tokenizer
@@ -161,7 +161,7 @@ def test_cli_bad_input_gives_one_line_and_nonzero_exit(runs, tmp_path):
 @pytest.mark.slow
 def test_entry_point_bad_input_gives_one_line_and_exit_2(runs, tmp_path, monkeypatch, capsys):
     cases = [c for c in _error_cases(runs, tmp_path) if c[0] not in IN_SUBPROCESS]
-    main = entry_point_globals("sample")["main"]
+    main = load_entry_point("sample").main
     monkeypatch.chdir(tmp_path)
     for name, args, needle in cases:
         monkeypatch.setattr(sys, "argv", ["sample.py", *args, "max_new_tokens=3"])
