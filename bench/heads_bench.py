@@ -17,7 +17,7 @@ event), and the page itself measures with performance.now() from that input even
 redraw (the debounce delay included), plus the request and the render alone; medians over `--live-repeats`.
 
 The long page (`--page-tokens N`): heads.html of the `tiny` shape (RoPE, block_size 256) for the first N
-characters of Shakespeare's val.bin (so N tokens, past the training length), written by `heads.report`;
+characters of Shakespeare's val.bin (so N tokens, past the training length), written by `interp.run_report.run_report`;
 Chromium opens it `--page-repeats` times and the page measures from the navigation's start to the first frame
 drawn after it is ready (reading the file, parsing the data, drawing the thumbnails, the pattern and the
 visible tokens); medians, with the file's size.
@@ -170,7 +170,7 @@ def page_bench(T: int, repeats: int) -> None:
     from hydra import compose, initialize_config_dir
     from playwright.sync_api import sync_playwright
 
-    import heads
+    from interp.run_report import run_report
 
     run_dir = make_run(ROOT / "bench/results" / f"heads_long_T{T}", 4, 4, 128, 256, "rope")
     import numpy as np
@@ -188,7 +188,7 @@ def page_bench(T: int, repeats: int) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("heads", overrides=overrides)
     t0 = time.perf_counter()
-    res = heads.report(cfg)
+    res = run_report(cfg)
     report_s = time.perf_counter() - t0
     html = res["files"]["html"]
     times = []
@@ -216,10 +216,10 @@ def page_bench(T: int, repeats: int) -> None:
 
 
 def report_bench(args) -> None:
-    """Time `heads.report` on a random-init model of the shape in `args`."""
+    """Time heads.py's report (`interp.run_report.run_report`) on a random-init model of the shape in `args`."""
     from hydra import compose, initialize_config_dir
 
-    import heads
+    from interp.run_report import run_report
 
     shape = f"{args.n_layer}x{args.n_head}x{args.n_embd}_T{args.block}"
     out = args.out or ROOT / "bench/results"
@@ -238,7 +238,7 @@ def report_bench(args) -> None:
     print(f"shape {shape} ({args.position} positions) [{cpu}]")
     for r in range(args.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        res = heads.report(cfg)
+        res = run_report(cfg)
         wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         t = res["timings"]
         print(

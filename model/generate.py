@@ -120,6 +120,29 @@ def decoder_for(model, size: int, compile: bool | str, device: torch.device) -> 
     return mine[(size, mode)]
 
 
+def cache_capacity(model) -> int:
+    """Most positions one sample's KV cache keeps (the context rule of the module docstring).
+
+    Absolute schemes (learned, sinusoidal) crop and re-fill at block_size; the others roll a window of
+    ``W = min(window or block_size, block_size)`` keys.
+    """
+    cfg = model.config
+    if model.pos.absolute:
+        return cfg.block_size
+    return cfg.block_size if cfg.window is None else min(cfg.window, cfg.block_size)
+
+
+def cache_positions(model, prompt_len: int, steps: int) -> int:
+    """Positions one sample's KV cache holds at its largest during a generation of ``steps`` tokens.
+
+    The prompt and every produced token but the last are fed through the model; the cache keeps at most
+    ``cache_capacity(model)`` of them.
+    """
+    if steps == 0:
+        return 0
+    return min(prompt_len + steps - 1, cache_capacity(model))
+
+
 @torch.no_grad()
 def generate_iter(
     model,
@@ -147,7 +170,7 @@ def generate_iter(
     cfg = model.config
     bs, L = cfg.block_size, cfg.n_layer
     absolute = model.pos.absolute
-    W = bs if cfg.window is None else min(cfg.window, bs)  # sliding window for the relative schemes
+    W = cache_capacity(model)  # relative schemes: the sliding window; absolute: block_size (crop and re-fill)
     win = None if absolute else W  # the window argument of every forward
     span = L * (W - 1) + 1  # receptive field of one prediction through L windowed layers
     keep = max(1, bs // 2)  # absolute schemes: tokens kept when the context is re-filled
@@ -161,7 +184,7 @@ def generate_iter(
         # absolute: at most block_size positions (fewer for a short run); relative: a rolling window of W
         cache = KVCache(L, capacity=min(bs, n - start + max_new_tokens - 1)) if absolute else KVCache(L, W)
         if compile:
-            decoder = decoder_for(model, bs if absolute else W, compile, idx.device)
+            decoder = decoder_for(model, W, compile, idx.device)
     fresh = True  # the cache holds nothing yet: feed the whole context
     for step in range(max_new_tokens):
         if absolute and step > 0 and n - start > bs:  # re-fill: keep the last `keep` tokens, from position 0

@@ -189,6 +189,15 @@ class GPT(nn.Module):
         itemsize = torch.empty((), dtype=dtype).element_size()
         return 2 * cfg.n_layer * cfg.kv_heads * cfg.head_dim * itemsize
 
+    def cache_capacity(self) -> int:
+        """Most positions one sample's KV cache keeps while generating: block_size for absolute schemes (crop
+        and re-fill), else the sliding window min(window or block_size, block_size) (model/generate.py)."""
+        return gen.cache_capacity(self)
+
+    def cache_positions(self, prompt_len: int, steps: int) -> int:
+        """Positions one sample's KV cache holds at its largest in a generation of ``steps`` new tokens."""
+        return gen.cache_positions(self, prompt_len, steps)
+
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token (forward + backward) at context length seq_len, for MFU.
 

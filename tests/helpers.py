@@ -4,12 +4,15 @@
 * ``small_train`` / ``cfg_with``: the overrides and composed Hydra config of a tiny char run on the CPU.
 * ``make_run``: a run directory holding a tiny GPT's checkpoint (no training).
 * ``record_run``: a run directory's records (config.yaml, metrics.jsonl, summary.json), no weights.
+* ``load_entry_point``: an entry point's functions (its ``main``), reached through runpy, never an import.
 """
 
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import yaml
@@ -127,3 +130,12 @@ def record_run(root: Path, name: str, overrides: list[str], status="finished", e
     s.update(summary)
     (d / "summary.json").write_text(json.dumps(s))
     return d
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+def load_entry_point(name: str) -> SimpleNamespace:
+    """The entry point ``<name>.py`` (train, sample, heads, export, compare) run by runpy under its own name, so
+    its ``__main__`` block does not run; its functions as attributes (``load_entry_point("compare").main``).
+    Nothing imports an entry point (tests/test_layers.py): this is how a test calls one in this process, where
+    it does not call the library API the entry point is made of."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / f"{name}.py"), run_name=name))

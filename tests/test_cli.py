@@ -187,14 +187,14 @@ def test_thread_rule():
 
 
 def test_threads_null_applies_the_rule_and_a_number_wins(run_dir, monkeypatch):
-    import sample
+    import sampling
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     monkeypatch.setattr("runtime.device._load", lambda: 0.0)
     for threads in (None, 3):
-        opts = sample.parse_options(
+        opts = sampling.parse_options(
             {"run": str(run_dir), "prompt": "a", "max_new_tokens": 1, "threads": threads}
         )
-        sample.sample(opts, stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
+        sampling.sample(opts, stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
     assert calls == [1, 3]  # a tiny model decoding one sample: one thread

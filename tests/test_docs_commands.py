@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 
 import cli
-import sample
+import sampling
 from model import GPT, GPTConfig
 from rundir.checkpoint import save_checkpoint
 
@@ -116,7 +117,7 @@ def test_the_docs_have_commands():
 
 
 def test_every_documented_command_is_accepted(bigram_run):
-    import compare
+    compare = load_entry_point("compare")
 
     failures = []
     for f, line, words in documented(bigram_run):
@@ -139,7 +140,7 @@ def run_sample_command(args: list[str], stdin: str = "") -> tuple[str, str]:
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("sample", overrides=argv)
     out, err = io.StringIO(), io.StringIO()
-    sample.sample(sample.parse_options(cfg), stdout=out, stderr=err, stdin=io.StringIO(stdin))
+    sampling.sample(sampling.parse_options(cfg), stdout=out, stderr=err, stdin=io.StringIO(stdin))
     return out.getvalue(), err.getvalue()
 
 

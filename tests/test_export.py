@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 
 from gptlab_errors import UserError
@@ -135,7 +136,7 @@ def test_export_replaces_only_an_earlier_export_and_only_when_told(runs, tmp_pat
 def test_bad_options_are_one_line(opts, msg):
     from omegaconf import OmegaConf
 
-    import export
+    export = load_entry_point("export")
 
     cfg = OmegaConf.create(
         {"run": None, "out": None, "format": "hf", "verify": True, "overwrite": False, **opts}
@@ -155,7 +156,7 @@ def test_an_unknown_option_is_one_line_before_hydra():
 def test_an_out_that_cannot_be_a_folder_is_one_line(runs, tmp_path, where):
     from omegaconf import OmegaConf
 
-    import export
+    export = load_entry_point("export")
 
     (tmp_path / "afile").write_text("a file")
     out = tmp_path / "afile" / "sub" if where == "under-a-file" else Path("/proc/gptlab-export-test")

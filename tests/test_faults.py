@@ -146,8 +146,8 @@ def test_a_signal_forced_save_of_nan_weights_is_refused(tmp_path, data_dir, monk
 
 # ---------------------------------------------------------------------------------------------- 3. hostile checkpoint
 def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, data_dir, monkeypatch):
-    import heads
     from data import build, sources
+    from interp.run_report import run_report
 
     victim = tmp_path / "victim"  # a user's own prepared data, which the checkpoint names as its out_dir
     victim.mkdir()
@@ -172,7 +172,7 @@ def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, d
     )  # fmt: skip
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         hcfg = compose("heads", overrides=[f"run={run}", f"out={tmp_path / 'out'}", "text=ROMEO: hi there"])
-    res = heads.report(hcfg)
+    res = run_report(hcfg)
     assert (tmp_path / "out" / "heads.csv").is_file() and res["out"] == tmp_path / "out"
     assert sorted(p.name for p in victim.iterdir()) == ["train.bin"]
     assert (victim / "train.bin").read_bytes() == b"precious"
@@ -442,12 +442,13 @@ def tiny_run(tmp_path_factory, data_dir):
 
 
 def test_sampling_more_than_memory_holds_is_one_line(tiny_run, monkeypatch):
-    import sample
+    import sampling
+    import sampling.batch
 
-    monkeypatch.setattr(sample, "free_memory", lambda device: 64 << 20)  # 64 MiB free
-    opts = sample.parse_options({"run": str(tiny_run), "num_samples": 2_000_000, "max_new_tokens": 10})
+    monkeypatch.setattr(sampling.batch, "free_memory", lambda device: 64 << 20)  # 64 MiB free
+    opts = sampling.parse_options({"run": str(tiny_run), "num_samples": 2_000_000, "max_new_tokens": 10})
     with pytest.raises(UserError, match=r"num_samples=2000000 x max_new_tokens=10 needs at least .* is free"):
-        sample.sample(opts)
+        sampling.sample(opts)
 
 
 def test_non_finite_checkpoints_are_refused_when_loaded(tiny_run, tmp_path):
@@ -459,8 +460,8 @@ def test_non_finite_checkpoints_are_refused_when_loaded(tiny_run, tmp_path):
 
 
 def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
-    import heads
-    import sample
+    from interp.run_report import run_report
+    from sampling.prompt import read_prompt
 
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Caf\xe9 cr\xe8me".encode("latin-1"))
@@ -472,11 +473,11 @@ def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
             "heads", overrides=[f"run={tiny_run}", "text=ROMEO", "max_tokens=1", f"out={tmp_path / 'o'}"]
         )
     with pytest.raises(UserError, match="is not UTF-8 text .*iconv"):
-        heads.report(bad_file)
+        run_report(bad_file)
     with pytest.raises(UserError, match="max_tokens=1 must be an integer >= 2"):
-        heads.report(one_tok)
+        run_report(one_tok)
     with pytest.raises(UserError, match="is a directory; give a UTF-8 text file"):
-        sample.read_prompt("x", str(tmp_path))
+        read_prompt("x", str(tmp_path))
 
 
 def test_long_load_errors_are_not_cut_mid_word(tmp_path):

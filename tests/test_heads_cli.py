@@ -12,9 +12,10 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-import heads
 from gptlab_errors import UserError
 from interp import metrics as M
+from interp.run_report import run_report
+from interp.run_serve import start_server
 from interp.tracking import head_metrics_snapshot, probe_for
 from model import GPT, GPTConfig
 from rundir.checkpoint import save_checkpoint
@@ -61,7 +62,7 @@ def _cfg(*overrides):
 
 def test_report_writes_every_file(run_dir, tmp_path):
     out = tmp_path / "out"
-    res = heads.report(
+    res = run_report(
         _cfg(
             f"run={run_dir}",
             f"out={out}",
@@ -124,9 +125,7 @@ def test_report_writes_every_file(run_dir, tmp_path):
 
 
 def test_text_option_and_tokens(run_dir, tmp_path):
-    res = heads.report(
-        _cfg(f"run={run_dir}", f"out={tmp_path}", "text=ROMEO: hello", "ablation.enabled=false")
-    )
+    res = run_report(_cfg(f"run={run_dir}", f"out={tmp_path}", "text=ROMEO: hello", "ablation.enabled=false"))
     assert res["report"].tokens == list("ROMEO: hello")
     assert res["report"].patterns.shape == (2, 4, 12, 12)
 
@@ -155,15 +154,15 @@ def test_text_option_and_tokens(run_dir, tmp_path):
 )
 def test_bad_input_is_one_clear_line(run_dir, tmp_path, overrides, message):
     with pytest.raises(UserError, match=message) as e:
-        heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", *overrides))
+        run_report(_cfg(f"run={run_dir}", f"out={tmp_path}", *overrides))
     assert "\n" not in str(e.value)
 
 
 def test_missing_checkpoint_and_missing_run(tmp_path):
     with pytest.raises(UserError, match="no best.pt or ckpt.pt"):
-        heads.report(_cfg(f"run={tmp_path}"))
+        run_report(_cfg(f"run={tmp_path}"))
     with pytest.raises(UserError, match="pass run="):
-        heads.report(_cfg())
+        run_report(_cfg())
 
 
 @pytest.mark.slow
@@ -237,7 +236,7 @@ def test_plot_over_steps(run_dir, tmp_path, char_data):
     rows.insert(1, {"kind": "train", "step": 50, "train_loss": 1.0})
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     try:
-        res = heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
+        res = run_report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
         names = sorted(p.name for p in res["files"])
         assert names == ["heads_over_steps_induction.png", "heads_over_steps_prev_token.png"]
         from interp.steps import read_head_rows, stack_over_steps
@@ -247,14 +246,14 @@ def test_plot_over_steps(run_dir, tmp_path, char_data):
     finally:
         (run_dir / "metrics.jsonl").unlink()
     with pytest.raises(UserError, match="head_metrics_interval"):
-        heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
+        run_report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
 
 
 def test_over_checkpoints(tmp_path, char_data):
     for step in (10, 20):
         d = _save_run(tmp_path / f"s{step}", *char_data)
         (d / "ckpt.pt").rename(tmp_path / f"step_{step}.pt")
-    res = heads.report(
+    res = run_report(
         _cfg(
             f"run={tmp_path / 'step_10.pt'}",
             f"out={tmp_path / 'o'}",
@@ -275,7 +274,7 @@ def test_one_registry_entry_reaches_every_output(run_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(M, "METRIC_NAMES", tuple(m.name for m in registry))
     monkeypatch.setattr(M, "KIND_RULES", tuple((m.kind, m.name, m.threshold) for m in registry if m.kind))
     out = tmp_path / "out"
-    heads.report(_cfg(f"run={run_dir}", f"out={out}", "text=ROMEO: good morrow", "ablation.enabled=false"))
+    run_report(_cfg(f"run={run_dir}", f"out={out}", "text=ROMEO: good morrow", "ablation.enabled=false"))
     with open(out / "heads.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[4] == "last_key" and all(r["kind"] == "last-key" for r in rows)
@@ -299,9 +298,7 @@ def test_a_computed_metric_missing_from_the_registry_is_an_error(run_dir, tmp_pa
     with pytest.raises(
         ValueError, match=r"\['brand_new'\] are computed but not in interp.metrics.HEAD_METRICS"
     ):
-        heads.report(
-            _cfg(f"run={run_dir}", f"out={tmp_path / 'out'}", "text=ROMEO", "ablation.enabled=false")
-        )
+        run_report(_cfg(f"run={run_dir}", f"out={tmp_path / 'out'}", "text=ROMEO", "ablation.enabled=false"))
 
 
 def test_token_texts_keep_integer_ids_apart():
@@ -329,7 +326,7 @@ def test_every_plot_keeps_its_labels_inside_the_image(run_dir, tmp_path, monkeyp
         return save(fig, path)
 
     monkeypatch.setattr(plots, "_save", check_then_save)
-    heads.report(_cfg(f"run={run_dir}", f"out={tmp_path}", "ablation.batch_size=2", "icl.batch_size=2"))
+    run_report(_cfg(f"run={run_dir}", f"out={tmp_path}", "ablation.batch_size=2", "icl.batch_size=2"))
     assert {"heatmap_induction.png", "heatmap_dla.png", "composition.png", "patterns_grid.png"} <= set(drawn)
     cut = {name: margins for name, margins in drawn.items() if min(margins) < -0.01}
     assert not cut, cut  # negative margin: something sticks out of the image by that many inches
@@ -380,7 +377,7 @@ def test_token_ids_outside_the_model_are_one_line(run_dir, tmp_path, char_data, 
     with pytest.raises(
         UserError, match=r"val.bin holds token id 60000, outside the vocabulary of \d+: "
     ) as e:
-        heads.report(_cfg(f"run={run_dir}", f"out={tmp_path / 'o'}", f"data_dir={bad}", *overrides))
+        run_report(_cfg(f"run={run_dir}", f"out={tmp_path / 'o'}", f"data_dir={bad}", *overrides))
     assert "pass a data_dir prepared with it" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -447,7 +444,7 @@ def test_the_live_viewer_opens_with_the_runs_val_text(run_dir, char_data):
 
     from data import DataConfig, get_tokenizer
 
-    srv = heads.start_server(_cfg(f"run={run_dir}", "serve=true", "port=0"))
+    srv = start_server(_cfg(f"run={run_dir}", "serve=true", "port=0"))
     try:
         val = np.fromfile(
             DataConfig.from_dict(char_data[0]).resolved_out_dir() / "val.bin", char_data[1]["dtype"]
@@ -462,7 +459,7 @@ def test_the_live_viewer_opens_with_the_runs_val_text(run_dir, char_data):
 def test_an_empty_host_is_refused(run_dir, host):
     """The socket library reads an empty host as every address: binding beyond loopback must be asked for."""
     with pytest.raises(UserError, match=r"^host= is empty; pass host=127.0.0.1 .*host=0.0.0.0") as e:
-        heads.start_server(_cfg(f"run={run_dir}", "serve=true", "port=0", host))
+        start_server(_cfg(f"run={run_dir}", "serve=true", "port=0", host))
     assert "\n" not in str(e.value)
 
 

@@ -15,10 +15,11 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-import heads
 from gptlab_errors import UserError
 from interp import metrics as M
 from interp.pairing import head_rows, layer_groups, match_heads, overlap, similarity_matrix
+from interp.run_compare import run_compare
+from interp.run_report import run_report
 from model import GPT, GPTConfig
 from rundir.checkpoint import save_checkpoint
 
@@ -261,7 +262,7 @@ def _num(v: str):
 
 
 def test_a_permuted_copy_matches_head_for_head_with_zero_deltas(runs, tmp_path):
-    res = heads.compare(
+    res = run_compare(
         _cfg(f"run={runs['a']}", f"compare={runs['perm']}", f"out={tmp_path}", f"text={TEXT}", *QUICK)
     )
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
@@ -287,9 +288,9 @@ def test_a_permuted_copy_matches_head_for_head_with_zero_deltas(runs, tmp_path):
 
 def test_compare_csv_columns_and_deltas_equal_the_two_reports(runs, tmp_path):
     common = [f"text={TEXT}", *QUICK]
-    heads.report(_cfg(f"run={runs['a']}", f"out={tmp_path / 'a'}", "timeline=false", *common))
-    heads.report(_cfg(f"run={runs['seed']}", f"out={tmp_path / 'b'}", "timeline=false", *common))
-    heads.compare(_cfg(f"run={runs['a']}", f"compare={runs['seed']}", f"out={tmp_path / 'c'}", *common))
+    run_report(_cfg(f"run={runs['a']}", f"out={tmp_path / 'a'}", "timeline=false", *common))
+    run_report(_cfg(f"run={runs['seed']}", f"out={tmp_path / 'b'}", "timeline=false", *common))
+    run_compare(_cfg(f"run={runs['a']}", f"compare={runs['seed']}", f"out={tmp_path / 'c'}", *common))
     ra = {(int(r["layer"]), int(r["head"])): r for r in _csv(tmp_path / "a" / "heads.csv")}
     rb = {(int(r["layer"]), int(r["head"])): r for r in _csv(tmp_path / "b" / "heads.csv")}
     rows = _csv(tmp_path / "c" / "compare.csv")
@@ -319,7 +320,7 @@ def test_compare_csv_columns_and_deltas_equal_the_two_reports(runs, tmp_path):
 
 
 def test_compare_across_depths_uses_the_depth_groups(runs, tmp_path):
-    res = heads.compare(
+    res = run_compare(
         _cfg(
             f"run={runs['a']}",
             f"compare={runs['deep']}",
@@ -339,7 +340,7 @@ def test_compare_across_depths_uses_the_depth_groups(runs, tmp_path):
 
 
 def test_compare_a_step_pairs_by_position(runs, capsys):
-    res = heads.compare(_cfg(f"run={runs['a']}", "compare=step:3", f"text={TEXT}", "ablation.enabled=false"))
+    res = run_compare(_cfg(f"run={runs['a']}", "compare=step:3", f"text={TEXT}", "ablation.enabled=false"))
     assert res["out"] == runs["a"] / "heads" / "compare_step_000004"  # the nearest kept step, said in a note
     assert "step 3 is not kept; using the nearest kept step, 4" in capsys.readouterr().err
     assert res["matching"].method == "position"
@@ -353,7 +354,7 @@ def test_compare_an_hf_export_of_the_same_model(char_data, tmp_path):
 
     run = _save(tmp_path / "gpt2", _char_model(char_data[1], n_kv_head=None, position="learned"), *char_data)
     export_hf(load_run(run), tmp_path / "hf", verify=False)  # GPT2LMHeadModel, the chars as tokenizer.json
-    res = heads.compare(
+    res = run_compare(
         _cfg(f"run={run}", f"compare={tmp_path / 'hf'}", f"out={tmp_path / 'c'}", f"text={TEXT}", *QUICK)
     )
     assert [p[:4] for p in res["matching"].pairs] == [(l, h, l, h) for l in range(2) for h in range(4)]
@@ -395,13 +396,13 @@ def test_bad_compare_is_one_line(runs, char_data, tmp_path, which, compare, mess
     other = _other_tokenizer_runs(tmp_path, char_data)
     target = compare.format(tmp=tmp_path, **other)
     with pytest.raises(UserError, match=message) as e:
-        heads.compare(_cfg(f"run={runs[which]}", f"compare={target}", f"out={tmp_path / 'o'}", "text=ROMEO"))
+        run_compare(_cfg(f"run={runs[which]}", f"compare={target}", f"out={tmp_path / 'o'}", "text=ROMEO"))
     assert "\n" not in str(e.value)
 
 
 def test_position_matching_needs_one_shape(runs, tmp_path):
     with pytest.raises(UserError, match="needs two models of the same shape"):
-        heads.compare(
+        run_compare(
             _cfg(f"run={runs['a']}", f"compare={runs['deep']}", "compare_match=position", f"out={tmp_path}")
         )
 
@@ -429,9 +430,7 @@ def test_bad_compare_on_the_command_line_is_one_line(runs, tmp_path):
 def test_compare_page_shows_both_models_patterns_in_chromium(runs, tmp_path, chromium):
     from rundir.load import load_run
 
-    heads.compare(
-        _cfg(f"run={runs['a']}", f"compare={runs['mha']}", f"out={tmp_path}", f"text={TEXT}", *QUICK)
-    )
+    run_compare(_cfg(f"run={runs['a']}", f"compare={runs['mha']}", f"out={tmp_path}", f"text={TEXT}", *QUICK))
     a, b = load_run(runs["a"]), load_run(runs["mha"])
     ids = torch.tensor([a.tokenizer.encode(TEXT)])
     with torch.no_grad():

@@ -10,12 +10,13 @@ import torch
 from test_heads_browser import _random_patterns
 from test_heads_live import CHARS, META, _model, _post, _wait_update
 
-import heads
 from data import get_tokenizer
 from gptlab_errors import UserError
 from interp import live as live_mod
 from interp import pattern_codec as PC
 from interp.html import page_data, write_html
+from interp.run_inputs import PAGE_MAX_BYTES, check_length
+from interp.run_report import run_report
 from model import GPT, GPTConfig
 
 
@@ -128,21 +129,21 @@ def _gpt(position, block=64, n_layer=1, n_head=2, n_embd=16):
 
 
 def test_heads_py_length_limits():
-    assert heads._check_length(64, _gpt("learned")) is None
+    assert check_length(64, _gpt("learned")) is None
     with pytest.raises(UserError, match="takes at most 64"):
-        heads._check_length(65, _gpt("learned"))
-    note = heads._check_length(2048, _gpt("rope"))
+        check_length(65, _gpt("learned"))
+    note = check_length(2048, _gpt("rope"))
     assert "past the model's training length (64)" in note and "extrapolated" in note
     with pytest.raises(UserError, match="draws at most 2048"):
-        heads._check_length(2049, _gpt("alibi"))
+        check_length(2049, _gpt("alibi"))
     big = _gpt(
         "rope", n_layer=8, n_head=16, n_embd=64
     )  # 128 heads x 2.8 MB at 2,048 tokens: past the page's budget
     with pytest.raises(UserError, match=r"pass max_tokens=\d+") as e:
-        heads._check_length(2048, big)
+        check_length(2048, big)
     fit = int(str(e.value).rsplit("=", 1)[1])
-    assert PC.encoded_bytes(128, fit, PC.encoding_for(fit)) <= heads.PAGE_MAX_BYTES
-    assert PC.encoded_bytes(128, fit + 64, PC.encoding_for(fit + 64)) > heads.PAGE_MAX_BYTES
+    assert PC.encoded_bytes(128, fit, PC.encoding_for(fit)) <= PAGE_MAX_BYTES
+    assert PC.encoded_bytes(128, fit + 64, PC.encoding_for(fit + 64)) > PAGE_MAX_BYTES
 
 
 def _shown_rows(page):
@@ -282,7 +283,7 @@ def test_heads_report_past_the_block_size(tmp_path, monkeypatch):
     overrides = [f"run={run}", f"text={text}", f"out={tmp_path / 'out'}", "ablation.enabled=false"]
     overrides += ["icl.batches=0", "probe.batch_size=2", "timeline=false"]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        res = heads.report(compose("heads", overrides=overrides))
+        res = run_report(compose("heads", overrides=overrides))
     assert any("past the model's training length (64)" in n for n in res["notes"])
     d = _page_data(tmp_path / "out" / "heads.html")
     assert d["T"] == 599 and d["encoding"] == "u8" and len(d["thumbs"]) == 8

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-import heads
-import sample
+import sampling
 from gptlab_errors import UserError
 from interp import metrics as M
+from interp.run_report import run_report
 from interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
 from model import GPT, GPTConfig
 from rundir.layout import RunDir
@@ -118,7 +118,7 @@ QUICK = ["ablation.enabled=false", "icl.batch_size=2", "probe.batch_size=2"]
 
 def test_heads_report_at_a_step(tracked, capsys):
     run, _ = tracked
-    res = heads.report(_heads_cfg(f"run={run}", "step=5", "timeline=false", *QUICK))
+    res = run_report(_heads_cfg(f"run={run}", "step=5", "timeline=false", *QUICK))
     assert "note: step 5 is not kept; using the nearest kept step, 4" in capsys.readouterr().err
     out = run / "heads" / "step_000004"  # never over the run's own report
     assert res["out"] == out and (out / "heads.html").is_file()
@@ -137,7 +137,7 @@ def test_heads_report_at_a_step(tracked, capsys):
 
 def test_heads_steps_only_prints_the_phases(tracked):
     run, _ = tracked
-    res = heads.report(_heads_cfg(f"run={run}", "steps.only=true", f"out={run / 'plots'}"))
+    res = run_report(_heads_cfg(f"run={run}", "steps.only=true", f"out={run / 'plots'}"))
     assert len(res["summary"]) == 1 and res["summary"][0].startswith("phases: no induction head formed")
 
 
@@ -146,9 +146,9 @@ def test_sample_at_a_step(tracked):
     kw = dict(prompt="Hi", max_new_tokens=12, temperature=0, device="cpu")
 
     def text(**more):
-        opts = sample.parse_options({"run": str(run), **kw, **more})
+        opts = sampling.parse_options({"run": str(run), **kw, **more})
         out, err = io.StringIO(), io.StringIO()
-        sample.sample(opts, stdout=out, stderr=err)
+        sampling.sample(opts, stdout=out, stderr=err)
         return out.getvalue(), err.getvalue()
 
     at0, _ = text(step=0)
@@ -221,7 +221,7 @@ def test_the_page_timeline_holds_each_snapshot_s_patterns_and_metrics(tracked, t
     from interp.tracking import probe_for
 
     run, _ = tracked
-    res = heads.report(_heads_cfg(f"run={run}", f"out={tmp_path}", "text=To be or not", *QUICK))
+    res = run_report(_heads_cfg(f"run={run}", f"out={tmp_path}", "text=To be or not", *QUICK))
     tl = _page_data(tmp_path / "heads.html")["timeline"]
     assert tl["steps"] == [0, 4, 8, 12] and tl["report_name"] == "best.pt"
     assert tl["report_step"] == load_run(run).step
@@ -252,7 +252,7 @@ def test_a_damaged_snapshot_is_left_out_of_the_timeline(tracked, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(tracked[0], run)
     RunDir(run).snapshot(4).write_bytes(b"torn")
-    res = heads.report(_heads_cfg(f"run={run}", *QUICK))
+    res = run_report(_heads_cfg(f"run={run}", *QUICK))
     assert _page_data(run / "heads" / "heads.html")["timeline"]["steps"] == [0, 8, 12]
     assert any(n.startswith(f"timeline: skipped {run}/snapshots/step_000004.pt") for n in res["notes"])
 
@@ -260,7 +260,7 @@ def test_a_damaged_snapshot_is_left_out_of_the_timeline(tracked, tmp_path):
 @pytest.mark.browser
 def test_the_slider_redraws_the_metric_table_for_each_step(tracked, tmp_path, chromium):
     run, _ = tracked
-    heads.report(_heads_cfg(f"run={run}", f"out={tmp_path}", *QUICK))
+    run_report(_heads_cfg(f"run={run}", f"out={tmp_path}", *QUICK))
     tl = _page_data(tmp_path / "heads.html")["timeline"]
     page = chromium.new_page()
     errors = []

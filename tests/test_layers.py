@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("model", "data", "rundir", "runtime", "training", "interp", "sweep", "interop")
+PACKAGES = ("model", "data", "rundir", "runtime", "training", "interp", "sweep", "interop", "sampling")
 TOOLS = ("train", "sample", "heads", "export", "compare")
+ENTRY_POINTS = [ROOT / f"{tool}.py" for tool in TOOLS] + [ROOT / "data" / "__main__.py"]
+MAX_ENTRY_POINT_LINES = 150  # options, dispatch, printing: the work is in the packages
 
 
 def project_imports(path: Path) -> set[str]:
@@ -44,7 +46,22 @@ ALLOWED = {
     "data": {"rundir.files", "rundir.outdir"},
     "rundir": {"model", "data", "interop"},  # interop: load_run hands HF directories / hub ids to it (lazily)
     "interop": {"model", "data", "rundir", "rundir.load", "rundir.checkpoint", "rundir.files"},
-    "interp": {"model", "data", "rundir", "rundir.files", "rundir.load", "rundir.checkpoint"},
+    "sampling": {"model", "data", "runtime", "cli", "rundir.load"},
+    "interp": {
+        "model",
+        "data",
+        "rundir",
+        "rundir.files",
+        "rundir.load",
+        "rundir.checkpoint",
+        *(
+            "runtime",
+            "cli",
+            "interop",
+            "rundir.layout",
+            "rundir.outdir",
+        ),  # heads.py's API: interp/run_*.py only
+    },
     "sweep": {
         "model",
         "data",
@@ -93,3 +110,47 @@ def test_tools_never_import_each_other_or_the_training_internals(tool):
         assert "training" not in got, f"{tool}.py imports training (the train tool's internals)"
     for package in ("interp", "sweep", "interop", "rundir", "runtime"):
         assert "training" not in imports_of(package), f"{package} imports training"
+
+
+def test_only_the_heads_api_of_interp_reaches_the_tool_layers():
+    """interp/run_*.py (heads.py's callable API) pick the device, read text files, name output folders and find
+    Hugging Face run folders; the analysis modules below them take a model and tensors and know none of that."""
+    tool_layers = {"runtime", "cli", "interop", "rundir.layout", "rundir.outdir"}
+    for f in (ROOT / "interp").glob("*.py"):
+        if not f.name.startswith("run_"):
+            assert not project_imports(f) & tool_layers, (
+                f"{f.name} imports {sorted(project_imports(f) & tool_layers)}"
+            )
+
+
+def python_files() -> list[Path]:
+    """Every module of the checkout: the entry points, cli.py, the packages, tests/, bench/, tools/."""
+    files = sorted(ROOT.glob("*.py"))
+    for folder in (*PACKAGES, "tests", "bench", "tools"):
+        files += sorted((ROOT / folder).rglob("*.py"))
+    return files
+
+
+def test_nothing_imports_an_entry_point():
+    """Tests, benchmarks and packages call the library APIs (sampling, interp.run_report, ...); a test that must
+    run an entry point starts it as a subprocess or reaches its ``main`` through runpy (tests/helpers.py)."""
+    offenders = []
+    for f in python_files():
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                if name.split(".")[0] in TOOLS or name.startswith("data.__main__"):
+                    offenders.append(f"{f.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("path", ENTRY_POINTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_entry_points_are_thin(path):
+    n = len(path.read_text().splitlines())
+    assert n <= MAX_ENTRY_POINT_LINES, (
+        f"{path.relative_to(ROOT)} has {n} lines (at most {MAX_ENTRY_POINT_LINES}): move the work into a package"
+    )

@@ -97,6 +97,29 @@ def test_rolling_cache_stays_bounded():
     assert cache.bytes() == BS * m.kv_cache_bytes_per_token()
 
 
+@pytest.mark.parametrize("window", [None, 3, 50])
+@pytest.mark.parametrize("position", POSITIONS)
+def test_cache_capacity_and_positions_are_what_generation_holds(position, window, monkeypatch):
+    """GPT.cache_capacity / cache_positions (sample.py's KV-cache line and memory check) equal the most positions
+    the KVCache of generate really held after a forward, for short and long prompts and generations."""
+    held = []
+    real_end = KVCache.end
+
+    def spy_end(self):
+        real_end(self)
+        held.append(len(self))
+
+    monkeypatch.setattr(KVCache, "end", spy_end)
+    m = tiny(position, 2, window)
+    # the rule written out: absolute schemes crop and re-fill at block_size, the others slide their window
+    absolute = position in ("learned", "sinusoidal")
+    assert m.cache_capacity() == (BS if absolute or window is None else min(window, BS))
+    for plen, new in ((3, 2), (3, 30), (11, 30), (11, 1), (1, 0)):
+        held.clear()
+        m.generate(torch.randint(0, 29, (2, plen)), new, temperature=1.0)
+        assert max(held, default=0) == m.cache_positions(plen, new), (plen, new)
+
+
 def test_generate_iter_yields_the_generate_columns():
     m = tiny("rope", 2)
     prompt = torch.randint(0, 29, (3, 4))

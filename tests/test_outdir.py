@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -128,7 +129,7 @@ def export_cfg(**kw):
 
 
 def test_export_never_replaces_the_runs_folder_or_the_run_it_exports(runs):
-    import export
+    export = load_entry_point("export")
 
     before = snapshot(runs)
     base = runs / "base"
@@ -176,18 +177,18 @@ def heads_cfg(*overrides):
 
 
 def test_heads_out_refusals(head_run, tmp_path):
-    import heads
+    from interp.run_report import run_report
 
     f = tmp_path / "README.md"
     f.write_text("mine")
-    refused(r"is a file", heads.report, heads_cfg(f"run={head_run}", f"out={f}"))
+    refused(r"is a file", run_report, heads_cfg(f"run={head_run}", f"out={f}"))
     refused(
-        rf"is {head_run}, which heads.py reads", heads.report, heads_cfg(f"run={head_run}", f"out={head_run}")
+        rf"is {head_run}, which heads.py reads", run_report, heads_cfg(f"run={head_run}", f"out={head_run}")
     )
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "heads.html").write_text("my page")
-    refused(r"already holds heads.html", heads.report, heads_cfg(f"run={head_run}", f"out={theirs}"))
+    refused(r"already holds heads.html", run_report, heads_cfg(f"run={head_run}", f"out={theirs}"))
     assert (theirs / "heads.html").read_text() == "my page" and f.read_text() == "mine"
     ckpt = head_run / "ckpt.pt"
     assert sorted(p.name for p in head_run.iterdir()) == ["ckpt.pt"] and ckpt.stat().st_size > 0
@@ -195,11 +196,11 @@ def test_heads_out_refusals(head_run, tmp_path):
 
 @pytest.mark.slow
 def test_heads_writes_into_its_own_folder_again_and_again(head_run, tmp_path):
-    import heads
+    from interp.run_report import run_report
 
     out = tmp_path / "o"
     for _ in range(2):
-        assert heads.report(heads_cfg(f"run={head_run}", f"out={out}"))["out"] == out
+        assert run_report(heads_cfg(f"run={head_run}", f"out={out}"))["out"] == out
     assert (out / ".gptlab-heads").is_file() and (out / "heads.csv").is_file()
 
 
@@ -230,7 +231,7 @@ def sweep_dir(root: Path) -> Path:
 
 
 def compare_main(*argv, capsys=None) -> tuple[int, str]:
-    import compare
+    compare = load_entry_point("compare")
 
     with pytest.raises(SystemExit) as e:
         compare.main([*map(str, argv), "--no-extrapolate"])
@@ -238,7 +239,7 @@ def compare_main(*argv, capsys=None) -> tuple[int, str]:
 
 
 def test_compare_o_refusals(tmp_path, capsys):
-    import compare
+    compare = load_entry_point("compare")
 
     sweep = sweep_dir(tmp_path / "sweep")
     f = tmp_path / "README.md"
@@ -266,7 +267,7 @@ def test_compare_o_refusals(tmp_path, capsys):
 
 
 def test_compare_with_a_summary_of_wrong_types_is_not_a_traceback(tmp_path, capsys):
-    import compare
+    compare = load_entry_point("compare")
 
     sweep = sweep_dir(tmp_path / "sweep")
     bad = {"status": "finished", "best_val_loss": "abc", "final_val_loss": [1, 2], "params": {"a": 1},

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BLOCK, make_run
+from helpers import BLOCK, load_entry_point, make_run
 
-import sample
+import sampling
 from data import get_tokenizer
+from gptlab_errors import UserError
 from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +48,9 @@ def load(run_dir: Path):
 def run_sample(run_dir, **kw):
     """In-process sample.py; returns (stdout, stderr, Generation)."""
     stdin = io.StringIO(kw.pop("_stdin", ""))
-    opts = sample.parse_options({"run": str(run_dir), **kw})
+    opts = sampling.parse_options({"run": str(run_dir), **kw})
     out, err = io.StringIO(), io.StringIO()
-    gen = sample.sample(opts, stdout=out, stderr=err, stdin=stdin)
+    gen = sampling.sample(opts, stdout=out, stderr=err, stdin=stdin)
     return out.getvalue(), err.getvalue(), gen
 
 
@@ -130,7 +131,7 @@ def _error_cases(runs, tmp: Path):
 
 
 # A few bad inputs go through a real process (interpreter start-up costs ~3 s of CPU each on this machine);
-# the rest run the same Hydra entry point, `sample.main`, in this process.
+# the rest run the same Hydra entry point, sample.py's `main` (through runpy), in this process.
 IN_SUBPROCESS = {"truncated", "chars outside vocab", "absent cuda"}
 
 
@@ -160,11 +161,12 @@ def test_cli_bad_input_gives_one_line_and_nonzero_exit(runs, tmp_path):
 @pytest.mark.slow
 def test_entry_point_bad_input_gives_one_line_and_exit_2(runs, tmp_path, monkeypatch, capsys):
     cases = [c for c in _error_cases(runs, tmp_path) if c[0] not in IN_SUBPROCESS]
+    main = load_entry_point("sample").main
     monkeypatch.chdir(tmp_path)
     for name, args, needle in cases:
         monkeypatch.setattr(sys, "argv", ["sample.py", *args, "max_new_tokens=3"])
         with pytest.raises(SystemExit) as exc:
-            sample.main()
+            main()
         out, err = capsys.readouterr()
         assert exc.value.code == 2, f"{name}: {err!r}"
         assert out == "", name
@@ -241,8 +243,8 @@ def test_streamed_text_equals_printed_text(runs):
 
 
 def test_stream_true_with_several_samples_is_refused(runs):
-    with pytest.raises(sample.UserError, match="stream=true needs num_samples=1"):
-        sample.parse_options({"run": str(runs["rope"]), "stream": True, "num_samples": 2})
+    with pytest.raises(UserError, match="stream=true needs num_samples=1"):
+        sampling.parse_options({"run": str(runs["rope"]), "stream": True, "num_samples": 2})
 
 
 @pytest.mark.parametrize("name, new", [("alibi_gqa", 5), ("alibi_gqa", 3 * BLOCK), ("learned", 3 * BLOCK)])
@@ -313,10 +315,10 @@ class ScriptedModel(torch.nn.Module):
 def test_stop_at_eot_ends_each_sample_and_the_loop():
     eot = 9
     m = ScriptedModel([[1, 2], [eot, 3], [4, 5], [6, eot], [7, 7], [8, 8]])
-    gen = sample.generate(m, [0], num_samples=2, max_new_tokens=6, eot_id=eot)
+    gen = sampling.generate(m, [0], num_samples=2, max_new_tokens=6, eot_id=eot)
     assert gen.tokens == [[1], [2, 3, 5]]
     assert gen.steps == 4 and m.yielded == 4  # stopped once both samples were done
-    gen = sample.generate(ScriptedModel(m.columns), [0], num_samples=2, max_new_tokens=6, eot_id=None)
+    gen = sampling.generate(ScriptedModel(m.columns), [0], num_samples=2, max_new_tokens=6, eot_id=None)
     assert gen.tokens == [[1, eot, 4, 6, 7, 8], [2, 3, 5, eot, 7, 8]]
 
 
@@ -331,7 +333,7 @@ def test_stream_decoder_never_prints_half_characters(with_bytes):
         def decode(self, ids):
             return tok.decode(ids)
 
-    dec = sample.StreamDecoder(tok if with_bytes else DecodeOnly())
+    dec = sampling.StreamDecoder(tok if with_bytes else DecodeOnly())
     pieces = [dec.push([i]) for i in ids] + [dec.flush()]
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
@@ -357,5 +359,5 @@ def test_prompt_file_and_stdin(runs, tmp_path):
     out, _, gen = run_sample(runs["rope"], prompt_file="-", _stdin="QUEEN:", max_new_tokens=3, temperature=0)
     assert out.startswith("QUEEN:") and gen.prompt_len == 6
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(sample.UserError, match="not UTF-8"):
+    with pytest.raises(UserError, match="not UTF-8"):
         run_sample(runs["rope"], prompt_file=str(tmp_path / "bad.txt"))

@@ -9,14 +9,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import record_run
+from helpers import load_entry_point, record_run
 
-import compare
 from sweep.extrapolate import evaluate_lengths, window_starts
 from sweep.plots import PLOT_FILES
 from sweep.report import summarize
 from sweep.runs import collect_runs, parse_overrides, read_run
 from sweep.table import build_table, differing_keys, runs_markdown, to_markdown
+
+compare = load_entry_point("compare")  # compare.py's main, through runpy (no import)
 
 
 def finished(root, name, overrides, best, params=1000, kv=512, **kw):

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import load_entry_point
 from matplotlib.collections import PolyCollection
 from scipy import stats as sps
 from test_sweep import finished
 
-import compare
 import sweep.plots as plots
 from cli import expand_seeds
 from gptlab_errors import UserError
@@ -24,6 +24,8 @@ from sweep.runs import collect_runs
 from sweep.settings import pick_baseline
 from sweep.stats import estimate, holm, paired
 from sweep.table import build_table
+
+compare = load_entry_point("compare")  # compare.py's main, through runpy (no import)
 
 # Student t quantiles t(0.975, df) from a printed table (independent of scipy)
 T975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305}
