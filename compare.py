@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
     from rundir.outdir import check_out_dir
-    from sweep.report import CSV_FILES, print_table, summarize
+    from sweep.summary import CSV_FILES, print_table, summarize
 
     args = parse_args(argv)
     for d in args.dirs:

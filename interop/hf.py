@@ -1,8 +1,8 @@
 """Hugging Face models as gptlab runs, and gptlab runs as Hugging Face models.
 
     load_pretrained(source) -> Pretrained   an HF directory or hub id: our config, state dict and tokenizer meta
-    load_hf_run(source)     -> Run          the same as a rundir.load.Run (what sample.py and heads.py read)
-    to_hf_model(model)      -> PreTrainedModel   the exact HF twin of a GPT, in memory
+    load_hf_run(source)     -> Run          a rundir.load.Run, as rundir.open_run.load_run returns (what sample.py and heads.py read)
+    to_hf_model(model)      -> PreTrainedModel   the exact HF twin of a GPT, in memory (interop.hf_model)
     export_hf(run, out)                     write it as an HF directory (config.json, model.safetensors,
                                             generation_config.json, tokenizer files) and check it
 
@@ -28,9 +28,10 @@ from rundir.checkpoint import first_line
 from rundir.files import disk_full_error, plain_file_mode, read_json
 from rundir.load import Run, build_model, check_weights
 
-from .hf_config import FAMILIES, from_hf_config, past_block_size, to_hf_config
+from .hf_config import from_hf_config, past_block_size
+from .hf_model import check_gap, logit_gap, probe_ids, quiet_transformers, to_hf_model
 from .hf_tokenizer import TOKENIZER_FILES, save_tokenizer, tokenizer_meta_for
-from .hf_weights import State, drop_empty_mlps, from_hf, to_hf
+from .hf_weights import State, drop_empty_mlps, from_hf
 
 HUB_FILES = [
     "config.json",
@@ -41,18 +42,6 @@ HUB_FILES = [
 ]
 # where tools put what they write about a hub model (heads.py: runs/hf/<id>/heads)
 HF_RUNS = Path("runs") / "hf"
-TOLERANCE = 1e-4  # exported logits must match ours within this, relative to the largest logit (fp32)
-
-
-def quiet_transformers():
-    """transformers, with its warnings and progress bars off (our tools print one line or nothing)."""
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("Hugging Face interop needs the hf extra: pip install -e '.[hf]'") from None
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    return transformers
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -234,41 +223,6 @@ def load_hf_run(source: str, device: str | torch.device = "cpu") -> Run:
 
 
 # ---------------------------------------------------------------------------------------------- export
-def to_hf_model(model: GPT, eot_id: int | None = None):
-    """The Hugging Face model (GPT2LMHeadModel, LlamaForCausalLM or MistralForCausalLM) that computes ``model``
-    exactly, in fp32 and eval mode; UserError naming the field when no class does."""
-    transformers = quiet_transformers()
-    cfg = model.config
-    family, kwargs = to_hf_config(cfg, eot_id)
-    config_cls, model_cls = (getattr(transformers, n) for n in (_CONFIG_CLASS[family], FAMILIES[family]))
-    hf = model_cls(config_cls(**kwargs))
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    hf.load_state_dict(to_hf(family, cfg, state), strict=True)
-    return hf.float().eval()
-
-
-_CONFIG_CLASS = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "mistral": "MistralConfig"}
-
-
-def probe_ids(cfg: GPTConfig, batch: int = 2, length: int = 32) -> torch.Tensor:
-    """Random token ids (fixed seed) to compare two implementations on: (batch, min(length, block_size))."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, cfg.vocab_size, (batch, min(length, cfg.block_size)), generator=g)
-
-
-def logit_gap(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    """max |ours - theirs| divided by max(1, max |ours|): the relative gap compared with TOLERANCE."""
-    return float((ours - theirs).abs().max()) / max(1.0, float(ours.abs().max()))
-
-
-def check_gap(gap: float, what: str) -> None:
-    if gap > TOLERANCE:
-        raise UserError(
-            f"{what} differs from the gptlab model by {gap:.2e} (more than {TOLERANCE:g}); nothing was written. "
-            "This is a gptlab bug: please report it with the run's config"
-        )
-
-
 def verify_hf_dir(path: Path, model: GPT) -> float:
     """Load ``path`` with AutoModelForCausalLM and return its logit gap to ``model`` on probe ids."""
     transformers = quiet_transformers()

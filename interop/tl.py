@@ -3,7 +3,7 @@
 TransformerLens 4 dropped ``HookedTransformer`` (its own re-implementation, fed converted weights) for
 ``TransformerBridge``, which wraps the Hugging Face module itself and exposes TransformerLens's hook names
 (``blocks.{l}.attn.hook_pattern``, ``hook_z``, ``hook_resid_pre``, ...), ``run_with_cache`` and
-``run_with_hooks``. Our export already builds that HF module (interop.hf.to_hf_model), so the bridge sees the
+``run_with_hooks``. Our export already builds that HF module (interop.hf_model.to_hf_model), so the bridge sees the
 same function as our model: logits and attention patterns equal ours. The bridge keeps the raw weights (no
 LayerNorm folding or weight centering, unlike HookedTransformer's defaults); ``bridge.enable_compatibility_mode()``
 gives HookedTransformer's processed numerics, which leave the patterns as they are and shift each position's
@@ -24,7 +24,7 @@ import torch
 from gptlab_errors import UserError
 from model import GPT, GPTConfig
 
-from .hf import check_gap, logit_gap, probe_ids, quiet_transformers, to_hf_model
+from .hf_model import check_gap, logit_gap, probe_ids, quiet_transformers, to_hf_model
 from .hf_tokenizer import save_tokenizer
 
 
@@ -53,7 +53,7 @@ def _tokenizer(meta: dict | None, cfg: GPTConfig, folder: Path):
 def to_transformer_lens(model: GPT, meta: dict | None = None, device: str | torch.device = "cpu"):
     """A TransformerLens ``TransformerBridge`` computing ``model`` (``meta``: the run's tokenizer meta).
 
-    ``from rundir.load import load_run; run = load_run("runs/x")``, then
+    ``from rundir.open_run import load_run; run = load_run("runs/x")``, then
     ``tl = to_transformer_lens(run.model, run.meta)``; ``tl.run_with_cache(tokens)`` records
     ``blocks.{l}.attn.hook_pattern`` (B, n_head, T, T) equal to ``run.model.attention_patterns(tokens)[l]``.
     """

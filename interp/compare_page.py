@@ -20,6 +20,7 @@ from rundir.files import atomic_write
 
 from .html import encode_pattern, token_label
 from .page_common import BASE_CSS, PATTERN_JS
+from .pairing import matching_line
 
 
 def _finite(a, digits: int = 4) -> list:
@@ -57,7 +58,6 @@ def compare_page_data(
     T = a.report.patterns.shape[-1]
     if b.report.patterns.shape[-1] != T:
         raise ValueError("the two reports are not on the same text")
-    from .compare_report import matching_line
 
     La, Ha = a.report.patterns.shape[:2]
     Lb, Hb = b.report.patterns.shape[:2]

@@ -1,6 +1,6 @@
 """Two head reports side by side (heads.py compare=): the matched heads, the metric deltas, compare.csv/.md.
 
-The two reports are measured on the same tokens (interp/report.py's ``analyse`` on each model); the heads are
+The two reports are measured on the same tokens (interp/head_report.py's ``analyse`` on each model); the heads are
 paired by interp/pairing.py. :func:`compare_rows` gives one row per pair (and per head left without a
 partner) with every registry metric of both heads and its delta, B minus A; :func:`write_compare` writes
 compare.csv, compare.md and compare.html (interp/compare_page.py); :func:`summary_lines` is what heads.py
@@ -22,8 +22,8 @@ from rundir.files import atomic_write
 
 from . import metrics as M
 from .compare_page import compare_page_data, write_compare_html
-from .pairing import Matching
-from .report import HeadReport
+from .head_report import HeadReport
+from .pairing import Matching, head_label, matching_line
 
 SCORES = ("val_loss", "icl_score")  # the model scores both sides report, compared in compare.md and the page
 DIGITS = 5  # as heads.csv
@@ -150,10 +150,6 @@ def score_deltas(a: HeadReport, b: HeadReport) -> dict[str, list]:
     return out
 
 
-def _head(l, h) -> str:
-    return f"L{l}H{h}"
-
-
 def _groups_text(matching: Matching) -> str:
     return "; ".join(
         f"A {', '.join(f'L{l}' for l in ga)} <-> B {', '.join(f'L{l}' for l in gb)}"
@@ -161,29 +157,13 @@ def _groups_text(matching: Matching) -> str:
     )
 
 
-def matching_line(matching: Matching, n_a: int, n_b: int) -> str:
-    """One sentence: how the heads were paired and how well."""
-    if not matching.pairs:
-        return "no heads matched"
-    worst = min(matching.pairs, key=lambda p: p[4])
-    how = (
-        "by position (head l,h of A with head l,h of B)"
-        if matching.method == "position"
-        else "by pattern similarity (optimal assignment within layers of the same depth)"
-    )
-    s = (
-        f"matched {len(matching.pairs)} of A's {n_a} heads with B's {n_b} {how}: mean similarity "
-        f"{matching.mean_similarity:.3f}, lowest {worst[4]:.3f} ({_head(*worst[:2])} <-> {_head(*worst[2:4])})"
-    )
-    if matching.same_position is not None and matching.method != "position":
-        s += f"; the same positions would give {matching.same_position:.3f}"
-    return s
-
-
 def largest_changes(rows: list[dict], metric: str, top: int = 3) -> list[tuple[str, float]]:
     """The `top` matched pairs whose `metric` changed most (by |delta|): `[("L1H3->L1H0", delta)]`."""
     found = [
-        (f"{_head(r['layer_a'], r['head_a'])}->{_head(r['layer_b'], r['head_b'])}", r[f"{metric}_delta"])
+        (
+            f"{head_label(r['layer_a'], r['head_a'])}->{head_label(r['layer_b'], r['head_b'])}",
+            r[f"{metric}_delta"],
+        )
         for r in rows
         if r.get(f"{metric}_delta") is not None
     ]
@@ -239,8 +219,8 @@ def markdown(
     )
     lines.append("|---" * (6 + len(names)) + "|")
     for r in rows:
-        ha = _head(r["layer_a"], r["head_a"]) if r["layer_a"] is not None else "—"
-        hb = _head(r["layer_b"], r["head_b"]) if r["layer_b"] is not None else "—"
+        ha = head_label(r["layer_a"], r["head_a"]) if r["layer_a"] is not None else "—"
+        hb = head_label(r["layer_b"], r["head_b"]) if r["layer_b"] is not None else "—"
         sim = "" if r["similarity"] is None else f"{r['similarity']:.3f}"
         run = "" if r["runner_up"] is None else f"{r['runner_up']:.3f}"
         lines.append(
@@ -252,8 +232,8 @@ def markdown(
         lines += [
             "",
             f"Without a partner (the layers of the same depth have fewer heads on the other side): "
-            f"A {', '.join(_head(*k) for k in matching.unmatched_a) or 'none'}; "
-            f"B {', '.join(_head(*k) for k in matching.unmatched_b) or 'none'}.",
+            f"A {', '.join(head_label(*k) for k in matching.unmatched_a) or 'none'}; "
+            f"B {', '.join(head_label(*k) for k in matching.unmatched_b) or 'none'}.",
         ]
     return "\n".join(lines) + "\n"
 

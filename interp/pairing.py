@@ -10,6 +10,7 @@ states the rules; pure functions on numpy arrays, nothing here knows about files
 - :func:`overlap`: the similarity of two heads' rows: mean over query rows of ``sum_j min(A_ij, B_ij)``.
 - :func:`layer_groups`: which layers of A meet which layers of B (by depth fraction).
 - :func:`match_heads`: the pairs, their similarity and the heads left without a partner.
+- :func:`matching_line`: one sentence on how the heads were paired (compare.md and the compare page).
 """
 
 from __future__ import annotations
@@ -146,3 +147,26 @@ __all__ = [
     "overlap",
     "similarity_matrix",
 ]
+
+
+def head_label(l, h) -> str:
+    return f"L{l}H{h}"
+
+
+def matching_line(matching: Matching, n_a: int, n_b: int) -> str:
+    """One sentence: how the heads were paired and how well."""
+    if not matching.pairs:
+        return "no heads matched"
+    worst = min(matching.pairs, key=lambda p: p[4])
+    how = (
+        "by position (head l,h of A with head l,h of B)"
+        if matching.method == "position"
+        else "by pattern similarity (optimal assignment within layers of the same depth)"
+    )
+    s = (
+        f"matched {len(matching.pairs)} of A's {n_a} heads with B's {n_b} {how}: mean similarity "
+        f"{matching.mean_similarity:.3f}, lowest {worst[4]:.3f} ({head_label(*worst[:2])} <-> {head_label(*worst[2:4])})"
+    )
+    if matching.same_position is not None and matching.method != "position":
+        s += f"; the same positions would give {matching.same_position:.3f}"
+    return s

@@ -197,7 +197,7 @@ def check_count(cfg: DictConfig, key: str, low: int, hint: str | None) -> None:
 
 def open_run(cfg: DictConfig):
     """The run named by ``run=`` on ``device=``, with ``threads`` applied (the report and the server)."""
-    from rundir.load import load_run
+    from rundir.open_run import load_run
     from runtime.device import pick_device, set_threads
 
     if not cfg.run:
@@ -247,12 +247,12 @@ def report_probe(run, cfg):
 
 
 def measure(run, cfg, ids: list[int], ddir: Path | None, probe):
-    """Every head of ``run``'s model measured on the tokens ``ids`` (interp.report.analyse), the val batches
+    """Every head of ``run``'s model measured on the tokens ``ids`` (interp.head_report.analyse), the val batches
     from ``ddir``: the report, and the val rows its content-independent metrics used (or None)."""
     import torch
 
+    from interp.head_report import analyse
     from interp.html import token_texts
-    from interp.report import analyse
 
     torch.manual_seed(0)
     model = run.model

@@ -1,5 +1,5 @@
 """heads.py's report as a call: ``run_report(cfg)`` (configs/heads.yaml) measures every head of a run and writes
-heads.csv, heads.json, the PNGs and heads.html (interp/report.py), with the timeline over the run's snapshots
+heads.csv, heads.json, the PNGs and heads.html (interp/head_report.py), with the timeline over the run's snapshots
 and the plots over steps.
 """
 
@@ -70,7 +70,7 @@ def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None,
     snapshots or head rows, or with timeline=false."""
     from interp.timeline import measure_steps, pattern_bytes, pick_steps, series
     from rundir.layout import RunDir
-    from rundir.load import load_run
+    from rundir.open_run import load_run
 
     rd = RunDir(run.run_dir)
     kept, rows = rd.snapshot_steps(), rd.read_metrics()
@@ -101,7 +101,7 @@ def run_report(cfg: DictConfig) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
 
-    from interp.report import summary_lines, write_report
+    from interp.head_report import summary_lines, write_report
     from rundir.outdir import check_out_dir
 
     t_start = time.perf_counter()

@@ -10,7 +10,7 @@ import numpy as np
 
 from gptlab_errors import UserError
 from rundir.files import read_jsonl
-from rundir.load import load_run
+from rundir.open_run import load_run
 
 
 def read_head_rows(metrics_path: str | Path) -> list[dict]:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from . import metrics as M
+from .head_report import classify
 from .pattern_codec import encode, encoded_bytes, encoding_for, thumbnails
-from .report import classify
 from .tracking import head_metric_tables, mean_k_composition, tables_to_rows
 
 MAX_PAGE_BYTES = 40_000_000  # the timeline's patterns never make heads.html larger than this

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 from gptlab_errors import UserError
 
-from .positions import SCHEMES
-
-POSITIONS = tuple(SCHEMES)  # the position-scheme registry lives in positions.py
+# the names `model.position` accepts; model/positions.py's registry (SCHEMES) has one class for each
+POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi", "relative", "t5")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_tanh", "swiglu", "relu2", "none")
 ATTN_IMPLS = ("auto", "sdpa", "flex", "explicit")  # see model/attention.py

@@ -90,7 +90,7 @@ class SweepSummary(Callback):
 
     def write(self, cached_only: bool) -> Path | None:
         """Write the summary now; on any error print one warning line and how to retry."""
-        from sweep.report import print_table, summarize
+        from sweep.summary import print_table, summarize
 
         self._written = True
         d = self._sweep_dir

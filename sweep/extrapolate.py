@@ -152,7 +152,7 @@ def extrapolate_run(
 ) -> dict:
     """Evaluate a run's best checkpoint at each multiple of its block size; cache and return the result."""
     from rundir.checkpoint import resolve_checkpoint
-    from rundir.load import load_run
+    from rundir.open_run import load_run
     from runtime.device import pick_device
 
     ckpt_path = resolve_checkpoint(run)

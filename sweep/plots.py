@@ -21,8 +21,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sweep.columns import Table
 from sweep.stats import estimate
-from sweep.table import Table
 
 PLOT_FILES = {
     "curves": "val_loss_curves.png",

@@ -17,9 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from gptlab_errors import UserError
-from sweep.runs import RunRecord
-from sweep.stats import NO_INTERVAL, Estimate, Paired, estimate, holm, paired
-from sweep.table import (
+from sweep.columns import (
     BUDGET_KEYS,
     DATA_KEY,
     Table,
@@ -31,6 +29,8 @@ from sweep.table import (
     label_of,
     short_key,
 )
+from sweep.runs import RunRecord
+from sweep.stats import NO_INTERVAL, Estimate, Paired, estimate, holm, paired
 
 METRIC = "best_val_loss"  # what the comparison pairs
 ALPHA = 0.05

@@ -11,95 +11,38 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rundir.files import atomic_write
+from sweep.columns import (
+    BUDGET_KEYS,
+    DATA_KEY,
+    IGNORED_KEYS,
+    IGNORED_PREFIXES,
+    METRIC_COLUMNS,
+    SEED_KEY,
+    Table,
+    _data_identity,
+    _fmt_value,
+    _num,
+    fmt_params,
+    fmt_seconds,
+    label_of,
+    short_key,
+)
 from sweep.runs import RunRecord, parse_overrides
-from sweep.stats import NO_INTERVAL, Estimate
-
-# Override keys that never describe the architecture or budget being compared.
-IGNORED_KEYS = {
-    "experiment",
-    "train.resume",
-    "wandb.group",
-    "wandb.name",
-    "wandb.mode",
-    "wandb.project",
-    "wandb.entity",
-    "compare.baseline",
-}
-IGNORED_PREFIXES = ("hydra.", "hydra/")
-SEED_KEY = "seed"
-# What a run's number depends on besides its architecture: always checked in the resolved configs (even
-# when no run overrode them), so runs of different budgets or data are never pooled or paired.
-BUDGET_KEYS = ("train.max_iters", "train.batch_size", "train.grad_accum", "model.block_size")
-DATA_KEY = "data"
-DATA_IGNORED = ("out_dir", "num_proc")  # where the prepared files go and how fast: not what they hold
-
-METRIC_COLUMNS = [
-    "params",
-    "best_val_loss",
-    "final_val_loss",
-    "tokens_per_s",
-    "wall_s",
-    "kv_cache_bytes_per_token",
-]
-TARGET_COLUMNS = ["target_loss", "target_step", "target_tokens", "target_wall_s"]
-
-
-@dataclass
-class Table:
-    keys: list[str]  # the keys whose values differ between runs (`seed` among them when seeds differ)
-    multipliers: list[int]  # extrapolation lengths, in multiples of the training block size
-    rows: list[dict]  # one per run: run, status, label, setting, <keys>, METRIC_COLUMNS, val_loss_<m>x, note
-    runs: list[RunRecord]  # same order as rows
-    settings: list = field(default_factory=list)  # sweep.settings.Setting, best first
-    comparison: Any = None  # sweep.settings.Comparison, or None with fewer than two settings
-
-    @property
-    def setting_keys(self) -> list[str]:
-        return [k for k in self.keys if k != SEED_KEY]
-
-    @property
-    def has_target(self) -> bool:
-        return any(r.get("target_loss") is not None for r in self.rows)
-
-    @property
-    def ext_columns(self) -> list[str]:
-        return [f"val_loss_{m}x" for m in self.multipliers]
-
-    @property
-    def columns(self) -> list[str]:
-        target = TARGET_COLUMNS if self.has_target else []
-        return ["run", "status", "setting", *self.keys, *METRIC_COLUMNS, *self.ext_columns, *target, "note"]
-
-    @property
-    def seeded(self) -> bool:
-        """Whether some setting has more than one run (a sweep with seeds)."""
-        return any(len(s.runs) > 1 for s in self.settings)
-
+from sweep.settings import (
+    COMPARISON_COLUMNS,
+    compare_settings,
+    comparison_markdown,
+    group_settings,
+    setting_columns,
+    setting_row,
+    settings_markdown,
+)
 
 # ---------------------------------------------------------------- keys and values
-
-
-def _fmt_value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    return str(v)
-
-
-def _data_identity(run: RunRecord) -> str | None:
-    data = run.config.get("data")
-    if not isinstance(data, dict):
-        return None
-    kept = {k: v for k, v in data.items() if k not in DATA_IGNORED}
-    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def key_values(runs: list[RunRecord]) -> tuple[list[str], dict[Path, dict[str, str | None]]]:
@@ -136,18 +79,6 @@ def key_values(runs: list[RunRecord]) -> tuple[list[str], dict[Path, dict[str, s
 def differing_keys(runs: list[RunRecord]) -> list[str]:
     """Keys (overrides of any run, budget, data) whose resolved value is not the same in every run."""
     return key_values(runs)[0]
-
-
-def short_key(key: str, keys: list[str]) -> str:
-    """`model.position` -> `position`, unless another key ends the same way."""
-    last = key.rsplit(".", 1)[-1]
-    clash = sum(1 for k in keys if k.rsplit(".", 1)[-1] == last) > 1
-    return key if clash else last
-
-
-def label_of(values: dict[str, str | None], keys: list[str]) -> str:
-    """`position=alibi, n_kv_head=1` from a run's (or setting's) values of `keys`."""
-    return ", ".join(f"{short_key(k, keys)}={'?' if values.get(k) is None else values[k]}" for k in keys)
 
 
 def _status_text(run: RunRecord) -> str:
@@ -193,8 +124,6 @@ def build_table(
     comparison pairs against (None: the first of the sweep); `strict` raises a UserError for a baseline that
     is no setting or settings that cannot be paired, otherwise the comparison says why in its note.
     `pair=False`: no comparison."""
-    from sweep.settings import compare_settings, group_settings
-
     multipliers = list(multipliers)
     keys, values = key_values(runs)
     names = relative_names([r.run_dir for r in runs])
@@ -268,54 +197,17 @@ def write_runs_csv(table: Table, path: str | Path) -> None:
 
 def write_settings_csv(table: Table, path: str | Path) -> None:
     """One row per setting: n, mean, std and 95% interval of each metric over its finished seeds."""
-    from sweep.settings import setting_columns, setting_row
-
     columns = setting_columns(table)
     atomic_write(path, _csv_text(columns, [setting_row(s, table) for s in table.settings]))
 
 
 def write_comparison_csv(table: Table, path: str | Path) -> None:
     """One row per setting against the baseline: paired difference, interval, p, Holm's p, verdict."""
-    from sweep.settings import COMPARISON_COLUMNS
-
     rows = table.comparison.rows if table.comparison is not None else []
     atomic_write(path, _csv_text(COMPARISON_COLUMNS, rows))
 
 
 # ---------------------------------------------------------------- markdown
-
-
-def _num(v: Any, fmt: str) -> str:
-    return "–" if v is None else format(v, fmt)
-
-
-def fmt_params(n: Any) -> str:
-    if n is None:
-        return "–"
-    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
-
-
-def fmt_seconds(s: Any) -> str:
-    if s is None:
-        return "–"
-    return f"{s:.0f} s" if s < 120 else f"{int(s // 60)} min {s % 60:02.0f} s"
-
-
-def fmt_estimate(e: Estimate, fmt: str) -> str:
-    """`2.1430 ± 0.0120` (the ± is half the 95% interval), the value alone for one seed, `–` for none."""
-    if e.n == 0:
-        return "–"
-    if e.half is None:
-        return format(e.mean, fmt)
-    return f"{format(e.mean, fmt)} ± {format(e.half, fmt)}"
-
-
-def fmt_interval(e: Estimate, fmt: str) -> str:
-    if e.n == 0:
-        return "–"
-    if e.low is None:
-        return NO_INTERVAL
-    return f"[{format(e.low, fmt)}, {format(e.high, fmt)}]"
 
 
 def _target_text(row: dict) -> str:
@@ -378,8 +270,6 @@ def _target_value(table: Table) -> str:
 
 def to_markdown(table: Table) -> str:
     """Every table of the summary: settings (with seeds), the paired comparison, then the runs."""
-    from sweep.settings import comparison_markdown, settings_markdown
-
     parts = []
     if table.seeded:
         parts += ["## Settings", "", settings_markdown(table), ""]

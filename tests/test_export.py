@@ -16,7 +16,7 @@ from training.loop import train
 
 transformers = pytest.importorskip("transformers")
 
-from rundir.load import load_run  # noqa: E402
+from rundir.open_run import load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

@@ -30,7 +30,7 @@ from gptlab_errors import UserError
 from rundir.checkpoint import save_checkpoint
 from rundir.files import atomic_write, read_jsonl
 from rundir.layout import RunDir
-from rundir.load import load_run
+from rundir.open_run import load_run
 from training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

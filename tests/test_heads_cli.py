@@ -98,7 +98,7 @@ def test_report_writes_every_file(run_dir, tmp_path):
     assert len(doc["heads"]) == 8 and "icl_score" in doc["model_scores"]
     assert len(doc["text_tokens"]) == 32  # split=val by default: block_size tokens of val.bin
     # the table agrees with the metrics measured directly on the same probe
-    from rundir.load import load_run
+    from rundir.open_run import load_run
 
     run = load_run(run_dir)
     probe = probe_for(run.model, run.meta, 2)
@@ -199,7 +199,7 @@ def test_cli_exit_code_and_no_litter(run_dir, tmp_path):
 
 
 def test_snapshot_for_training(run_dir, char_data):
-    from rundir.load import load_run
+    from rundir.open_run import load_run
 
     model = load_run(run_dir).model
     model.train()
@@ -286,7 +286,7 @@ def test_one_registry_entry_reaches_every_output(run_dir, tmp_path, monkeypatch)
 def test_a_computed_metric_missing_from_the_registry_is_an_error(run_dir, tmp_path, monkeypatch):
     """A table the report computes without a registry entry stops the report (it would be missing from every
     output otherwise)."""
-    from interp import report as R
+    from interp import head_report as R
 
     real = R.head_metric_tables
 
@@ -388,7 +388,7 @@ def test_ctrl_c_is_one_line(run_dir, tmp_path):
 import os, runpy, signal, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 sys.argv = ["heads.py", "run={run_dir}", "out={out}", "ablation.enabled=false"]
-from interp import report
+from interp import head_report as report
 
 def analyse(*args, **kwargs):  # the SIGINT a Ctrl-C sends, while the heads are being measured
     os.kill(os.getpid(), signal.SIGINT)

@@ -271,7 +271,7 @@ def test_heads_report_past_the_block_size(tmp_path, monkeypatch):
     from test_heads_live import ROOT, _save_run
     from test_heads_observatory import _page_data
 
-    from interp import report
+    from interp import head_report as report
 
     def no_png(*args, **kw):  # the PNGs are not what this test is about (and take seconds)
         return next(Path(a) for a in args if str(a).endswith(".png"))

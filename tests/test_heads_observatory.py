@@ -22,7 +22,7 @@ from interp.run_report import run_report
 from interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
 from model import GPT, GPTConfig
 from rundir.layout import RunDir
-from rundir.load import load_run
+from rundir.open_run import load_run
 from training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

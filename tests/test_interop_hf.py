@@ -23,7 +23,8 @@ from interop.hf import export_hf, load_hf_run, load_pretrained, to_hf_model  # n
 from interop.hf_config import family_for, from_hf_config, to_hf_config  # noqa: E402
 from interop.hf_tokenizer import PROBE, gpt2_tokenizer_json, ids_tokenizer_json, tokenizer_meta_for  # noqa: E402
 from interop.hf_weights import from_hf, to_hf  # noqa: E402
-from rundir.load import Run, is_hf_source, load_run  # noqa: E402
+from rundir.load import Run  # noqa: E402
+from rundir.open_run import is_hf_source, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

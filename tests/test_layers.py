@@ -44,15 +44,15 @@ ALLOWED = {
     "model": set(),
     "runtime": set(),
     "data": {"rundir.files", "rundir.outdir"},
-    "rundir": {"model", "data", "interop"},  # interop: load_run hands HF directories / hub ids to it (lazily)
-    "interop": {"model", "data", "rundir", "rundir.load", "rundir.checkpoint", "rundir.files"},
-    "sampling": {"model", "data", "runtime", "cli", "rundir.load"},
+    "rundir": {"model", "data", "interop"},  # interop: rundir.open_run only (test below)
+    "interop": {"model", "data", "rundir.load", "rundir.checkpoint", "rundir.files"},  # never rundir.open_run
+    "sampling": {"model", "data", "runtime", "cli", "rundir.open_run"},
     "interp": {
         "model",
         "data",
-        "rundir",
         "rundir.files",
         "rundir.load",
+        "rundir.open_run",
         "rundir.checkpoint",
         *(
             "runtime",
@@ -68,6 +68,7 @@ ALLOWED = {
         "runtime",
         "rundir.files",
         "rundir.load",
+        "rundir.open_run",
         "rundir.checkpoint",
         "rundir.layout",
     },
@@ -100,6 +101,15 @@ def test_schema_imports_nothing_of_the_project_but_gptlab_errors():
 def test_rundir_files_checkpoint_and_layout_import_nothing_of_the_project():
     for name in ("files", "checkpoint", "layout", "outdir"):
         assert project_imports(ROOT / "rundir" / f"{name}.py") <= {"gptlab_errors"}, name
+
+
+def test_only_rundir_open_run_reaches_up_to_interop():
+    """rundir.load (Run, a checkpoint file as a run) sits on model and data; the dispatcher that hands a Hugging
+    Face directory or hub id to interop.hf is rundir.open_run, above both loaders."""
+    for f in (ROOT / "rundir").glob("*.py"):
+        if f.name != "open_run.py":
+            assert "interop" not in project_imports(f), f.name
+    assert project_imports(ROOT / "rundir" / "load.py") <= {"model", "data", "gptlab_errors"}
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -154,3 +164,82 @@ def test_entry_points_are_thin(path):
     assert n <= MAX_ENTRY_POINT_LINES, (
         f"{path.relative_to(ROOT)} has {n} lines (at most {MAX_ENTRY_POINT_LINES}): move the work into a package"
     )
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (every import statement: function-level ones and
+    ``if TYPE_CHECKING:`` ones included; ``from a import b`` imports ``a.b`` when that is a module, else ``a``)."""
+    files = {
+        module_name(f): f
+        for f in sorted(ROOT.glob("*.py"))
+        if f.stem in (*TOOLS, "cli", "gptlab_errors", "schema")
+    }
+    for package in PACKAGES:
+        files |= {module_name(f): f for f in sorted((ROOT / package).rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for name, f in files.items():
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, base] if base else up)
+                for a in (
+                    node.names
+                ):  # `from pkg import sub` imports the module pkg.sub, `from pkg import name` pkg
+                    targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base)
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycles_finds_a_cycle_through_three_modules():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_project_modules():
+    """No module imports (even inside a function) a module that imports it back, directly or through others:
+    a shared piece moves down into a module both use (interop.hf_model, sweep.columns, ...)."""
+    found = cycles(module_graph())
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)

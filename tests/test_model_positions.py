@@ -9,9 +9,21 @@ import torch
 
 from gptlab_errors import UserError
 from model import GPT, POSITIONS, GPTConfig
-from model.positions import SINUSOIDAL_SCALE, RotaryPosition, alibi_slopes, sinusoidal_table, t5_bucket
+from model.positions import (
+    SCHEMES,
+    SINUSOIDAL_SCALE,
+    RotaryPosition,
+    alibi_slopes,
+    sinusoidal_table,
+    t5_bucket,
+)
 
 tiny = functools.partial(helpers.tiny, n_layer=1, std=0.3)
+
+
+def test_every_position_name_the_config_accepts_has_one_scheme_class():
+    """model.config.POSITIONS (what GPTConfig accepts) and model.positions.SCHEMES (the classes) agree."""
+    assert tuple(SCHEMES) == POSITIONS
 
 
 # ---------------------------------------------------------------------------------------------- rope

@@ -224,8 +224,8 @@ def test_patterns_of_a_qk_norm_model_reproduce_its_sdpa_outputs():
 def test_every_head_metric_runs_on_a_model_with_every_switch():
     from interp import metrics as M
     from interp.ablation import _LayerRunner
+    from interp.head_report import analyse
     from interp.probe import repeated_random_tokens
-    from interp.report import analyse
 
     m = perturb(attention_tiny("rope", 2, qk_norm=True, logit_softcap=3.0, mlp="relu2", tie_embeddings=False))
     text = torch.randint(0, 37, (14,))

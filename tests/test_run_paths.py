@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gptlab_errors import UserError
-from rundir.load import is_hf_source, load_run
+from rundir.open_run import is_hf_source, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

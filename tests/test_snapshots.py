@@ -1,4 +1,4 @@
-"""train.snapshots (training/snapshots.py) and step= (rundir.load): the kept steps, a resume, a full disk, bad input."""
+"""train.snapshots (training/snapshots.py) and step= (rundir.open_run): the kept steps, a resume, a full disk, bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from gptlab_errors import UserError
 from rundir.checkpoint import load_checkpoint
 from rundir.layout import RunDir
-from rundir.load import load_run
+from rundir.open_run import load_run
 from training.config import TrainConfig
 from training.loop import train
 from training.snapshots import SnapshotSchedule, parse_snapshots

@@ -13,8 +13,8 @@ from helpers import load_entry_point, record_run
 
 from sweep.extrapolate import evaluate_lengths, window_starts
 from sweep.plots import PLOT_FILES
-from sweep.report import summarize
 from sweep.runs import collect_runs, parse_overrides, read_run
+from sweep.summary import summarize
 from sweep.table import build_table, differing_keys, runs_markdown, to_markdown
 
 compare = load_entry_point("compare")  # compare.py's main, through runpy (no import)

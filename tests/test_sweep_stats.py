@@ -19,10 +19,10 @@ from test_sweep import finished
 import sweep.plots as plots
 from cli import expand_seeds
 from gptlab_errors import UserError
-from sweep.report import summarize
 from sweep.runs import collect_runs
 from sweep.settings import pick_baseline
 from sweep.stats import estimate, holm, paired
+from sweep.summary import summarize
 from sweep.table import build_table
 
 compare = load_entry_point("compare")  # compare.py's main, through runpy (no import)

@@ -42,11 +42,11 @@ from rundir.layout import RunDir
 from runtime.device import autocast
 
 from .ddp import shutdown
-from .logging import log
 from .mfu import mfu
 from .plot import plot_losses
 from .resume import Plan, plan_run
 from .rng import get_rng_state
+from .run_output import log
 from .session import Session, setup
 from .signals import StopFlag
 from .snapshots import describe, parse_snapshots

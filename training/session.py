@@ -43,12 +43,12 @@ from runtime.device import (
 
 from .config import RunConfig
 from .ddp import Dist, init_distributed
-from .logging import Progress, Wandb
 from .mfu import peak_flops
 from .optim import build_optimizer
 from .pretrained import carried_tokenizer, start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
+from .run_output import Progress, Wandb
 from .signals import StopFlag
 from .step import StepState
 from .throughput import Throughput
