@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from gptlab_errors import UserError
 
-# the names `model.position` accepts; model/positions.py's registry (SCHEMES) has one class for each
-POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi", "relative", "t5")
+from .positions import SCHEMES
+
+POSITIONS = tuple(SCHEMES)  # the position-scheme registry lives in positions.py
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_tanh", "swiglu", "relu2", "none")
 ATTN_IMPLS = ("auto", "sdpa", "flex", "explicit")  # see model/attention.py

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from .config import GPTConfig
+if TYPE_CHECKING:  # config.py reads this module's registry, so the config class is imported for types only
+    from .config import GPTConfig
 
 
 class PositionScheme(nn.Module):
@@ -326,9 +328,8 @@ class ShawRelativePosition(PositionScheme):
         return per_dist @ self.value[layer].to(probs.dtype)  # (B, nh, Tq, hs)
 
 
-# The registry of position schemes: one class for each name of model.config.POSITIONS (the names
-# `model.position` accepts; tests/test_model_positions.py checks both agree). Adding a scheme is one class
-# above, one line here and its name there.
+# The registry of position schemes: the names `model.position` accepts (model.config.POSITIONS is its keys).
+# Adding a scheme is one class above and one line here.
 SCHEMES: dict[str, type[PositionScheme]] = {
     "none": NoPosition,
     "learned": LearnedPosition,

@@ -10,7 +10,6 @@ import torch
 from gptlab_errors import UserError
 from model import GPT, POSITIONS, GPTConfig
 from model.positions import (
-    SCHEMES,
     SINUSOIDAL_SCALE,
     RotaryPosition,
     alibi_slopes,
@@ -19,11 +18,6 @@ from model.positions import (
 )
 
 tiny = functools.partial(helpers.tiny, n_layer=1, std=0.3)
-
-
-def test_every_position_name_the_config_accepts_has_one_scheme_class():
-    """model.config.POSITIONS (what GPTConfig accepts) and model.positions.SCHEMES (the classes) agree."""
-    assert tuple(SCHEMES) == POSITIONS
 
 
 # ---------------------------------------------------------------------------------------------- rope
