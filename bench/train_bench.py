@@ -71,9 +71,9 @@ from runtime.device import cpu_description  # noqa: E402
 from sweep.extrapolate import window_loss  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-README_TARGET = (
-    1.8857  # nanoGPT's val loss after its 2000 steps (AVX-512 BF16 EPYC, 2026-12-01), when not run here
-)
+# nanoGPT's last logged val loss after its 2000 steps (README: AVX-512 BF16 EPYC; also an AMX Xeon), the target
+# when nanoGPT is not run
+README_TARGET = 1.8857
 EVERY = 10  # steps between log lines of a timed run and between kept states of its untimed twin
 SCAN_MARGIN = 0.1  # the scan back from the last kept state stops at a loss this far above the target
 
@@ -430,7 +430,7 @@ def report(results: dict[str, list[Result]], target: float, target_note: str, cp
         parts.append(
             f"whole run wall {fmt_ratio(ratio_ci([a.wall_s for a, _ in pairs], [b.wall_s for _, b in pairs]))}"
         )
-        print(f"  {label:11s} " + "; ".join(parts) + f"  ({len(pairs)} pairs, {rs[0].dtype})")
+        print(f"  {label:11s} " + "; ".join(parts) + f"  ({len(pairs)} rounds, {rs[0].dtype})")
 
 
 # ------------------------------------------------------------------------------------------------ main
