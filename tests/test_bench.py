@@ -69,13 +69,20 @@ def smoke_sample_bench(tmp_path):
 
 
 def smoke_train_bench(tmp_path):
-    from data.corpus import embedded_documents
+    """--smoke: the record recipe on a tiny budget, timed to a loose target (no nanoGPT)."""
+    from runtime.device import cpu_description
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(next(iter(embedded_documents()))["text"][:20_000])
-    out = run_bench("bench/train_bench.py", "--small", "--corpus", str(corpus), "--only", "fast")
-    rows = [line.split() for line in out.splitlines() if line.startswith("fast ")]
-    assert len(rows) == 1 and float(rows[0][1]) > 0  # the median table's row: val loss read from the run
+    out = run_bench("bench/train_bench.py", "--smoke", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith("record ")]
+    assert len(rows) == 1 and cpu_description() in rows[0]
+    fields = rows[0].split()
+    assert fields[1] == "1"  # one seed
+    to_target = [line for line in out.splitlines() if line.startswith("time to target:")]
+    assert to_target and "steps of 5" in to_target[0]
+    step = int(fields[7])  # the first kept step at or below the smoke target, a multiple of 5 within 30
+    assert step % 5 == 0 and 0 < step <= 30
+    assert float(fields[8]) >= float(fields[9]) > 0  # wall from process start >= loop time
+    assert "note:" not in out  # the untimed twin ended with the timed run's exact loss
 
 
 def smoke_threads_bench(tmp_path):
