@@ -66,7 +66,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rundir.layout import RunDir  # noqa: E402
-from rundir.load import load_run  # noqa: E402
+from rundir.open_run import load_run  # noqa: E402
 from runtime.device import cpu_description  # noqa: E402
 from sweep.extrapolate import window_loss  # noqa: E402
 
@@ -135,7 +135,7 @@ SMOKE = (
 SMOKE_TARGET = 3.7
 SMOKE_EVERY = 5
 ONLY_AT_END = 10**9  # train.eval_interval: a run evaluates at this multiple and at its last step
-STEP_LINE = re.compile(r"^step\s+(\d+)/\d+ \|")  # training/logging.Progress's plain log line
+STEP_LINE = re.compile(r"^step\s+(\d+)/\d+ \|")  # training/run_output.Progress's plain log line
 
 
 # ------------------------------------------------------------------------------------------------ statistics

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.logging import Progress
 
 from bench import train_bench as tb
+from training.run_output import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
