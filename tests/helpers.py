@@ -1,7 +1,8 @@
 """Helpers shared by several test files (``from helpers import tiny``): one copy of each.
 
 * ``tiny`` / ``perturb``: a small GPT in eval mode, optionally with larger random weights.
-* ``small_train`` / ``cfg_with``: the overrides and composed Hydra config of a tiny char run on the CPU.
+* ``small_train`` / ``cfg_with`` / ``train_small``: the overrides, the composed Hydra config and a real training
+  run of a tiny char model on the CPU.
 * ``make_run``: a run directory holding a tiny GPT's checkpoint (no training).
 * ``record_run``: a run directory's records (config.yaml, metrics.jsonl, summary.json), no weights.
 * ``load_entry_point``: an entry point's functions (its ``main``), reached through runpy, never an import.
@@ -59,6 +60,16 @@ def cfg_with(data_dir: str | Path, *overrides: str, max_iters: int = 12) -> Dict
     """configs/config.yaml composed as train.py would: ``small_train``, the data folder, then ``overrides``."""
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         return compose("config", overrides=[*small_train(max_iters), f"data.out_dir={data_dir}", *overrides])
+
+
+def train_small(data_dir: str | Path, run: str | Path, *overrides: str, max_iters: int = 12) -> dict:
+    """Train the ``small_train`` model on the CPU into ``run`` (data prepared in ``data_dir``); its summary."""
+    from training.loop import train
+
+    given = [*small_train(max_iters), "train.device=cpu", *overrides]
+    return train(
+        cfg_with(data_dir, "train.device=cpu", *overrides, max_iters=max_iters), run, overrides=given
+    )
 
 
 # ---------------------------------------------------------------------------------------------- run folders

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import train_small
 from hydra import compose, initialize_config_dir
 
 import sampling
@@ -23,14 +24,8 @@ from interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
 from model import GPT, GPTConfig
 from rundir.layout import RunDir
 from rundir.open_run import load_run
-from training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=4",
-    "train.max_iters=12", "train.eval_interval=4", "train.eval_iters=2", "train.log_interval=4",
-    "train.sample_tokens=0", "optim.warmup_iters=2", "train.device=cpu",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +33,11 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("prepared") / "chars")
 
 
-def run_train(data_dir, run, *overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[*SMALL, f"data.out_dir={data_dir}", *overrides])
-    return train(cfg, run, overrides=[*SMALL, *overrides])
-
-
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, data_dir):
     """A run with head metrics every 4 steps and snapshots every 4 steps."""
     run = tmp_path_factory.mktemp("tracked") / "r"
-    summary = run_train(data_dir, run, "train.head_metrics_interval=4", "train.snapshots=every:4")
+    summary = train_small(data_dir, run, "train.head_metrics_interval=4", "train.snapshots=every:4")
     return run, summary
 
 
@@ -104,7 +93,7 @@ def test_heads_rows_and_summary_of_a_tracked_run(tracked):
 
 
 def test_no_phases_without_head_metrics(tmp_path, data_dir):
-    assert "phases" not in run_train(data_dir, tmp_path / "r", "train.max_iters=4")
+    assert "phases" not in train_small(data_dir, tmp_path / "r", "train.max_iters=4")
 
 
 # ---------------------------------------------------------------------------------------------- step=

@@ -7,33 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import train_small
 
 from gptlab_errors import UserError
 from rundir.checkpoint import load_checkpoint
 from rundir.layout import RunDir
 from rundir.open_run import load_run
 from training.config import TrainConfig
-from training.loop import train
 from training.snapshots import SnapshotSchedule, parse_snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "train.batch_size=4",
-    "train.max_iters=12", "train.eval_interval=4", "train.eval_iters=1", "train.log_interval=4",
-    "train.sample_tokens=0", "optim.warmup_iters=2", "train.device=cpu",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("prepared") / "chars")
-
-
-def run_train(data_dir, run, *overrides):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[*SMALL, f"data.out_dir={data_dir}", *overrides])
-    return train(cfg, run, overrides=[*SMALL, *overrides])
 
 
 def weights(path):
@@ -69,7 +57,7 @@ def test_too_many_snapshots_are_refused_before_the_run():
 # ---------------------------------------------------------------------------------------------- in a run
 def test_a_run_keeps_its_scheduled_steps_and_each_loads(tmp_path, data_dir):
     run = tmp_path / "r"
-    run_train(data_dir, run, "train.snapshots=log")
+    train_small(data_dir, run, "train.snapshots=log")
     rd = RunDir(run)
     assert rd.snapshot_steps() == [0, 1, 2, 4, 8, 12]
     assert sorted(p.name for p in rd.snapshots.iterdir())[:2] == ["step_000000.pt", "step_000001.pt"]
@@ -86,20 +74,20 @@ def test_a_run_keeps_its_scheduled_steps_and_each_loads(tmp_path, data_dir):
 
 def test_no_snapshots_by_default(tmp_path, data_dir):
     run = tmp_path / "r"
-    run_train(data_dir, run, "train.max_iters=4")
+    train_small(data_dir, run, "train.max_iters=4")
     assert RunDir(run).snapshot_steps() == [] and not (run / "snapshots").exists()
 
 
 def test_a_resume_keeps_the_schedule(tmp_path, data_dir):
     """Stopped at step 6 (ckpt there), stale files from 'later' planted, resumed: the same steps, the same bits."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_train(data_dir, straight, "train.snapshots=log")
-    first = run_train(data_dir, split, "train.snapshots=log", "train.stop_after_iters=6")
+    train_small(data_dir, straight, "train.snapshots=log")
+    first = train_small(data_dir, split, "train.snapshots=log", "train.stop_after_iters=6")
     assert first["status"] == "interrupted" and RunDir(split).snapshot_steps() == [0, 1, 2, 4]
     for late in (8, 16):  # left by a run killed past its checkpoint (16: one that was to train longer)
         (split / "snapshots" / f"step_{late:06d}.pt").write_bytes(b"from a run killed after its checkpoint")
     (split / "snapshots" / ".step_000016.pt.abc.tmp").write_bytes(b"a kill mid-write")
-    run_train(data_dir, split, "train.snapshots=log", "train.resume=true")
+    train_small(data_dir, split, "train.snapshots=log", "train.resume=true")
     rs, rt = RunDir(split), RunDir(straight)
     assert rs.snapshot_steps() == rt.snapshot_steps() == [0, 1, 2, 4, 8, 12]
     assert not list(rs.snapshots.glob(".*.tmp"))
@@ -110,17 +98,17 @@ def test_a_resume_keeps_the_schedule(tmp_path, data_dir):
 
 def test_snapshots_can_be_turned_on_at_a_resume(tmp_path, data_dir):
     run = tmp_path / "r"
-    run_train(data_dir, run, "train.stop_after_iters=4")
-    run_train(data_dir, run, "train.snapshots=every:4", "train.resume=true", "train.stop_after_iters=null")
+    train_small(data_dir, run, "train.stop_after_iters=4")
+    train_small(data_dir, run, "train.snapshots=every:4", "train.resume=true", "train.stop_after_iters=null")
     assert RunDir(run).snapshot_steps() == [4, 8, 12]  # from the resume's step on
 
 
 def test_overwrite_removes_the_old_snapshots(tmp_path, data_dir):
     run = tmp_path / "r"
-    run_train(data_dir, run, "train.snapshots=log")
+    train_small(data_dir, run, "train.snapshots=log")
     with pytest.raises(UserError, match="snapshots"):
-        run_train(data_dir, run, "train.max_iters=3")
-    run_train(data_dir, run, "train.max_iters=3", "train.overwrite=true")
+        train_small(data_dir, run, "train.max_iters=3")
+    train_small(data_dir, run, "train.max_iters=3", "train.overwrite=true")
     assert RunDir(run).snapshot_steps() == []
 
 
@@ -131,7 +119,7 @@ def test_a_full_disk_while_writing_a_snapshot_loses_nothing_earlier(tmp_path, da
         run = full / "run"
         # no evaluation (so no checkpoint) before step 60: the disk fills while a snapshot is written
         with pytest.raises(UserError, match=f"no space left on the device \\(writing {run}/snapshots/step_0"):
-            run_train(
+            train_small(
                 data_dir, run, "train.snapshots=every:1", "train.max_iters=60", "train.eval_interval=100"
             )
         rd = RunDir(run)
@@ -148,7 +136,7 @@ def test_a_full_disk_while_writing_a_snapshot_loses_nothing_earlier(tmp_path, da
 @pytest.fixture(scope="module")
 def kept_run(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("kept") / "r"
-    run_train(data_dir, run, "train.snapshots=every:4")
+    train_small(data_dir, run, "train.snapshots=every:4")
     return run
 
 
@@ -184,7 +172,7 @@ def test_bad_steps_are_one_line(kept_run, step, message):
 
 def test_step_in_a_run_without_snapshots_or_on_a_file(tmp_path, data_dir):
     run = tmp_path / "r"
-    run_train(data_dir, run, "train.max_iters=4")
+    train_small(data_dir, run, "train.max_iters=4")
     with pytest.raises(UserError, match=r"keeps no snapshots \(train it with train.snapshots=log"):
         load_run(run, step=2)
     with pytest.raises(UserError, match="pass run=<run directory> \\(not ckpt.pt\\)"):
