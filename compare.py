@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptlab_errors import UserError, exit_on_user_error
-from sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS
+from gptlab.errors import UserError, exit_on_user_error
+from gptlab.sweep.extrapolate import DEFAULT_MULTIPLIERS, DEFAULT_WINDOWS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    from rundir.outdir import check_out_dir
-    from sweep.summary import CSV_FILES, print_table, summarize
+    from gptlab.rundir.outdir import check_out_dir
+    from gptlab.sweep.summary import CSV_FILES, print_table, summarize
 
     args = parse_args(argv)
     for d in args.dirs:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.windows < 1 or any(m < 1 for m in args.multipliers):
         raise UserError("--windows and --multipliers must be positive integers, e.g. --multipliers 1 2 4 8")
     if not args.no_extrapolate:
-        from runtime.device import pick_device
+        from gptlab.runtime.device import pick_device
 
         pick_device(args.device)  # a device that is not there: one line now, not one per run later
     out = args.out or (args.dirs[0] if len(args.dirs) == 1 else "comparison")

@@ -14,28 +14,28 @@ from __future__ import annotations
 import signal
 import sys
 
-from gptlab_errors import quiet_ctrl_c_while_starting
+from gptlab.errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
-    from cli import exit_after_help
+    from gptlab.cli import exit_after_help
 
     exit_after_help("export", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import hydra
 from omegaconf import DictConfig
 
-from cli import prepare_argv
-from gptlab_errors import UserError, exit_on_user_error
+from gptlab.cli import prepare_argv
+from gptlab.errors import UserError, exit_on_user_error
 
 FORMATS = ("hf", "transformer_lens")
 
 
 def export(cfg: DictConfig) -> dict:
     """Check the options, load the run, write and check the export; returns interop.hf.export_hf's report."""
-    from interop.hf import export_hf
-    from rundir.open_run import load_run
-    from rundir.outdir import check_out_dir, mark_out_dir
+    from gptlab.interop.hf import export_hf
+    from gptlab.rundir.open_run import load_run
+    from gptlab.rundir.outdir import check_out_dir, mark_out_dir
 
     if not cfg.run:
         raise UserError("pass run=<run directory, checkpoint .pt, or HF model directory>")

@@ -6,7 +6,7 @@ heads.json, composition.csv, heatmap_<metric>.png, patterns_grid.png, pattern_L<
 logit_lens.png, heads.html, and heads_over_steps_<metric>.png when the run logged head metrics; prints the top
 heads of each kind.
 
-`serve=true` instead starts the live viewer (interp/serve.py): a local page where any typed text is run
+`serve=true` instead starts the live viewer (gptlab/interp/serve.py): a local page where any typed text is run
 through the model (`port=8765 host=127.0.0.1`).
 
 `compare=<B>` (another run, an HF directory of the same tokenizer, or `step:N` of this run) measures both models
@@ -19,22 +19,22 @@ from __future__ import annotations
 import signal
 import sys
 
-from gptlab_errors import quiet_ctrl_c_while_starting
+from gptlab.errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
-    from cli import exit_after_help
+    from gptlab.cli import exit_after_help
 
     exit_after_help("heads", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
 import hydra
 from omegaconf import DictConfig
 
-from cli import prepare_argv
-from gptlab_errors import exit_on_user_error
-from interp.run_compare import run_compare
-from interp.run_report import run_report
-from interp.run_serve import start_server
+from gptlab.cli import prepare_argv
+from gptlab.errors import exit_on_user_error
+from gptlab.interp.run_compare import run_compare
+from gptlab.interp.run_report import run_report
+from gptlab.interp.run_serve import start_server
 
 
 def serve(cfg: DictConfig) -> None:

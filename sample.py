@@ -14,11 +14,11 @@ from __future__ import annotations
 import signal
 import sys
 
-from gptlab_errors import quiet_ctrl_c_while_starting
+from gptlab.errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
-    from cli import exit_after_help
+    from gptlab.cli import exit_after_help
 
     exit_after_help("sample", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cli import prepare_argv
-from gptlab_errors import exit_on_user_error
-from sampling import parse_options, sample
+from gptlab.cli import prepare_argv
+from gptlab.errors import exit_on_user_error
+from gptlab.sampling import parse_options, sample
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # absolute: works from any cwd or importer
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import signal
 import sys
 
-from gptlab_errors import quiet_ctrl_c_while_starting
+from gptlab.errors import quiet_ctrl_c_while_starting
 
 if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, not an import traceback
     quiet_ctrl_c_while_starting()
-    from cli import exit_after_help
+    from gptlab.cli import exit_after_help
 
     exit_after_help("config", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
@@ -31,9 +31,9 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cli import prepare_argv
-from gptlab_errors import UserError, exit_on_user_error
-from training.loop import train
+from gptlab.cli import prepare_argv
+from gptlab.errors import UserError, exit_on_user_error
+from gptlab.training.loop import train
 
 
 def _run_id() -> str:

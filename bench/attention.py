@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
-from model.attention import CausalSelfAttention  # noqa: E402
-from model.config import GPTConfig  # noqa: E402
-from model.positions import build_position  # noqa: E402
-from runtime.device import cpu_description  # noqa: E402
+from gptlab.errors import UserError, exit_on_user_error  # noqa: E402
+from gptlab.model.attention import CausalSelfAttention  # noqa: E402
+from gptlab.model.config import GPTConfig  # noqa: E402
+from gptlab.model.positions import build_position  # noqa: E402
+from gptlab.runtime.device import cpu_description  # noqa: E402
 
 FULL = {"seq": [256, 1024, 4096], "n_embd": 384, "n_head": 6, "repeats": 3}
 SMALL = {"seq": [32], "n_embd": 32, "n_head": 2, "repeats": 1}  # --small

@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.build import check_prepared  # noqa: E402
-from data.integrity import CHUNK, file_checksum, forget_verified  # noqa: E402
-from runtime.device import cpu_info  # noqa: E402
+from gptlab.data.build import check_prepared  # noqa: E402
+from gptlab.data.integrity import CHUNK, file_checksum, forget_verified  # noqa: E402
+from gptlab.runtime.device import cpu_info  # noqa: E402
 
 
 def median_s(fn, reps: int = 5) -> float:

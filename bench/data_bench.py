@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data import BatchLoader, DataConfig, load_meta, prepare  # noqa: E402
-from data.corpus import embedded_documents  # noqa: E402
-from data.tokenizers import gpt2_encoding  # noqa: E402
+from gptlab.data import BatchLoader, DataConfig, load_meta, prepare  # noqa: E402
+from gptlab.data.corpus import embedded_documents  # noqa: E402
+from gptlab.data.tokenizers import gpt2_encoding  # noqa: E402
 
 
 def make_text(path: Path, mb: float) -> int:

@@ -47,14 +47,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.sample_bench import load_nanogpt  # noqa: E402
-from data import BatchLoader  # noqa: E402
-from data.build import FORMAT  # noqa: E402
-from gptlab_errors import UserError, exit_on_user_error  # noqa: E402
-from model import GPT, POSITIONS, GPTConfig  # noqa: E402
-from runtime.device import autocast, cpu_description  # noqa: E402
-from training.config import OptimConfig, TrainConfig  # noqa: E402
-from training.optim import build_optimizer  # noqa: E402
-from training.step import StepState, train_step  # noqa: E402
+from gptlab.data import BatchLoader  # noqa: E402
+from gptlab.data.build import FORMAT  # noqa: E402
+from gptlab.errors import UserError, exit_on_user_error  # noqa: E402
+from gptlab.model import GPT, POSITIONS, GPTConfig  # noqa: E402
+from gptlab.runtime.device import autocast, cpu_description  # noqa: E402
+from gptlab.training.config import OptimConfig, TrainConfig  # noqa: E402
+from gptlab.training.optim import build_optimizer  # noqa: E402
+from gptlab.training.step import StepState, train_step  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100 / H200 SXM dense bf16 FLOP/s (no sparsity)
 GPT2 = dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=True, dropout=0.0)
@@ -327,7 +327,7 @@ def positions_point(st: Setup, scheme: str, T: int, impl: str, batch: int, train
 def hf_twin(model: GPT):
     """Hugging Face GPT2LMHeadModel computing ``model`` exactly (interop's mapping, tested in
     tests/test_interop_hf.py), fp32 on the CPU."""
-    from interop.hf import to_hf_model
+    from gptlab.interop.hf import to_hf_model
 
     return to_hf_model(model)
 

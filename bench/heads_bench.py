@@ -49,9 +49,9 @@ def make_run(
     import torch
     import yaml
 
-    from data import get_tokenizer, load_meta, prepare
-    from model import GPT, GPTConfig
-    from rundir.checkpoint import save_checkpoint
+    from gptlab.data import get_tokenizer, load_meta, prepare
+    from gptlab.model import GPT, GPTConfig
+    from gptlab.rundir.checkpoint import save_checkpoint
 
     data_cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
     if data_dir is not None:
@@ -92,7 +92,7 @@ CHROMIUM_ARGS = [
 def _machine() -> str:
     import os
 
-    from runtime.device import cpu_description
+    from gptlab.runtime.device import cpu_description
 
     return f"CPU: {cpu_description()}; load average {os.getloadavg()[0]:.1f}"
 
@@ -106,10 +106,10 @@ def live_bench(repeats: int, T: int = 128) -> None:
     import torch
     from playwright.sync_api import sync_playwright
 
-    from data import get_tokenizer
-    from interp.live import LiveModel
-    from interp.serve import HeadServer
-    from model import GPT, GPTConfig
+    from gptlab.data import get_tokenizer
+    from gptlab.interp.live import LiveModel
+    from gptlab.interp.serve import HeadServer
+    from gptlab.model import GPT, GPTConfig
 
     chars = "\n !',.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     meta = {"tokenizer": "char", "chars": chars, "vocab_size": len(chars)}
@@ -170,13 +170,13 @@ def page_bench(T: int, repeats: int) -> None:
     from hydra import compose, initialize_config_dir
     from playwright.sync_api import sync_playwright
 
-    from interp.run_report import run_report
+    from gptlab.interp.run_report import run_report
 
     run_dir = make_run(ROOT / "bench/results" / f"heads_long_T{T}", 4, 4, 128, 256, "rope")
     import numpy as np
     import yaml
 
-    from data import get_tokenizer, load_meta, prepare
+    from gptlab.data import get_tokenizer, load_meta, prepare
 
     ddir = prepare(yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text()), quiet=True)
     meta = load_meta(ddir)
@@ -219,7 +219,7 @@ def report_bench(args) -> None:
     """Time heads.py's report (`interp.run_report.run_report`) on a random-init model of the shape in `args`."""
     from hydra import compose, initialize_config_dir
 
-    from interp.run_report import run_report
+    from gptlab.interp.run_report import run_report
 
     shape = f"{args.n_layer}x{args.n_head}x{args.n_embd}_T{args.block}"
     out = args.out or ROOT / "bench/results"

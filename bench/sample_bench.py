@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import GPT, GPTConfig  # noqa: E402
+from gptlab.model import GPT, GPTConfig  # noqa: E402
 
 SMALL = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 TINY = dict(SMALL, block_size=32, n_layer=2, n_embd=48)  # --small: 6 heads still, so the KV table holds

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import GPT, GPTConfig  # noqa: E402
-from runtime.device import cpu_description, threads_for  # noqa: E402
+from gptlab.model import GPT, GPTConfig  # noqa: E402
+from gptlab.runtime.device import cpu_description, threads_for  # noqa: E402
 
 TINY = dict(
     vocab_size=65,

@@ -65,10 +65,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rundir.layout import RunDir  # noqa: E402
-from rundir.open_run import load_run  # noqa: E402
-from runtime.device import cpu_description  # noqa: E402
-from sweep.extrapolate import window_loss  # noqa: E402
+from gptlab.rundir.layout import RunDir  # noqa: E402
+from gptlab.rundir.open_run import load_run  # noqa: E402
+from gptlab.runtime.device import cpu_description  # noqa: E402
+from gptlab.sweep.extrapolate import window_loss  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 # nanoGPT's last logged val loss after its 2000 steps (README: AVX-512 BF16 EPYC; also an AMX Xeon), the target
@@ -135,7 +135,7 @@ SMOKE = (
 SMOKE_TARGET = 3.7
 SMOKE_EVERY = 5
 ONLY_AT_END = 10**9  # train.eval_interval: a run evaluates at this multiple and at its last step
-STEP_LINE = re.compile(r"^step\s+(\d+)/\d+ \|")  # training/run_output.Progress's plain log line
+STEP_LINE = re.compile(r"^step\s+(\d+)/\d+ \|")  # gptlab/training/run_output.Progress's plain log line
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -170,7 +170,7 @@ def full_val_loss(model, tokens: np.ndarray, block_size: int) -> float:
 
 
 def val_tokens(prepared: Path) -> np.ndarray:
-    from data import load_meta
+    from gptlab.data import load_meta
 
     return np.memmap(prepared / "val.bin", dtype=np.dtype(load_meta(prepared)["dtype"]), mode="r")
 

@@ -1,7 +1,7 @@
 """Corpora, tokenizers, preparation to token files, and the batch loader (see docs/data.md).
 
-    from data import DataConfig, prepare, load_meta, get_tokenizer, BatchLoader
-    from data import check_token_ids   # ids read from a token file: one line when one is outside the vocabulary
+    from gptlab.data import DataConfig, prepare, load_meta, get_tokenizer, BatchLoader
+    from gptlab.data import check_token_ids   # ids read from a token file: one line when one is outside the vocabulary
 
 ``BatchLoader`` is imported on first use, so ``python -m data`` does not pay for importing torch.
 """

@@ -13,8 +13,8 @@ import sys
 
 import hydra
 
-from cli import prepare_argv
-from gptlab_errors import exit_on_user_error
+from gptlab.cli import prepare_argv
+from gptlab.errors import exit_on_user_error
 
 from .build import prepare
 from .config import CONFIG_DIR

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab_errors import UserError, disk_full_cause
-from rundir.files import DirLock, read_json, remove_stale_temps, write_json
-from rundir.outdir import check_out_dir
+from gptlab.errors import UserError, disk_full_cause
+from gptlab.rundir.files import DirLock, read_json, remove_stale_temps, write_json
+from gptlab.rundir.outdir import check_out_dir
 
 from .config import PREPARED_ROOT, DataConfig
 from .integrity import file_checksum, is_legacy, matches

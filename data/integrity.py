@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 CHUNK = 1 << 20
 PREFIX = "sha256:"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 from .build import load_meta
 from .integrity import check_token_ids, verify_token_file

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 from .config import DataConfig
 from .corpus import CORPUS_SHA256, embedded_documents

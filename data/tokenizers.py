@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab_errors import UserError
-from rundir.files import read_json
+from gptlab.errors import UserError
+from gptlab.rundir.files import read_json
 
 GPT2_RANKS = Path(__file__).resolve().parent / "tokenizers" / "gpt2.tiktoken"
 # tiktoken's own expected hash for the r50k_base / gpt2 ranks (tiktoken_ext/openai_public.py).

@@ -1,6 +1,6 @@
 """GPTConfig: every architectural switch of the model, validated at construction.
 
-A config that cannot work raises :class:`gptlab_errors.UserError` with one line that says what to fix.
+A config that cannot work raises :class:`gptlab.errors.UserError` with one line that says what to fix.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 from .positions import SCHEMES
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 # gradients through tensors captured by a score_mod (learned biases): torch >= 2.6 (pytorch/pytorch#137452)
 LEARNED_BIAS_GRAD = torch.__version__ >= "2.6"  # TorchVersion compares as versions, not strings

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 from .kv_cache import KVCache, StaticKVCache
 

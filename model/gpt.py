@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 from . import generate as gen
 from .blocks import Block

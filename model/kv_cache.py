@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gptlab_errors import UserError
+from gptlab.errors import UserError
 
 
 class KVCache:

@@ -20,9 +20,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
-from sweep.runs import parse_overrides
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
+from gptlab.sweep.runs import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def cfg_with(data_dir: str | Path, *overrides: str, max_iters: int = 12) -> Dict
 
 def train_small(data_dir: str | Path, run: str | Path, *overrides: str, max_iters: int = 12) -> dict:
     """Train the ``small_train`` model on the CPU into ``run`` (data prepared in ``data_dir``); its summary."""
-    from training.loop import train
+    from gptlab.training.loop import train
 
     given = [*small_train(max_iters), "train.device=cpu", *overrides]
     return train(

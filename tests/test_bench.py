@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from data import DataConfig, prepare
+from gptlab.data import DataConfig, prepare
 
 BENCH = ROOT / "bench"
 # Private names a bench script may still reach, each with the reason. torch documents torch._dynamo.config as
@@ -70,7 +70,7 @@ def smoke_sample_bench(tmp_path):
 
 def smoke_train_bench(tmp_path):
     """--smoke: the record recipe on a tiny budget, timed to a loose target (no nanoGPT)."""
-    from runtime.device import cpu_description
+    from gptlab.runtime.device import cpu_description
 
     out = run_bench("bench/train_bench.py", "--smoke", "--threads", "1")
     rows = [line for line in out.splitlines() if line.startswith("record ")]

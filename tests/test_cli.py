@@ -1,5 +1,5 @@
 """The command line before Hydra (cli.py): typed text reaches the model as typed, one line for what Hydra cannot
-read, each tool's own --help, the renamed thread keys, and the thread rule of runtime/device.py.
+read, each tool's own --help, the renamed thread keys, and the thread rule of gptlab/runtime/device.py.
 
 The references are the strings typed (what a shell hands the program after removing its quotes), read back from
 what the tools print: sample.py's echoed prompt and its prompt length, heads.py's tokens in heads.json.
@@ -19,11 +19,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import cli
-from gptlab_errors import UserError
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
-from runtime.device import FLOPS_PER_THREAD, threads_for
+from gptlab import cli
+from gptlab.errors import UserError
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
+from gptlab.runtime.device import FLOPS_PER_THREAD, threads_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = "\n !\"$',-.:;=?ABCDEFGHIJKLMNOPQRSTUVWXYZ\\abcdefghijklmnopqrstuvwxyz{}ßéü"
@@ -165,7 +165,7 @@ def test_old_thread_keys_are_renamed_with_one_warning(capsys):
 
 
 def test_a_run_saved_with_the_old_thread_key_still_loads():
-    from training.config import TrainConfig, from_mapping
+    from gptlab.training.config import TrainConfig, from_mapping
 
     assert from_mapping(TrainConfig, {"num_threads": 3}, "train").threads == 3
     assert from_mapping(TrainConfig, {"num_threads": 3, "threads": 1}, "train").threads == 1
@@ -187,11 +187,11 @@ def test_thread_rule():
 
 
 def test_threads_null_applies_the_rule_and_a_number_wins(run_dir, monkeypatch):
-    import sampling
+    from gptlab import sampling
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr("runtime.device._load", lambda: 0.0)
+    monkeypatch.setattr("gptlab.runtime.device._load", lambda: 0.0)
     for threads in (None, 3):
         opts = sampling.parse_options(
             {"run": str(run_dir), "prompt": "a", "max_new_tokens": 1, "threads": threads}

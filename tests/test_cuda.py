@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from model import GPT, POSITIONS, GPTConfig
+from gptlab.model import GPT, POSITIONS, GPTConfig
 
 pytestmark = [
     pytest.mark.cuda,
@@ -79,7 +79,7 @@ def test_sdpa_flex_explicit_agree(position, kv, window):
 
 @pytest.mark.parametrize("position", ["alibi", "t5", "relative-keys-only", "rope-window"])
 def test_flex_gradients_match_explicit(position):
-    from model.flex import LEARNED_BIAS_GRAD
+    from gptlab.model.flex import LEARNED_BIAS_GRAD
 
     if position in ("t5", "relative-keys-only") and not LEARNED_BIAS_GRAD:
         pytest.skip("gradients into a learned FlexAttention bias need torch >= 2.6")
@@ -98,11 +98,13 @@ def test_flex_gradients_match_explicit(position):
 
 
 def test_auto_trains_biased_schemes_on_flex(monkeypatch):
-    import model.flex as flex
+    import gptlab.model.flex as flex
 
     calls = []
     real = flex.flex_attend
-    monkeypatch.setattr("model.attention.flex_attend", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        "gptlab.model.attention.flex_attend", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     m = gpu_model("alibi").train()
     idx = torch.randint(0, 97, (2, T), device=CUDA)
     m(idx, idx)[1].backward()
@@ -116,11 +118,11 @@ def test_auto_trains_biased_schemes_on_flex(monkeypatch):
 def test_flex_memory_grows_linearly(position):
     """One attention layer, fwd + bwd in bf16 at T = 8192: flex's extra memory stays far below one
     (B, nh, T, T) float32 score tensor (1 GiB here), which the explicit path and sdpa's mask are made of."""
-    from model.attention import CausalSelfAttention
-    from model.positions import build_position
+    from gptlab.model.attention import CausalSelfAttention
+    from gptlab.model.positions import build_position
 
     if position == "t5":
-        from model.flex import LEARNED_BIAS_GRAD
+        from gptlab.model.flex import LEARNED_BIAS_GRAD
 
         if not LEARNED_BIAS_GRAD:
             pytest.skip("gradients into a learned FlexAttention bias need torch >= 2.6")
@@ -194,7 +196,7 @@ def keep_determinism_setting(monkeypatch):
 def _straight_and_resumed(tmp_path, data_dir, *extra):
     from test_train import cfg_with, rows
 
-    from training.loop import train
+    from gptlab.training.loop import train
 
     gpu = ["train.device=cuda", "model.dropout=0.1", *extra]  # dropout: the CUDA RNG state matters too
     train(cfg_with(data_dir, *gpu), tmp_path / "straight")
@@ -225,7 +227,7 @@ def test_resume_without_deterministic_kernels_is_close(tmp_path, data_dir):
 def test_torchrun_one_process_nccl_trains_and_resumes(tmp_path, data_dir):
     from test_train import cfg_with, rows, torchrun_one
 
-    from training.loop import train
+    from gptlab.training.loop import train
 
     train(cfg_with(data_dir, "train.max_iters=1", "train.device=cuda"), tmp_path / "warm")  # data, once
     run = tmp_path / "nccl"
@@ -241,7 +243,7 @@ def test_torchrun_one_process_nccl_trains_and_resumes(tmp_path, data_dir):
 def test_float16_trains_through_the_gradient_scaler_on_cuda(tmp_path, data_dir):
     from test_train import cfg_with, rows
 
-    from training.loop import train
+    from gptlab.training.loop import train
 
     fp32 = train(cfg_with(data_dir, "train.device=cuda", "train.dtype=float32"), tmp_path / "fp32")
     fp16 = train(cfg_with(data_dir, "train.device=cuda", "train.dtype=float16"), tmp_path / "fp16")

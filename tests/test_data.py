@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import DataConfig, get_tokenizer, load_meta, prepare
-from data.corpus import CORPUS_FILE, CORPUS_SHA256, embedded_documents
-from data.sources import chunk_text
-from data.tokenizers import GPT2_RANKS, gpt2_encoding
+from gptlab.data import DataConfig, get_tokenizer, load_meta, prepare
+from gptlab.data.corpus import CORPUS_FILE, CORPUS_SHA256, embedded_documents
+from gptlab.data.sources import chunk_text
+from gptlab.data.tokenizers import GPT2_RANKS, gpt2_encoding
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ def test_chunking_gives_the_same_gpt2_ids_as_whole_documents(plays):
 
 
 def test_char_tokenizer_and_unknown_characters():
-    from gptlab_errors import UserError
+    from gptlab.errors import UserError
 
     tok = get_tokenizer({"tokenizer": "char", "chars": "\n abc"})
     assert tok.encode("cab a\n") == [4, 2, 3, 1, 2, 0] and tok.decode([4, 2, 3]) == "cab"
@@ -83,15 +83,15 @@ def test_char_tokenizer_and_unknown_characters():
 
 
 def test_unknown_tokenizer_lists_choices():
-    from gptlab_errors import UserError
+    from gptlab.errors import UserError
 
     with pytest.raises(UserError, match="unknown tokenizer 'gtp2'; choose one of char, gpt2, .*cl100k_base"):
         get_tokenizer("gtp2")
 
 
 def test_other_tiktoken_encoding_offline_fails_in_one_line(monkeypatch, tmp_path):
-    from data import tokenizers
-    from gptlab_errors import UserError
+    from gptlab.data import tokenizers
+    from gptlab.errors import UserError
 
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # an empty cache: it must download
     tokenizers._tiktoken_encoding.cache_clear()
@@ -275,7 +275,7 @@ def test_hub_path_with_a_local_datasets_source(tmp_path):
 
 
 def test_prepared_hub_data_is_reused_without_touching_the_hub(tmp_path, monkeypatch):
-    from data import sources
+    from gptlab.data import sources
 
     src = tmp_path / "src"
     src.mkdir()
@@ -334,10 +334,10 @@ def test_the_library_function_and_the_command_line_are_separate(tmp_path):
     import subprocess
     import sys
 
-    import data
+    from gptlab import data
 
-    importlib.import_module("data.__main__")
-    assert callable(data.prepare) and data.prepare.__module__ == "data.build"
+    importlib.import_module("gptlab.data.__main__")
+    assert callable(data.prepare) and data.prepare.__module__ == "gptlab.data.build"
     r = subprocess.run(
         [sys.executable, "-m", "data", f"data.out_dir={tmp_path}", "data.max_documents=1"],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import DataConfig, load_meta, prepare
-from gptlab_errors import UserError
+from gptlab.data import DataConfig, load_meta, prepare
+from gptlab.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_hub_offline_fails_fast_in_one_line(tmp_path, monkeypatch):
     # without the offline variables: a quick reachability probe, not datasets' ~23 s of retries
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    from data import sources
+    from gptlab.data import sources
 
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: False)
     fails(cfg, "cannot reach the Hugging Face hub to load 'roneneldan/TinyStories'")
@@ -126,7 +126,7 @@ def test_hub_missing_text_column_lists_columns(tmp_path):
 
 
 def test_modified_embedded_corpus_is_refused(tmp_path, monkeypatch):
-    from data import corpus
+    from gptlab.data import corpus
 
     copy = tmp_path / "shakespeare.jsonl.gz"
     raw = bytearray(corpus.CORPUS_FILE.read_bytes())

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from data import BatchLoader, DataConfig, load_meta, prepare
-from data.induction import induction_splits, repeated_sequences, varied_sequences
-from gptlab_errors import UserError
+from gptlab.data import BatchLoader, DataConfig, load_meta, prepare
+from gptlab.data.induction import induction_splits, repeated_sequences, varied_sequences
+from gptlab.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 LO, HI, K, V = 4, 12, 3, 200  # segment lengths 4..12, sequences of HI*K = 36 tokens

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import BatchLoader, DataConfig, build, check_token_ids, integrity, load_meta, prepare
-from data.config import PREPARED_ROOT
-from gptlab_errors import UserError
+from gptlab.data import BatchLoader, DataConfig, build, check_token_ids, integrity, load_meta, prepare
+from gptlab.data.config import PREPARED_ROOT
+from gptlab.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import BatchLoader, DataConfig, load_meta, prepare
-from gptlab_errors import UserError
+from gptlab.data import BatchLoader, DataConfig, load_meta, prepare
+from gptlab.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,9 @@ import yaml
 from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 
-import cli
-import sampling
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
+from gptlab import cli, sampling
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -41,7 +40,7 @@ PLACEHOLDERS = ("runs/<run>", "runs/my_run")
 def bigram_run(tmp_path_factory) -> Path:
     """A run whose model is the corpus's bigram model: one-hot embeddings, blocks that add nothing, and an
     output head holding log P(next char | char) from the counts of train.bin (add-one smoothed)."""
-    from data import load_meta, prepare
+    from gptlab.data import load_meta, prepare
 
     data_cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
     prepared = prepare(data_cfg, quiet=True)

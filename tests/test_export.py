@@ -11,12 +11,12 @@ import torch
 from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 
-from gptlab_errors import UserError
-from training.loop import train
+from gptlab.errors import UserError
+from gptlab.training.loop import train
 
 transformers = pytest.importorskip("transformers")
 
-from rundir.open_run import load_run  # noqa: E402
+from gptlab.rundir.open_run import load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -192,8 +192,8 @@ def test_ctrl_c_while_exporting_is_one_line_and_leaves_nothing(runs, tmp_path):
     """A real SIGINT, sent by the export to itself once its files are written (while it checks them)."""
     code = (
         "import os, runpy, signal, sys\n"
-        "import interop.hf\n"
-        "interop.hf.verify_hf_dir = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"
+        "import gptlab.interop.hf\n"
+        "gptlab.interop.hf.verify_hf_dir = lambda *a: os.kill(os.getpid(), signal.SIGINT)\n"
         "sys.argv[0] = 'export.py'\n"
         "runpy.run_path('export.py', run_name='__main__')\n"
     )

@@ -25,13 +25,13 @@ import torch
 from helpers import small_train
 from hydra import compose, initialize_config_dir
 
-from data import BatchLoader, DataConfig, load_meta, prepare
-from gptlab_errors import UserError
-from rundir.checkpoint import save_checkpoint
-from rundir.files import atomic_write, read_jsonl
-from rundir.layout import RunDir
-from rundir.open_run import load_run
-from training.loop import train
+from gptlab.data import BatchLoader, DataConfig, load_meta, prepare
+from gptlab.errors import UserError
+from gptlab.rundir.checkpoint import save_checkpoint
+from gptlab.rundir.files import atomic_write, read_jsonl
+from gptlab.rundir.layout import RunDir
+from gptlab.rundir.open_run import load_run
+from gptlab.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = small_train(max_iters=8)
@@ -109,7 +109,7 @@ def test_resume_applies_safe_changes_and_records_them(tmp_path, data_dir):
 # ---------------------------------------------------------------------------------------------- 2. NaN weights
 def _poison_from(monkeypatch, bad_step: int):
     """Training forward passes from the bad_step-th on return a NaN loss (weights go NaN after the step)."""
-    from model import GPT
+    from gptlab.model import GPT
 
     calls = {"n": 0}
     original = GPT.forward
@@ -146,8 +146,8 @@ def test_a_signal_forced_save_of_nan_weights_is_refused(tmp_path, data_dir, monk
 
 # ---------------------------------------------------------------------------------------------- 3. hostile checkpoint
 def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, data_dir, monkeypatch):
-    from data import build, sources
-    from interp.run_report import run_report
+    from gptlab.data import build, sources
+    from gptlab.interp.run_report import run_report
 
     victim = tmp_path / "victim"  # a user's own prepared data, which the checkpoint names as its out_dir
     victim.mkdir()
@@ -161,7 +161,7 @@ def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, d
 
     monkeypatch.setattr(build, "_prepare_locked", forbidden)
     monkeypatch.setattr(sources, "load_text_source", forbidden)
-    from model import GPT, GPTConfig
+    from gptlab.model import GPT, GPTConfig
 
     cfg = GPTConfig(vocab_size=meta["vocab_size"], block_size=16, n_layer=1, n_head=2, n_embd=16)
     run = tmp_path / "run"
@@ -177,7 +177,7 @@ def test_a_checkpoint_cannot_make_tools_read_or_write_files_it_names(tmp_path, d
     assert sorted(p.name for p in victim.iterdir()) == ["train.bin"]
     assert (victim / "train.bin").read_bytes() == b"precious"
     assert not any(p.name.startswith(".gptlab-prepare") for p in tmp_path.rglob("*"))
-    from sweep.extrapolate import extrapolate_run
+    from gptlab.sweep.extrapolate import extrapolate_run
 
     with pytest.raises(UserError, match="prepared data is not here"):
         extrapolate_run(run, use_cache=False, device="cpu")
@@ -309,7 +309,7 @@ def test_resume_of_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, data_dir
 
 
 def test_disk_full_at_the_first_checkpoint(tmp_path, data_dir, monkeypatch):
-    from rundir import checkpoint
+    from gptlab.rundir import checkpoint
 
     def full(path, content):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -325,7 +325,7 @@ def test_disk_full_at_the_first_checkpoint(tmp_path, data_dir, monkeypatch):
 
 
 def test_disk_full_while_preparing_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from data import build
+    from gptlab.data import build
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -338,7 +338,7 @@ def test_disk_full_while_preparing_leaves_nothing_half_written(tmp_path, monkeyp
 
 
 def test_ctrl_c_during_evaluation_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch, capsys):
-    from training import loop
+    from gptlab.training import loop
 
     real = loop.evaluate
     calls = {"n": 0}
@@ -362,7 +362,7 @@ def test_ctrl_c_during_evaluation_keeps_the_checkpoint(tmp_path, data_dir, monke
 def test_a_second_ctrl_c_stops_at_once():
     """The first Ctrl-C (or SIGTERM) only asks the loop to stop after its step; a second Ctrl-C raises the
     KeyboardInterrupt the test above simulates (real signals here, delivered to this process)."""
-    from training.signals import StopFlag
+    from gptlab.training.signals import StopFlag
 
     for first in (signal.SIGINT, signal.SIGTERM):
         flag = StopFlag().install()
@@ -377,7 +377,7 @@ def test_a_second_ctrl_c_stops_at_once():
 
 
 def test_ctrl_c_during_the_end_of_run_sample_keeps_the_finished_run(tmp_path, data_dir, monkeypatch, capsys):
-    from model import GPT
+    from gptlab.model import GPT
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -404,7 +404,7 @@ def test_bad_values_are_one_line_before_anything_is_written(tmp_path, data_dir, 
 
 
 def test_unknown_keys_and_unusable_run_dirs_are_one_line(tmp_path):
-    from cli import check_overrides
+    from gptlab.cli import check_overrides
 
     f = tmp_path / "a_file"
     f.write_text("")
@@ -442,8 +442,8 @@ def tiny_run(tmp_path_factory, data_dir):
 
 
 def test_sampling_more_than_memory_holds_is_one_line(tiny_run, monkeypatch):
-    import sampling
-    import sampling.batch
+    import gptlab.sampling.batch  # noqa: F401  (makes sampling.batch an attribute)
+    from gptlab import sampling
 
     monkeypatch.setattr(sampling.batch, "free_memory", lambda device: 64 << 20)  # 64 MiB free
     opts = sampling.parse_options({"run": str(tiny_run), "num_samples": 2_000_000, "max_new_tokens": 10})
@@ -460,8 +460,8 @@ def test_non_finite_checkpoints_are_refused_when_loaded(tiny_run, tmp_path):
 
 
 def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
-    from interp.run_report import run_report
-    from sampling.prompt import read_prompt
+    from gptlab.interp.run_report import run_report
+    from gptlab.sampling.prompt import read_prompt
 
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("Caf\xe9 cr\xe8me".encode("latin-1"))
@@ -481,7 +481,7 @@ def test_text_files_that_are_not_utf8_or_are_folders(tiny_run, tmp_path):
 
 
 def test_long_load_errors_are_not_cut_mid_word(tmp_path):
-    from rundir.checkpoint import first_line
+    from gptlab.rundir.checkpoint import first_line
 
     words = " ".join(f"word{i}" for i in range(100))
     line = first_line(ValueError(words), limit=120)
@@ -491,7 +491,7 @@ def test_long_load_errors_are_not_cut_mid_word(tmp_path):
 def test_atomic_writes_follow_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        from rundir import files
+        from gptlab.rundir import files
 
         files._umask.cache_clear()
         atomic_write(tmp_path / "a.txt", "hi")
@@ -580,7 +580,7 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_run(tmp_path):
 
 def test_a_writer_failing_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
     """torch.save raises RuntimeError (not OSError) when the disk fills: atomic_write names it ENOSPC."""
-    from rundir import files
+    from gptlab.rundir import files
 
     def torch_like_writer(tmp):
         Path(tmp).write_bytes(b"x" * 100)
@@ -632,7 +632,7 @@ def test_disk_full_while_preparing_on_a_real_small_filesystem(tmp_path):
 
 
 def test_a_full_disk_is_found_behind_a_library_s_own_error():
-    from gptlab_errors import disk_full_cause
+    from gptlab.errors import disk_full_cause
 
     class LibraryError(Exception):
         pass
@@ -663,7 +663,7 @@ def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path, data_dir):
 # ---------------------------------------------------------------------------------------------- first day
 def test_a_run_dir_no_one_can_write_is_one_line_also_for_root(monkeypatch):
     """root passes os.access everywhere, yet cannot make a folder in /proc or /sys: one line, before Hydra."""
-    import cli
+    from gptlab import cli
 
     monkeypatch.setattr(cli.os, "access", lambda *a, **k: True)  # what os.access answers root
     for value, needle in [("/proc/gptlab/run", "cannot make a folder in /proc"), ("/sys/x", "in /sys")]:
@@ -687,7 +687,7 @@ class AtImport:
             sys.meta_path.remove(self)
             ctrl_c()
 if where == "check_overrides":
-    import cli
+    from gptlab import cli
     check = cli.check_overrides
     def checking(*args):
         ctrl_c()

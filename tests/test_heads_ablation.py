@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from interp.ablation import ablation_importance, head_ablation_hook, head_means
-from model import GPT, GPTConfig
+from gptlab.interp.ablation import ablation_importance, head_ablation_hook, head_means
+from gptlab.model import GPT, GPTConfig
 
 
 def _model(**kw):
@@ -103,7 +103,7 @@ def test_ablation_hook_rejects_bad_mode():
 
 
 def test_chunked_stacking_gives_the_same_numbers(monkeypatch):
-    import interp.ablation as A
+    import gptlab.interp.ablation as A
 
     m = _model(n_kv_head=1)
     batches = _batches(1)
@@ -116,7 +116,7 @@ def test_chunked_stacking_gives_the_same_numbers(monkeypatch):
 
 def test_one_hook_ablates_several_heads_of_a_layer():
     """head_ablation_hook([h, ...]) zeroes exactly those heads' slices; ablation_hooks groups pairs by layer."""
-    from interp.ablation import ablation_hooks
+    from gptlab.interp.ablation import ablation_hooks
 
     z = torch.randn(2, 5, 4, 3)
     before = z.clone()

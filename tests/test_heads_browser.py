@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interp.html import decode_pattern, encode_pattern, page_data, write_html
+from gptlab.interp.html import decode_pattern, encode_pattern, page_data, write_html
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from interp import circuits as CI
-from model import GPT, GPTConfig
+from gptlab.interp import circuits as CI
+from gptlab.model import GPT, GPTConfig
 
 
 def _model(**kw):

@@ -12,20 +12,20 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from gptlab_errors import UserError
-from interp import metrics as M
-from interp.run_report import run_report
-from interp.run_serve import start_server
-from interp.tracking import head_metrics_snapshot, probe_for
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
+from gptlab.errors import UserError
+from gptlab.interp import metrics as M
+from gptlab.interp.run_report import run_report
+from gptlab.interp.run_serve import start_server
+from gptlab.interp.tracking import head_metrics_snapshot, probe_for
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def char_data():
-    from data import load_meta, prepare
+    from gptlab.data import load_meta, prepare
 
     cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
     return cfg, load_meta(prepare(cfg, quiet=True))
@@ -98,7 +98,7 @@ def test_report_writes_every_file(run_dir, tmp_path):
     assert len(doc["heads"]) == 8 and "icl_score" in doc["model_scores"]
     assert len(doc["text_tokens"]) == 32  # split=val by default: block_size tokens of val.bin
     # the table agrees with the metrics measured directly on the same probe
-    from rundir.open_run import load_run
+    from gptlab.rundir.open_run import load_run
 
     run = load_run(run_dir)
     probe = probe_for(run.model, run.meta, 2)
@@ -109,7 +109,7 @@ def test_report_writes_every_file(run_dir, tmp_path):
     comp = list(csv.DictReader(open(out / "composition.csv")))
     assert list(comp[0]) == ["layer_a", "head_a", "layer_b", "head_b", "kind", "score"]
     assert len(comp) == 3 * 4 * 4  # Q, K, V for every (layer-0 head, layer-1 head)
-    from interp import circuits as CI
+    from gptlab.interp import circuits as CI
 
     want = CI.composition_scores(CI.layer_weights(run.model), CI.offsets_for(run.model))
     for r in comp[::7]:
@@ -199,7 +199,7 @@ def test_cli_exit_code_and_no_litter(run_dir, tmp_path):
 
 
 def test_snapshot_for_training(run_dir, char_data):
-    from rundir.open_run import load_run
+    from gptlab.rundir.open_run import load_run
 
     model = load_run(run_dir).model
     model.train()
@@ -239,7 +239,7 @@ def test_plot_over_steps(run_dir, tmp_path, char_data):
         res = run_report(_cfg(f"run={run_dir}", f"out={tmp_path}", "steps.only=true"))
         names = sorted(p.name for p in res["files"])
         assert names == ["heads_over_steps_induction.png", "heads_over_steps_prev_token.png"]
-        from interp.steps import read_head_rows, stack_over_steps
+        from gptlab.interp.steps import read_head_rows, stack_over_steps
 
         steps, vals = stack_over_steps(read_head_rows(run_dir / "metrics.jsonl"), "induction")
         assert steps == [0, 100, 200] and vals[:, 1, 2].tolist() == [0.0, 0.5, 1.0]
@@ -286,7 +286,7 @@ def test_one_registry_entry_reaches_every_output(run_dir, tmp_path, monkeypatch)
 def test_a_computed_metric_missing_from_the_registry_is_an_error(run_dir, tmp_path, monkeypatch):
     """A table the report computes without a registry entry stops the report (it would be missing from every
     output otherwise)."""
-    from interp import head_report as R
+    from gptlab.interp import head_report as R
 
     real = R.head_metric_tables
 
@@ -302,8 +302,8 @@ def test_a_computed_metric_missing_from_the_registry_is_an_error(run_dir, tmp_pa
 
 
 def test_token_texts_keep_integer_ids_apart():
-    from data import get_tokenizer
-    from interp.html import token_texts
+    from gptlab.data import get_tokenizer
+    from gptlab.interp.html import token_texts
 
     ids_tok = get_tokenizer({"tokenizer": "ids", "vocab_size": 50})
     assert token_texts(ids_tok, ids_tok.encode("3 17 3")) == ["3 ", "17 ", "3 "]
@@ -313,7 +313,7 @@ def test_token_texts_keep_integer_ids_apart():
 
 def test_every_plot_keeps_its_labels_inside_the_image(run_dir, tmp_path, monkeypatch):
     """No tick label, axis label, title or colour-bar label of any PNG the report draws is cut off."""
-    from interp import plots
+    from gptlab.interp import plots
 
     drawn = {}
     save = plots._save
@@ -338,7 +338,7 @@ def _bad_data(tmp_path, char_data, vocab_size=None) -> Path:
 
     import numpy as np
 
-    from data import DataConfig
+    from gptlab.data import DataConfig
 
     d = tmp_path / "bad_data"
     shutil.copytree(DataConfig.from_dict(char_data[0]).resolved_out_dir(), d)
@@ -354,7 +354,7 @@ def _bad_data(tmp_path, char_data, vocab_size=None) -> Path:
 
 def _rechecksum(d):
     """Record val.bin's new checksum: data that is whole, only of another tokenizer (not damaged)."""
-    from data.integrity import file_checksum
+    from gptlab.data.integrity import file_checksum
 
     meta = json.loads((d / "meta.json").read_text())
     meta["fingerprints"]["val"] = file_checksum(d / "val.bin")
@@ -388,7 +388,7 @@ def test_ctrl_c_is_one_line(run_dir, tmp_path):
 import os, runpy, signal, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 sys.argv = ["heads.py", "run={run_dir}", "out={out}", "ablation.enabled=false"]
-from interp import head_report as report
+from gptlab.interp import head_report as report
 
 def analyse(*args, **kwargs):  # the SIGINT a Ctrl-C sends, while the heads are being measured
     os.kill(os.getpid(), signal.SIGINT)
@@ -442,7 +442,7 @@ def test_a_hugging_face_folder_reports_under_runs_and_says_how_to_get_the_rest(t
 def test_the_live_viewer_opens_with_the_runs_val_text(run_dir, char_data):
     import numpy as np
 
-    from data import DataConfig, get_tokenizer
+    from gptlab.data import DataConfig, get_tokenizer
 
     srv = start_server(_cfg(f"run={run_dir}", "serve=true", "port=0"))
     try:
@@ -464,8 +464,8 @@ def test_an_empty_host_is_refused(run_dir, host):
 
 
 def test_the_default_sample_fits_the_tokenizer():
-    from data import get_tokenizer
-    from interp.live import SAMPLE, default_sample
+    from gptlab.data import get_tokenizer
+    from gptlab.interp.live import SAMPLE, default_sample
 
     assert default_sample(get_tokenizer("gpt2"), 64) == SAMPLE
     ids = get_tokenizer({"tokenizer": "ids", "vocab_size": 50})

@@ -15,13 +15,13 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from gptlab_errors import UserError
-from interp import metrics as M
-from interp.pairing import head_rows, layer_groups, match_heads, overlap, similarity_matrix
-from interp.run_compare import run_compare
-from interp.run_report import run_report
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
+from gptlab.errors import UserError
+from gptlab.interp import metrics as M
+from gptlab.interp.pairing import head_rows, layer_groups, match_heads, overlap, similarity_matrix
+from gptlab.interp.run_compare import run_compare
+from gptlab.interp.run_report import run_report
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -198,7 +198,7 @@ def test_matching_across_depths_pairs_layers_at_the_same_depth():
 # ---------------------------------------------------------------------------------------------- runs on disk
 @pytest.fixture(scope="module")
 def char_data():
-    from data import load_meta, prepare
+    from gptlab.data import load_meta, prepare
 
     cfg = yaml.safe_load((ROOT / "configs/data/shakespeare_char.yaml").read_text())
     return cfg, load_meta(prepare(cfg, quiet=True))
@@ -349,8 +349,8 @@ def test_compare_a_step_pairs_by_position(runs, capsys):
 
 def test_compare_an_hf_export_of_the_same_model(char_data, tmp_path):
     """A Hugging Face directory whose tokenizer.json is the char vocabulary counts as the same tokenizer."""
-    from interop.hf import export_hf
-    from rundir.open_run import load_run
+    from gptlab.interop.hf import export_hf
+    from gptlab.rundir.open_run import load_run
 
     run = _save(tmp_path / "gpt2", _char_model(char_data[1], n_kv_head=None, position="learned"), *char_data)
     export_hf(load_run(run), tmp_path / "hf", verify=False)  # GPT2LMHeadModel, the chars as tokenizer.json
@@ -428,7 +428,7 @@ def test_bad_compare_on_the_command_line_is_one_line(runs, tmp_path):
 # ---------------------------------------------------------------------------------------------- the page
 @pytest.mark.browser
 def test_compare_page_shows_both_models_patterns_in_chromium(runs, tmp_path, chromium):
-    from rundir.open_run import load_run
+    from gptlab.rundir.open_run import load_run
 
     run_compare(_cfg(f"run={runs['a']}", f"compare={runs['mha']}", f"out={tmp_path}", f"text={TEXT}", *QUICK))
     a, b = load_run(runs["a"]), load_run(runs["mha"])
@@ -502,10 +502,10 @@ LIVE_TEXT = "ROMEO: good morrow cousin. ROMEO: good morrow"
 def live_server(char_data):
     import threading
 
-    from data import get_tokenizer
-    from interp.live import LiveModel
-    from interp.live_compare import LiveCompare
-    from interp.serve import HeadServer
+    from gptlab.data import get_tokenizer
+    from gptlab.interp.live import LiveModel
+    from gptlab.interp.live_compare import LiveCompare
+    from gptlab.interp.serve import HeadServer
 
     tok = get_tokenizer(char_data[1])
     a = _char_model(char_data[1], seed=0)
@@ -580,7 +580,7 @@ def test_api_compare_bad_requests_are_json_errors(live_server, body, message):
 
 
 def test_api_compare_on_a_one_model_server_is_a_json_404(live_server):
-    from interp.serve import HeadServer
+    from gptlab.interp.serve import HeadServer
 
     live = live_server[0].compare.a
     srv = HeadServer(live, "127.0.0.1", 0)

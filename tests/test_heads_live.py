@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from data import get_tokenizer
-from interp import circuits as CI
-from interp import metrics as M
-from interp.ablation import ablation_hooks, head_ablation_hook
-from interp.html import decode_pattern
-from interp.live import LiveModel
-from interp.serve import MAX_BODY, HeadServer
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
+from gptlab.data import get_tokenizer
+from gptlab.interp import circuits as CI
+from gptlab.interp import metrics as M
+from gptlab.interp.ablation import ablation_hooks, head_ablation_hook
+from gptlab.interp.html import decode_pattern
+from gptlab.interp.live import LiveModel
+from gptlab.interp.serve import MAX_BODY, HeadServer
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

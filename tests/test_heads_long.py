@@ -1,4 +1,4 @@
-"""Long texts on the head pages: the pattern encodings (interp/pattern_codec.py), the live API's "page" answers
+"""Long texts on the head pages: the pattern encodings (gptlab/interp/pattern_codec.py), the live API's "page" answers
 (thumbnails for every head, whole patterns for the asked-for heads past a budget), heads.py's limits, and a
 2,048-token heads.html in Chromium that keeps only what is in view in the DOM and shows the right numbers."""
 
@@ -10,14 +10,14 @@ import torch
 from test_heads_browser import _random_patterns
 from test_heads_live import CHARS, META, _model, _post, _wait_update
 
-from data import get_tokenizer
-from gptlab_errors import UserError
-from interp import live as live_mod
-from interp import pattern_codec as PC
-from interp.html import page_data, write_html
-from interp.run_inputs import PAGE_MAX_BYTES, check_length
-from interp.run_report import run_report
-from model import GPT, GPTConfig
+from gptlab.data import get_tokenizer
+from gptlab.errors import UserError
+from gptlab.interp import live as live_mod
+from gptlab.interp import pattern_codec as PC
+from gptlab.interp.html import page_data, write_html
+from gptlab.interp.run_inputs import PAGE_MAX_BYTES, check_length
+from gptlab.interp.run_report import run_report
+from gptlab.model import GPT, GPTConfig
 
 
 def _drawtri_pool(p, n):
@@ -229,7 +229,7 @@ def test_a_2048_token_page_in_chromium(tmp_path, chromium):
 def test_live_page_asks_for_a_head_it_was_not_sent(chromium, monkeypatch):
     import threading
 
-    from interp.serve import HeadServer
+    from gptlab.interp.serve import HeadServer
 
     monkeypatch.setattr(live_mod, "PAGE_BUDGET", 0)  # every answer brings only the selected head
     srv = HeadServer(live_mod.LiveModel(_model(), get_tokenizer(META), title="t"), "127.0.0.1", 0)
@@ -271,7 +271,7 @@ def test_heads_report_past_the_block_size(tmp_path, monkeypatch):
     from test_heads_live import ROOT, _save_run
     from test_heads_observatory import _page_data
 
-    from interp import head_report as report
+    from gptlab.interp import head_report as report
 
     def no_png(*args, **kw):  # the PNGs are not what this test is about (and take seconds)
         return next(Path(a) for a in args if str(a).endswith(".png"))

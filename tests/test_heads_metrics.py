@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from interp import metrics as M
-from interp.probe import probe_seg_len, probe_seg_lens, repeated_random_tokens
+from gptlab.interp import metrics as M
+from gptlab.interp.probe import probe_seg_len, probe_seg_lens, repeated_random_tokens
 
 T = 33  # 1 first token + a 16-token segment twice
 B = 3
@@ -244,7 +244,7 @@ def test_entropy_formula_on_a_small_row():
 def test_study_data_has_one_period_per_row():
     import numpy as np
 
-    from data.induction import varied_sequences
+    from gptlab.data.induction import varied_sequences
 
     rows, _ = varied_sequences(20, 8, 32, 65, 256, np.random.default_rng(0))
     periods = set()

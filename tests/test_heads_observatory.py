@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from helpers import train_small
 from hydra import compose, initialize_config_dir
 
-import sampling
-from gptlab_errors import UserError
-from interp import metrics as M
-from interp.run_report import run_report
-from interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
-from model import GPT, GPTConfig
-from rundir.layout import RunDir
-from rundir.open_run import load_run
+from gptlab import sampling
+from gptlab.errors import UserError
+from gptlab.interp import metrics as M
+from gptlab.interp.run_report import run_report
+from gptlab.interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.layout import RunDir
+from gptlab.rundir.open_run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,7 @@ def test_bad_step_on_the_command_line_is_one_line(tracked):
 def test_metrics_over_snapshots_skip_a_damaged_one(tracked, tmp_path, capsys):
     import shutil
 
-    from interp.steps import snapshot_checkpoints
+    from gptlab.interp.steps import snapshot_checkpoints
 
     run = tmp_path / "copy"
     shutil.copytree(tracked[0], run)
@@ -192,8 +192,8 @@ def _page_data(path: Path) -> dict:
 
 
 def test_pick_steps_keeps_the_page_under_its_budget():
-    from interp.html import encode_pattern
-    from interp.timeline import pattern_bytes, pick_steps
+    from gptlab.interp.html import encode_pattern
+    from gptlab.interp.timeline import pattern_bytes, pick_steps
 
     assert pattern_bytes(2, 4, 64) == 8 * len(encode_pattern(torch.rand(64, 64).tril().numpy()))
     kept = [0, 1, 2, 4, 8, 16, 32, 64, 100]
@@ -206,8 +206,8 @@ def test_pick_steps_keeps_the_page_under_its_budget():
 
 
 def test_the_page_timeline_holds_each_snapshot_s_patterns_and_metrics(tracked, tmp_path):
-    from interp.html import decode_pattern
-    from interp.tracking import probe_for
+    from gptlab.interp.html import decode_pattern
+    from gptlab.interp.tracking import probe_for
 
     run, _ = tracked
     res = run_report(_heads_cfg(f"run={run}", f"out={tmp_path}", "text=To be or not", *QUICK))

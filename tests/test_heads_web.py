@@ -1,4 +1,4 @@
-"""The head pages' web code (interp/web): inlined into self-contained pages, and loaded by real Chromium with no
+"""The head pages' web code (gptlab/interp/web): inlined into self-contained pages, and loaded by real Chromium with no
 console error and no page error (a syntax error in any script is a page error) for heads.html, its timeline
 and the live viewer."""
 
@@ -10,11 +10,11 @@ import pytest
 from test_heads_browser import _page, _random_patterns
 from test_heads_live import META, _model
 
-from interp import page_common
-from interp.html import page_data, write_html
-from interp.live import LiveModel
-from interp.page_common import WEB, json_for_script, render
-from interp.serve import HeadServer
+from gptlab.interp import page_common
+from gptlab.interp.html import page_data, write_html
+from gptlab.interp.live import LiveModel
+from gptlab.interp.page_common import WEB, json_for_script, render
+from gptlab.interp.serve import HeadServer
 
 
 def _linked(template: str) -> list[str]:
@@ -76,9 +76,9 @@ def _load(browser, url, ready="body[data-ready='1']"):
 
 
 def _timeline_page(tmp_path):
-    """heads.html with a timeline of two snapshot steps (the data interp/timeline.py makes)."""
-    from interp.html import encode_pattern
-    from interp.pattern_codec import thumbnail
+    """heads.html with a timeline of two snapshot steps (the data gptlab/interp/timeline.py makes)."""
+    from gptlab.interp.html import encode_pattern
+    from gptlab.interp.pattern_codec import thumbnail
 
     L, H, T = 2, 2, 12
     pats = [_random_patterns(L, H, T, seed=s) for s in range(3)]
@@ -135,7 +135,7 @@ def test_the_pages_load_without_errors(tmp_path, chromium):
     assert page.locator("#tl-plots svg").count() == 4
     assert not errors, errors
 
-    from data import get_tokenizer
+    from gptlab.data import get_tokenizer
 
     srv = HeadServer(LiveModel(_model(), get_tokenizer(META), title="web test"), "127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

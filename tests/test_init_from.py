@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from gptlab_errors import UserError
-from training.loop import train
-from training.pretrained import start_from_pretrained
-from training.resume import Plan
+from gptlab.errors import UserError
+from gptlab.training.loop import train
+from gptlab.training.pretrained import start_from_pretrained
+from gptlab.training.resume import Plan
 
 transformers = pytest.importorskip("transformers")
 
@@ -94,7 +94,7 @@ def test_init_from_a_gpt2_directory_fine_tunes_and_the_tools_read_the_run(gpt2_d
     ) == (2, 32, 64, 50257, 32, 0.0)
     assert ckpt["tokenizer"]["tokenizer"] == "gpt2"
     # step 1's loss is the pretrained model's own loss on the first batch: training started from its weights
-    from data import BatchLoader
+    from gptlab.data import BatchLoader
 
     x, y = BatchLoader(
         prepared / "shakespeare_gpt2" / "train.bin", block_size=32, batch_size=2, seed=1337

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptlab_errors import UserError
-from model import GPT, GPTConfig
+from gptlab.errors import UserError
+from gptlab.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
 
-from interop.hf import export_hf, load_hf_run, load_pretrained, to_hf_model  # noqa: E402
-from interop.hf_config import family_for, from_hf_config, to_hf_config  # noqa: E402
-from interop.hf_tokenizer import PROBE, gpt2_tokenizer_json, ids_tokenizer_json, tokenizer_meta_for  # noqa: E402
-from interop.hf_weights import from_hf, to_hf  # noqa: E402
-from rundir.load import Run  # noqa: E402
-from rundir.open_run import is_hf_source, load_run  # noqa: E402
+from gptlab.interop.hf import export_hf, load_hf_run, load_pretrained, to_hf_model  # noqa: E402
+from gptlab.interop.hf_config import family_for, from_hf_config, to_hf_config  # noqa: E402
+from gptlab.interop.hf_tokenizer import PROBE, gpt2_tokenizer_json, ids_tokenizer_json, tokenizer_meta_for  # noqa: E402
+from gptlab.interop.hf_weights import from_hf, to_hf  # noqa: E402
+from gptlab.rundir.load import Run  # noqa: E402
+from gptlab.rundir.open_run import is_hf_source, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -376,8 +376,8 @@ def test_a_hub_id_in_the_hugging_face_cache_loads_offline_in_sample_and_heads(tm
 
 # ------------------------------------------------------------------------------------------ tokenizers
 def test_gpt2_tokenizer_json_tokenizes_as_tiktoken_on_the_whole_corpus():
-    from data import get_tokenizer
-    from data.tokenizers import HFTokenizer
+    from gptlab.data import get_tokenizer
+    from gptlab.data.tokenizers import HFTokenizer
 
     with gzip.open(ROOT / "data" / "corpus" / "shakespeare.jsonl.gz", "rt") as f:
         text = "\n\n".join(json.loads(line)["text"] for line in f)
@@ -420,7 +420,7 @@ def test_a_llama_directory_keeps_its_own_tokenizer_offline(tmp_path):
         and run.tokenizer.encode("the cat sat") == [2, 3, 4]
     )
     # the tokenizer lives in the meta: rebuilt with the directory gone, as a fine-tuned run's checkpoint does
-    from data import get_tokenizer
+    from gptlab.data import get_tokenizer
 
     (tmp_path / "llama" / "tokenizer.json").unlink()
     assert get_tokenizer(json.loads(json.dumps(run.meta))).decode([5, 7, 6]) == "on a mat"

@@ -7,14 +7,14 @@ the reference is TransformerLens's own forward pass and its hook points.
 import pytest
 import torch
 
-from model import GPT, GPTConfig
+from gptlab.model import GPT, GPTConfig
 
 pytest.importorskip("transformers")
 tl = pytest.importorskip("transformer_lens")
 if not hasattr(tl, "TransformerBridge"):  # pragma: no cover - the hf extra pins 4.x
     pytest.skip("transformer-lens 4.x (TransformerBridge) required", allow_module_level=True)
 
-from interop.tl import to_transformer_lens  # noqa: E402
+from gptlab.interop.tl import to_transformer_lens  # noqa: E402
 
 MODELS = {
     "learned-layernorm-gelu": dict(position="learned", norm="layernorm", mlp="gelu", bias=True),
@@ -97,7 +97,7 @@ TEXT = "ROMEO: good morrow"
 
 def _string_input_equals_ours(bridge, ours, meta, bos):
     """run_with_cache on a string: the ids are our tokenizer's (after ``bos``, if any) and the logits ours."""
-    from data import get_tokenizer
+    from gptlab.data import get_tokenizer
 
     ids = bridge.to_tokens(TEXT)
     assert ids.tolist() == [[*bos, *get_tokenizer(meta).encode(TEXT)]]
@@ -120,8 +120,8 @@ def test_a_char_run_reads_strings_without_a_bos_it_lacks(tmp_path):
         alone = ours(bridge.to_tokens("JULIET"))[0]
     torch.testing.assert_close(both[1:, :6], alone, rtol=1e-5, atol=1e-5)
     # an export booted from its files as docs/interop.md says reads strings the same way
-    from interop.hf import Run, export_hf
-    from interop.tl import fit_special_tokens
+    from gptlab.interop.hf import Run, export_hf
+    from gptlab.interop.tl import fit_special_tokens
 
     export_hf(Run(ours, None, CHAR_META, {}, {}, tmp_path / "c.pt", tmp_path, 0), tmp_path / "out")
     booted = fit_special_tokens(tl.TransformerBridge.boot_transformers(str(tmp_path / "out"), device="cpu"))

@@ -9,37 +9,53 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+LIB = (
+    ROOT / "gptlab"
+)  # the library; model/ and data/ stay at the top (gptlab.model, gptlab.data link to them)
+TOP_PACKAGES = ("model", "data")
 PACKAGES = ("model", "data", "rundir", "runtime", "training", "interp", "sweep", "interop", "sampling")
 TOOLS = ("train", "sample", "heads", "export", "compare")
 ENTRY_POINTS = [ROOT / f"{tool}.py" for tool in TOOLS] + [ROOT / "data" / "__main__.py"]
 MAX_ENTRY_POINT_LINES = 150  # options, dispatch, printing: the work is in the packages
 
 
+def src(name: str) -> Path:
+    """Where a package or bottom module of the lab lives: model/ and data/ at the top, the rest in gptlab/."""
+    return ROOT / name if name.split("/")[0] in TOP_PACKAGES else LIB / name
+
+
+def lab_name(name: str) -> str:
+    """A module name as the layering speaks of it: ``gptlab.rundir.files`` -> ``rundir.files``, ``gptlab`` -> ''."""
+    return "" if name == "gptlab" else name.removeprefix("gptlab.")
+
+
 def project_imports(path: Path) -> set[str]:
-    """The project's packages and tool modules that ``path`` imports (first dotted part; relative = own package)."""
+    """The project's packages and tool modules that ``path`` imports (first dotted part after ``gptlab.``;
+    relative = own package)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        for name in names:
+            # `from gptlab import sampling` imports the package sampling
+            names = [a.name for a in node.names] if node.module == "gptlab" else [node.module]
+        for name in map(lab_name, names):
             top = name.split(".")[0]
-            if top in PACKAGES or top in TOOLS or top in ("cli", "gptlab_errors", "schema"):
+            if top in PACKAGES or top in TOOLS or top in ("cli", "errors", "schema"):
                 found.add(name if top == "rundir" else top)
     return found
 
 
 def imports_of(package: str) -> set[str]:
     out = set()
-    for f in (ROOT / package).rglob("*.py"):
+    for f in src(package).rglob("*.py"):
         if f.name != "__main__.py":  # `python -m data` is an entry point, above every package
             out |= project_imports(f)
     return out - {package}
 
 
-# package -> what it may import from the project (besides itself, gptlab_errors and schema: the bottom layer)
+# package -> what it may import from the project (besides itself, errors and schema: the bottom layer)
 ALLOWED = {
     "model": set(),
     "runtime": set(),
@@ -60,7 +76,7 @@ ALLOWED = {
             "interop",
             "rundir.layout",
             "rundir.outdir",
-        ),  # heads.py's API: interp/run_*.py only
+        ),  # heads.py's API: gptlab/interp/run_*.py only
     },
     "sweep": {
         "model",
@@ -89,27 +105,28 @@ ALLOWED = {
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_each_package_imports_only_the_layers_below_it(package):
-    extra = imports_of(package) - ALLOWED[package] - {"gptlab_errors", "schema"}
+    extra = imports_of(package) - ALLOWED[package] - {"errors", "schema"}
     assert not extra, f"{package} imports {sorted(extra)}, which docs/architecture.md does not allow"
 
 
-def test_schema_imports_nothing_of_the_project_but_gptlab_errors():
-    """schema.py (the config check every layer may use) sits at the bottom, beside gptlab_errors."""
-    assert project_imports(ROOT / "schema.py") <= {"gptlab_errors"}
+def test_schema_imports_nothing_of_the_project_but_errors():
+    """gptlab/schema.py (the config check every layer may use) sits at the bottom, beside gptlab/errors.py."""
+    assert project_imports(LIB / "schema.py") <= {"errors"}
+    assert project_imports(LIB / "errors.py") == set()
 
 
 def test_rundir_files_checkpoint_and_layout_import_nothing_of_the_project():
     for name in ("files", "checkpoint", "layout", "outdir"):
-        assert project_imports(ROOT / "rundir" / f"{name}.py") <= {"gptlab_errors"}, name
+        assert project_imports(LIB / "rundir" / f"{name}.py") <= {"errors"}, name
 
 
 def test_only_rundir_open_run_reaches_up_to_interop():
     """rundir.load (Run, a checkpoint file as a run) sits on model and data; the dispatcher that hands a Hugging
     Face directory or hub id to interop.hf is rundir.open_run, above both loaders."""
-    for f in (ROOT / "rundir").glob("*.py"):
+    for f in (LIB / "rundir").glob("*.py"):
         if f.name != "open_run.py":
             assert "interop" not in project_imports(f), f.name
-    assert project_imports(ROOT / "rundir" / "load.py") <= {"model", "data", "gptlab_errors"}
+    assert project_imports(LIB / "rundir" / "load.py") <= {"model", "data", "errors"}
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -123,10 +140,10 @@ def test_tools_never_import_each_other_or_the_training_internals(tool):
 
 
 def test_only_the_heads_api_of_interp_reaches_the_tool_layers():
-    """interp/run_*.py (heads.py's callable API) pick the device, read text files, name output folders and find
+    """gptlab/interp/run_*.py (heads.py's callable API) pick the device, read text files, name output folders and find
     Hugging Face run folders; the analysis modules below them take a model and tensors and know none of that."""
     tool_layers = {"runtime", "cli", "interop", "rundir.layout", "rundir.outdir"}
-    for f in (ROOT / "interp").glob("*.py"):
+    for f in (LIB / "interp").glob("*.py"):
         if not f.name.startswith("run_"):
             assert not project_imports(f) & tool_layers, (
                 f"{f.name} imports {sorted(project_imports(f) & tool_layers)}"
@@ -134,9 +151,10 @@ def test_only_the_heads_api_of_interp_reaches_the_tool_layers():
 
 
 def python_files() -> list[Path]:
-    """Every module of the checkout: the entry points, cli.py, the packages, tests/, bench/, tools/."""
-    files = sorted(ROOT.glob("*.py"))
-    for folder in (*PACKAGES, "tests", "bench", "tools"):
+    """Every module of the checkout: the entry points, the library (gptlab/, model/, data/), tests/, bench/,
+    tools/ (each file once: gptlab/model and gptlab/data are links to model/ and data/)."""
+    files = sorted(ROOT.glob("*.py")) + sorted(LIB.glob("*.py"))
+    for folder in (*(str(src(p).relative_to(ROOT)) for p in PACKAGES), "tests", "bench", "tools"):
         files += sorted((ROOT / folder).rglob("*.py"))
     return files
 
@@ -153,7 +171,7 @@ def test_nothing_imports_an_entry_point():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             for name in names:
-                if name.split(".")[0] in TOOLS or name.startswith("data.__main__"):
+                if name.split(".")[0] in TOOLS or lab_name(name).startswith("data.__main__"):
                     offenders.append(f"{f.relative_to(ROOT)}:{node.lineno} imports {name}")
     assert not offenders, "\n".join(offenders)
 
@@ -167,7 +185,8 @@ def test_entry_points_are_thin(path):
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    """The module's name as the layering speaks of it (``rundir.files`` for gptlab/rundir/files.py)."""
+    parts = list(path.relative_to(LIB if LIB in path.parents else ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -175,13 +194,10 @@ def module_graph() -> dict[str, set[str]]:
     """Project module -> the project modules it imports (every import statement that runs: function-level ones
     included; ``if TYPE_CHECKING:`` ones, which never run and name types only, left out; ``from a import b``
     imports ``a.b`` when that is a module, else ``a``)."""
-    files = {
-        module_name(f): f
-        for f in sorted(ROOT.glob("*.py"))
-        if f.stem in (*TOOLS, "cli", "gptlab_errors", "schema")
-    }
+    files = {module_name(f): f for f in sorted(ROOT.glob("*.py")) if f.stem in TOOLS}
+    files |= {module_name(f): f for f in sorted(LIB.glob("*.py")) if f.stem != "__init__"}
     for package in PACKAGES:
-        files |= {module_name(f): f for f in sorted((ROOT / package).rglob("*.py"))}
+        files |= {module_name(f): f for f in sorted(src(package).rglob("*.py"))}
     graph: dict[str, set[str]] = {}
     for name, f in files.items():
         package = name if f.name == "__init__.py" else name.rpartition(".")[0]
@@ -199,16 +215,17 @@ def module_graph() -> dict[str, set[str]]:
             if id(node) in type_only:
                 continue
             if isinstance(node, ast.Import):
-                targets |= {a.name for a in node.names}
+                targets |= {lab_name(a.name) for a in node.names}
             elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
+                base = lab_name(node.module or "")
                 if node.level:
                     up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join([*up, base] if base else up)
                 for a in (
                     node.names
                 ):  # `from pkg import sub` imports the module pkg.sub, `from pkg import name` pkg
-                    targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base)
+                    full = f"{base}.{a.name}" if base else a.name
+                    targets.add(full if full in files else base)
         graph[name] = {t for t in targets if t in files and t != name}
     return graph
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from helpers import perturb, tiny
 
-from model import POSITIONS
+from gptlab.model import POSITIONS
 
 KV = {"mha": 4, "gqa": 2, "mqa": 1}
 WINDOWS = [None, 3]
@@ -110,7 +110,7 @@ def test_kv_cache_bytes_formula_and_real_cache():
     expected = 2 * 2 * 2 * 8 * 4  # 2 * n_layer * n_kv_head * head_dim * 4 bytes
     assert m.kv_cache_bytes_per_token() == expected
     assert m.kv_cache_bytes_per_token(torch.bfloat16) == expected // 2
-    from model import KVCache
+    from gptlab.model import KVCache
 
     cache = KVCache(2)
     with torch.no_grad():

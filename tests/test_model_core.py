@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from gptlab_errors import UserError
-from model import GPT, MLPS, NORMS, GPTConfig
-from model.config import swiglu_hidden
+from gptlab.errors import UserError
+from gptlab.model import GPT, MLPS, NORMS, GPTConfig
+from gptlab.model.config import swiglu_hidden
 
 
 def cfg(**kw):

@@ -13,10 +13,10 @@ import torch
 from helpers import perturb
 from helpers import tiny as shared_tiny
 
-import model.flex as flex
-from gptlab_errors import UserError
-from model import POSITIONS, GPTConfig
-from model.positions import SCHEMES, PositionScheme
+import gptlab.model.flex as flex
+from gptlab.errors import UserError
+from gptlab.model import POSITIONS, GPTConfig
+from gptlab.model.positions import SCHEMES, PositionScheme
 
 KV = {"mha": 4, "gqa": 2, "mqa": 1}
 SCHEME_CASES = [*POSITIONS, "relative-keys-only"]  # Shaw keys without the value term can run fused
@@ -222,7 +222,7 @@ def test_block_masks_are_built_once_per_shape_and_skip_what_the_window_hides():
 def test_train_py_refuses_flex_on_a_cpu_before_writing_anything(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from training.loop import train
+    from gptlab.training.loop import train
 
     with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=["model.attn_impl=flex", "train.device=cpu", "train.max_iters=1"])

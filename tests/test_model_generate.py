@@ -6,9 +6,9 @@ import helpers
 import pytest
 import torch
 
-from gptlab_errors import UserError
-from model import POSITIONS, KVCache
-from model.generate import sample_next
+from gptlab.errors import UserError
+from gptlab.model import POSITIONS, KVCache
+from gptlab.model.generate import sample_next
 
 BS = 8  # block_size of the test models: 20+ new tokens go well past it
 
@@ -208,7 +208,7 @@ def test_kv_cache_buffers_match_a_naive_concatenating_cache():
     """In-place buffers (slot shifts, growth, long prompts, reset) return exactly what concatenation would."""
     import random
 
-    from model.kv_cache import KVCache
+    from gptlab.model.kv_cache import KVCache
 
     rng = random.Random(0)
     for _ in range(120):

@@ -6,9 +6,9 @@ The weights go through interop's mapping (config and state dict); the reference 
 import pytest
 import torch
 
-from interop.hf_config import from_hf_config
-from interop.hf_weights import from_hf
-from model import GPT, GPTConfig
+from gptlab.interop.hf_config import from_hf_config
+from gptlab.interop.hf_weights import from_hf
+from gptlab.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
 

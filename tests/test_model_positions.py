@@ -7,9 +7,9 @@ import helpers
 import pytest
 import torch
 
-from gptlab_errors import UserError
-from model import GPT, POSITIONS, GPTConfig
-from model.positions import (
+from gptlab.errors import UserError
+from gptlab.model import GPT, POSITIONS, GPTConfig
+from gptlab.model.positions import (
     SINUSOIDAL_SCALE,
     RotaryPosition,
     alibi_slopes,

@@ -10,9 +10,9 @@ from test_model_attention import perturb
 from test_model_attention import tiny as attention_tiny  # vocab 37, block 16, 2 layers, 4 heads, width 32
 from test_model_generate import tiny as generate_tiny  # vocab 29, block 8, perturbed weights
 
-from gptlab_errors import UserError
-from model import GPT, POSITIONS, GPTConfig
-from model.generate import sample_next
+from gptlab.errors import UserError
+from gptlab.model import GPT, POSITIONS, GPTConfig
+from gptlab.model.generate import sample_next
 
 KV = {"mha": 4, "gqa": 2, "mqa": 1}
 
@@ -222,10 +222,10 @@ def test_patterns_of_a_qk_norm_model_reproduce_its_sdpa_outputs():
 
 
 def test_every_head_metric_runs_on_a_model_with_every_switch():
-    from interp import metrics as M
-    from interp.ablation import _LayerRunner
-    from interp.head_report import analyse
-    from interp.probe import repeated_random_tokens
+    from gptlab.interp import metrics as M
+    from gptlab.interp.ablation import _LayerRunner
+    from gptlab.interp.head_report import analyse
+    from gptlab.interp.probe import repeated_random_tokens
 
     m = perturb(attention_tiny("rope", 2, qk_norm=True, logit_softcap=3.0, mlp="relu2", tie_embeddings=False))
     text = torch.randint(0, 37, (14,))
@@ -246,7 +246,7 @@ def test_recipe_experiment_is_the_baseline_each_switch_alone_and_all_together():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from training.resume import differences
+    from gptlab.training.resume import differences
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     swept = OmegaConf.load(configs / "experiment" / "recipe.yaml").hydra.sweeper.params.recipe.split(",")

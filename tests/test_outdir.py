@@ -15,11 +15,11 @@ from helpers import load_entry_point
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from data import load_meta, prepare
-from gptlab_errors import UserError
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
-from rundir.outdir import CHECKOUT, check_out_dir, mark_out_dir
+from gptlab.data import load_meta, prepare
+from gptlab.errors import UserError
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
+from gptlab.rundir.outdir import CHECKOUT, check_out_dir, mark_out_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def heads_cfg(*overrides):
 
 
 def test_heads_out_refusals(head_run, tmp_path):
-    from interp.run_report import run_report
+    from gptlab.interp.run_report import run_report
 
     f = tmp_path / "README.md"
     f.write_text("mine")
@@ -196,7 +196,7 @@ def test_heads_out_refusals(head_run, tmp_path):
 
 @pytest.mark.slow
 def test_heads_writes_into_its_own_folder_again_and_again(head_run, tmp_path):
-    from interp.run_report import run_report
+    from gptlab.interp.run_report import run_report
 
     out = tmp_path / "o"
     for _ in range(2):

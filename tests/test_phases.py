@@ -1,4 +1,4 @@
-"""Phase-change detection (interp/phases.py): synthetic curves with a known answer, and series recorded from
+"""Phase-change detection (gptlab/interp/phases.py): synthetic curves with a known answer, and series recorded from
 real runs of the induction study (docs/heads.md), 2 layers (induction heads form) and 1 layer (none can)."""
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interp.phases import Phase, find_phase, noise_level, phase_sentence, training_phases
+from gptlab.interp.phases import Phase, find_phase, noise_level, phase_sentence, training_phases
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

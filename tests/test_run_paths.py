@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gptlab_errors import UserError
-from rundir.open_run import is_hf_source, load_run
+from gptlab.errors import UserError
+from gptlab.rundir.open_run import is_hf_source, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 from helpers import BLOCK, load_entry_point, make_run
 
-import sampling
-from data import get_tokenizer
-from gptlab_errors import UserError
-from model import GPT, GPTConfig
+from gptlab import sampling
+from gptlab.data import get_tokenizer
+from gptlab.errors import UserError
+from gptlab.model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,7 +251,7 @@ def test_stream_true_with_several_samples_is_refused(runs):
 def test_kv_cache_size_in_end_line_is_the_cache_really_held(runs, monkeypatch, name, new):
     """The end line's bytes follow 2 * n_layer * n_kv_head * head_dim * 4 x positions x batch and equal the
     largest size the model's KVCache objects really reached."""
-    from model import kv_cache
+    from gptlab.model import kv_cache
 
     held = []
     real_end = kv_cache.KVCache.end

@@ -1,4 +1,4 @@
-"""train.snapshots (training/snapshots.py) and step= (rundir.open_run): the kept steps, a resume, a full disk, bad input."""
+"""train.snapshots (gptlab/training/snapshots.py) and step= (rundir.open_run): the kept steps, a resume, a full disk, bad input."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 import torch
 from helpers import train_small
 
-from gptlab_errors import UserError
-from rundir.checkpoint import load_checkpoint
-from rundir.layout import RunDir
-from rundir.open_run import load_run
-from training.config import TrainConfig
-from training.snapshots import SnapshotSchedule, parse_snapshots
+from gptlab.errors import UserError
+from gptlab.rundir.checkpoint import load_checkpoint
+from gptlab.rundir.layout import RunDir
+from gptlab.rundir.open_run import load_run
+from gptlab.training.config import TrainConfig
+from gptlab.training.snapshots import SnapshotSchedule, parse_snapshots
 
 ROOT = Path(__file__).resolve().parents[1]
 

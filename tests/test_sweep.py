@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import load_entry_point, record_run
 
-from sweep.extrapolate import evaluate_lengths, window_starts
-from sweep.plots import PLOT_FILES
-from sweep.runs import collect_runs, parse_overrides, read_run
-from sweep.summary import summarize
-from sweep.table import build_table, differing_keys, runs_markdown, to_markdown
+from gptlab.sweep.extrapolate import evaluate_lengths, window_starts
+from gptlab.sweep.plots import PLOT_FILES
+from gptlab.sweep.runs import collect_runs, parse_overrides, read_run
+from gptlab.sweep.summary import summarize
+from gptlab.sweep.table import build_table, differing_keys, runs_markdown, to_markdown
 
 compare = load_entry_point("compare")  # compare.py's main, through runpy (no import)
 
@@ -202,8 +202,8 @@ def test_params_plot_not_drawn_when_the_counts_differ_by_under_one_percent(tmp_p
 
 
 def test_timing_says_where_it_was_measured_and_that_load_changes_it(sweep_dir, monkeypatch):
-    from runtime.device import cpu_info
-    from sweep import plots
+    from gptlab.runtime.device import cpu_info
+    from gptlab.sweep import plots
 
     captions = {}
     save = plots._save

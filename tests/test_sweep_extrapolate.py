@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sweep.extrapolate as ex
-from data import DataConfig, load_meta, prepare
-from gptlab_errors import UserError
-from model import GPT, GPTConfig
-from rundir.checkpoint import save_checkpoint
+import gptlab.sweep.extrapolate as ex
+from gptlab.data import DataConfig, load_meta, prepare
+from gptlab.errors import UserError
+from gptlab.model import GPT, GPTConfig
+from gptlab.rundir.checkpoint import save_checkpoint
 
 BLOCK = 16
 

@@ -14,9 +14,9 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from gptlab_errors import UserError
-from sweep.callback import SweepSummary
-from sweep.runs import read_run
+from gptlab.errors import UserError
+from gptlab.sweep.callback import SweepSummary
+from gptlab.sweep.runs import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}

@@ -16,13 +16,13 @@ from scipy import stats as sps
 from test_sweep_multirun import ENV, ROOT, TINY
 from test_train import cfg_with, rows
 
-from gptlab_errors import UserError
-from rundir.layout import RunDir
-from training.config import TrainConfig, from_mapping
-from training.loop import train
-from training.resume import plan_run
-from training.session import setup
-from training.signals import StopFlag
+from gptlab.errors import UserError
+from gptlab.rundir.layout import RunDir
+from gptlab.training.config import TrainConfig, from_mapping
+from gptlab.training.loop import train
+from gptlab.training.resume import plan_run
+from gptlab.training.session import setup
+from gptlab.training.signals import StopFlag
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,14 @@ from matplotlib.collections import PolyCollection
 from scipy import stats as sps
 from test_sweep import finished
 
-import sweep.plots as plots
-from cli import expand_seeds
-from gptlab_errors import UserError
-from sweep.runs import collect_runs
-from sweep.settings import pick_baseline
-from sweep.stats import estimate, holm, paired
-from sweep.summary import summarize
-from sweep.table import build_table
+import gptlab.sweep.plots as plots
+from gptlab.cli import expand_seeds
+from gptlab.errors import UserError
+from gptlab.sweep.runs import collect_runs
+from gptlab.sweep.settings import pick_baseline
+from gptlab.sweep.stats import estimate, holm, paired
+from gptlab.sweep.summary import summarize
+from gptlab.sweep.table import build_table
 
 compare = load_entry_point("compare")  # compare.py's main, through runpy (no import)
 

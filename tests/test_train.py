@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers import cfg_with, small_train
 
-from gptlab_errors import UserError
-from training.loop import train
+from gptlab.errors import UserError
+from gptlab.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # A very small model and budget: every test here trains for a few seconds at most.
@@ -97,7 +97,7 @@ def test_a_mistyped_override_on_resume_is_one_line(tmp_path, data_dir):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir, monkeypatch):
-    from model import GPT
+    from gptlab.model import GPT
 
     calls = {"n": 0}
     original = GPT.forward
@@ -250,7 +250,7 @@ def torchrun_one(data_dir, run, *args, timeout=300):
 
 
 def test_init_distributed_joins_a_group_only_under_torchrun(monkeypatch):
-    from training.ddp import init_distributed
+    from gptlab.training.ddp import init_distributed
 
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
@@ -283,7 +283,7 @@ def test_a_training_step_reads_nothing_off_the_device(tmp_path, data_dir, monkey
     .tolist() or .cpu() of a tensor inside train_step (the loss, grad norm and NaN check stay on the device
     and are read at log, evaluation and checkpoint steps). float16: the gradient scaler hands its overflow
     flag to the fused AdamW instead of reading it. Checked on the CPU by spying on every read."""
-    import training.loop as loop
+    import gptlab.training.loop as loop
 
     inside, reads = [False], []
     step = loop.train_step
@@ -337,8 +337,8 @@ def test_summary_tokens_per_s_is_the_run_average_without_warmup_or_evaluation(
     resume; the last window alone (0.1 s a step) would claim 10x."""
     import types
 
-    import training.loop as loop
-    import training.throughput as throughput
+    import gptlab.training.loop as loop
+    import gptlab.training.throughput as throughput
 
     clock = [0.0]
     monkeypatch.setattr(throughput, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
@@ -445,7 +445,7 @@ def test_the_end_of_a_run_says_what_next_and_train_log_holds_its_lines(tmp_path,
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from cli import check_overrides
+    from gptlab.cli import check_overrides
 
     run = tmp_path / "my run"
     model = ["model.n_head=4", "model.n_kv_head=2", "model.window=16", "model.position=alibi"]

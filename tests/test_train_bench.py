@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench import train_bench as tb
-from training.run_output import Progress
+from gptlab.training.run_output import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_record_recipe_is_every_switch_with_muon_lr_and_steps_of_its_own():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from training.resume import differences
+    from gptlab.training.resume import differences
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         every, record = (

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab_errors import UserError
-from runtime.device import pick_device, pick_dtype
-from training.config import OptimConfig, TrainConfig, from_mapping
-from training.mfu import mfu, peak_flops
-from training.optim import build_optimizer, lr_at
-from training.rng import get_rng_state, set_rng_state
+from gptlab.errors import UserError
+from gptlab.runtime.device import pick_device, pick_dtype
+from gptlab.training.config import OptimConfig, TrainConfig, from_mapping
+from gptlab.training.mfu import mfu, peak_flops
+from gptlab.training.optim import build_optimizer, lr_at
+from gptlab.training.rng import get_rng_state, set_rng_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +86,9 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
 
 
 def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
-    from model import GPT, GPTConfig
-    from rundir.checkpoint import save_checkpoint
-    from rundir.open_run import load_run
+    from gptlab.model import GPT, GPTConfig
+    from gptlab.rundir.checkpoint import save_checkpoint
+    from gptlab.rundir.open_run import load_run
 
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
     meta = {"tokenizer": "char", "vocab_size": 11, "chars": list("abcdefghijk")}
@@ -109,7 +109,7 @@ def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
 
 
 def test_cpu_bf16_detection_and_the_auto_dtype(monkeypatch, capsys):
-    from runtime import device as D
+    from gptlab.runtime import device as D
 
     x86 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
     avx2 = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2 fma\n"
@@ -141,7 +141,7 @@ def test_run_average_tokens_per_s_and_a_smoothed_eta():
     """tokens/s is the run's: all timed tokens over all timed seconds (not the last window's); the ETA uses an
     exponential moving average of seconds per step (weight 0.3 for the newest window) plus the evaluation
     and checkpoint time per step so far. Written out here from recorded window times."""
-    from training.throughput import Throughput
+    from gptlab.training.throughput import Throughput
 
     windows = [
         (10, 1.0),
@@ -192,7 +192,7 @@ def test_optimizer_values_that_cannot_work_are_one_line(field, value, needle):
 def test_the_optimizer_configs_shipped_are_valid():
     import yaml
 
-    from training.config import from_mapping as build
+    from gptlab.training.config import from_mapping as build
 
     for path in sorted((ROOT / "configs" / "optim").glob("*.yaml")):
         build(OptimConfig, yaml.safe_load(path.read_text()), "optim")
@@ -203,7 +203,7 @@ def test_cli_arg_quotes_paths_so_hydra_and_the_shell_read_them_back():
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from training.loop import cli_arg
+    from gptlab.training.loop import cli_arg
 
     parser = OverridesParser.create()
     for path in ["runs/2026-01-02_03-04-05_678", "/tmp/my run", "/tmp/a,b [c]", "/tmp/x=y"]:
@@ -214,8 +214,8 @@ def test_cli_arg_quotes_paths_so_hydra_and_the_shell_read_them_back():
 
 
 def test_the_start_up_line_names_the_architecture():
-    from model import GPT, GPTConfig
-    from training.session import describe_model
+    from gptlab.model import GPT, GPTConfig
+    from gptlab.training.session import describe_model
 
     cfg = GPTConfig(vocab_size=65, n_layer=2, n_head=4, n_kv_head=1, n_embd=32, block_size=64, position="alibi",
                     window=16, attn_impl="auto")  # fmt: skip
@@ -235,7 +235,7 @@ def test_the_start_up_line_names_the_architecture():
 # ---------------------------------------------------------------------------------------------- one step, bare
 def _token_folder(folder: Path, vocab: int, n: int) -> Path:
     """A prepared-data folder of a learnable stream (0, 1, ..., vocab-1, 0, 1, ...) for the BatchLoader."""
-    from data.build import FORMAT
+    from gptlab.data.build import FORMAT
 
     folder.mkdir(parents=True)
     (np.arange(n) % vocab).astype(np.uint16).tofile(folder / "train.bin")
@@ -250,9 +250,9 @@ def test_train_step_on_a_bare_step_state_equals_a_step_written_out(tmp_path):
     averaged, clip at 1, AdamW with decay on matrices only), and 40 steps on a repeating stream cut the loss."""
     import copy
 
-    from data import BatchLoader
-    from model import GPT, GPTConfig
-    from training.step import StepState, train_step
+    from gptlab.data import BatchLoader
+    from gptlab.model import GPT, GPTConfig
+    from gptlab.training.step import StepState, train_step
 
     path = _token_folder(tmp_path / "tokens", vocab=16, n=4096)
     torch.manual_seed(0)
@@ -309,11 +309,11 @@ def _composed(*overrides):
 @pytest.mark.parametrize(
     "section, cls",
     [
-        ("model", "model.GPTConfig"),
-        ("data", "data.DataConfig"),
-        ("train", "training.config.TrainConfig"),
-        ("optim", "training.config.OptimConfig"),
-        ("wandb", "training.config.WandbConfig"),
+        ("model", "gptlab.model.GPTConfig"),
+        ("data", "gptlab.data.DataConfig"),
+        ("train", "gptlab.training.config.TrainConfig"),
+        ("optim", "gptlab.training.config.OptimConfig"),
+        ("wandb", "gptlab.training.config.WandbConfig"),
     ],
 )
 def test_an_unknown_key_in_any_train_section_is_the_same_one_line(tmp_path, section, cls):
@@ -324,7 +324,7 @@ def test_an_unknown_key_in_any_train_section_is_the_same_one_line(tmp_path, sect
 
     from hydra import compose, initialize_config_dir
 
-    from training.loop import train
+    from gptlab.training.loop import train
 
     module, name = cls.rsplit(".", 1)
     valid = ", ".join(f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name)))
@@ -342,9 +342,9 @@ def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from model import GPT, GPTConfig
-    from training.config import RunConfig, WandbConfig
-    from training.session import with_data_vocab
+    from gptlab.model import GPT, GPTConfig
+    from gptlab.training.config import RunConfig, WandbConfig
+    from gptlab.training.session import with_data_vocab
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):  # once: composing is then cheap
         for group in ("model", "data", "train", "optim"):
@@ -362,7 +362,9 @@ def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
     with pytest.raises(UserError, match=r"model.vocab_size=50 is smaller than the data's vocabulary \(65\)"):
         with_data_vocab(dataclasses.replace(cfg.model, vocab_size=50), {"vocab_size": 65})
     assert cfg.seed == 7 and cfg.extra["note"] == "first"  # a key added with + is kept, as before
-    assert cfg.extra["compare"] == {"baseline": None}  # the sweep summary's section (sweep/callback.py)
+    assert cfg.extra["compare"] == {
+        "baseline": None
+    }  # the sweep summary's section (gptlab/sweep/callback.py)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +381,7 @@ def test_the_run_config_is_typed_and_every_shipped_choice_builds_one():
     ],
 )
 def test_the_run_config_names_the_key_of_a_wrong_value(override, message):
-    from training.config import RunConfig
+    from gptlab.training.config import RunConfig
 
     with pytest.raises(UserError) as e:
         RunConfig.from_mapping(_composed(override))
@@ -388,7 +390,7 @@ def test_the_run_config_names_the_key_of_a_wrong_value(override, message):
 
 # ---------------------------------------------------------------------------------------------- Muon
 def _muon_model(**kw):
-    from model import GPT, GPTConfig
+    from gptlab.model import GPT, GPTConfig
 
     cfg = dict(vocab_size=37, block_size=8, n_layer=2, n_head=4, n_embd=32, mlp="gelu", tie_embeddings=False)
     cfg.update(kw)
@@ -443,7 +445,7 @@ def test_muon_and_adamw_steps_match_the_formulas_written_here():
     """Three steps with fixed gradients in warmup: each block matrix moves as Muon's documented update
     (Nesterov momentum, Newton-Schulz, decoupled weight decay, lr * sqrt(max(1, rows/cols))), at muon_lr
     scaled by the schedule; every other parameter as AdamW."""
-    from training.optim import set_lr
+    from gptlab.training.optim import set_lr
 
     model = _muon_model(qk_norm=True)
     with torch.no_grad():  # weights of order 1, so weight decay moves them visibly

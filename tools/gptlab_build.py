@@ -1,20 +1,20 @@
 """The build backend of gptlab: setuptools, except that only editable installs are allowed.
 
-gptlab runs from its checkout (``python train.py``, ``python sample.py`` ...), like nanoGPT: its packages
-have short, generic top-level names (``model``, ``data``, ``training`` ...) that must not land in a user's
-site-packages, where they would shadow the user's own ``data/`` folder or nanoGPT's ``model.py``. So the
-project installs no Python module at all: ``pip install -e .`` installs the dependencies and nothing else,
-and the code is imported from the checkout (the current directory for the scripts and the tests; a notebook
-adds the checkout to ``sys.path``, see README). A regular ``pip install .`` would give an environment that
-looks installed but cannot import anything, so it is refused here with one line that says what to do.
+gptlab runs from its checkout (``python train.py``, ``python sample.py`` ...), like nanoGPT: the tools read
+configs/ beside them and write runs/, and data/ keeps its prepared token files beside its code. So the project
+is never copied into site-packages. ``pip install -e .`` installs the dependencies and makes one name
+importable from anywhere, ``gptlab`` (setuptools' editable finder maps exactly that package to the checkout's
+gptlab/; the checkout's other top-level names, ``model``, ``data``, ``train`` ..., are not put on ``sys.path``,
+so they never shadow a user's own). A regular ``pip install .`` would give an installed copy cut off from
+configs/ and data/, so it is refused here with one line that says what to do.
 """
 
 from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F401,F403  (every other hook: editable installs, sdists)
 
 _REFUSAL = (
-    "gptlab runs from its checkout and is not installed as a package: from the checkout run "
-    "`pip install -e .` (it installs the dependencies only), then `python train.py` (see README.md)"
+    "gptlab runs from its checkout and is not installed as a copy: from the checkout run "
+    "`pip install -e .` (the dependencies, and `import gptlab` from any folder), then `python train.py` (see README.md)"
 )
 
 
