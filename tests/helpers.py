@@ -77,15 +77,18 @@ CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # make
 BLOCK = 16  # make_run's block_size
 
 
-def make_run(path: Path, *, position="learned", n_kv_head=None, tokenizer="char", seed=0) -> Path:
+def make_run(
+    path: Path, *, position="learned", n_kv_head=None, tokenizer="char", seed=0, chars=CHARS, **model
+) -> Path:
     """A tiny GPT with large random weights (so greedy output varies), saved as ``path/best.pt``.
 
-    tokenizer "char" (``CHARS``) or "gpt2"; block_size ``BLOCK``; 2 layers, 4 heads, n_embd 32."""
+    tokenizer "char" (``chars``, default ``CHARS``) or "gpt2"; block_size ``BLOCK``; 2 layers, 4 heads, n_embd 32
+    (``model`` overrides any GPTConfig field)."""
     if tokenizer == "char":
         meta = {
             "tokenizer": "char",
-            "vocab_size": len(CHARS),
-            "chars": CHARS,
+            "vocab_size": len(chars),
+            "chars": chars,
             "eot_id": None,
             "dtype": "uint16",
         }
@@ -99,6 +102,7 @@ def make_run(path: Path, *, position="learned", n_kv_head=None, tokenizer="char"
         n_kv_head=n_kv_head,
         n_embd=32,
         position=position,
+        **model,
     )
     torch.manual_seed(seed)
     model = GPT(cfg)

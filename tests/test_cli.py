@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gptlab import cli
 from gptlab.errors import UserError
-from gptlab.model import GPT, GPTConfig
-from gptlab.rundir.checkpoint import save_checkpoint
 from gptlab.runtime.device import FLOPS_PER_THREAD, threads_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,20 +43,7 @@ TYPED = [
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A tiny char-level run (random weights) whose vocabulary holds every character of TYPED."""
-    meta = {"tokenizer": "char", "vocab_size": len(CHARS), "chars": CHARS, "eot_id": None, "dtype": "uint16"}
-    cfg = GPTConfig(vocab_size=len(CHARS), block_size=32, n_layer=1, n_head=2, n_embd=16, position="rope")
-    torch.manual_seed(0)
-    model = GPT(cfg)
-    path = tmp_path_factory.mktemp("run")
-    save_checkpoint(
-        path / "best.pt",
-        model=model.state_dict(),
-        model_config=cfg.to_dict(),
-        tokenizer=meta,
-        config={},
-        step=0,
-    )
-    return path
+    return make_run(tmp_path_factory.mktemp("run"), position="rope", chars=CHARS, block_size=32)
 
 
 def tool(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
