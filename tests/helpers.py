@@ -94,15 +94,9 @@ def make_run(
         }
     else:
         meta = {"tokenizer": "gpt2", "vocab_size": 50257, "eot_id": 50256, "dtype": "uint16"}
+    shape = {"block_size": BLOCK, "n_layer": 2, "n_head": 4, "n_embd": 32}
     cfg = GPTConfig(
-        vocab_size=meta["vocab_size"],
-        block_size=BLOCK,
-        n_layer=2,
-        n_head=4,
-        n_kv_head=n_kv_head,
-        n_embd=32,
-        position=position,
-        **model,
+        vocab_size=meta["vocab_size"], n_kv_head=n_kv_head, position=position, **{**shape, **model}
     )
     torch.manual_seed(seed)
     model = GPT(cfg)
