@@ -76,7 +76,7 @@ def main(cfg: DictConfig) -> None:
         if rep[
             "no_bos"
         ]:  # a char or ids tokenizer: TransformerLens would invent a BOS id past the vocabulary
-            boot = f"from interop.tl import fit_special_tokens; fit_special_tokens({boot})"
+            boot = f"from gptlab.interop.tl import fit_special_tokens; fit_special_tokens({boot})"
         print(f"load it: from transformer_lens import TransformerBridge; {boot}")
     else:
         print(

@@ -1,4 +1,4 @@
-"""The gptlab GPT model: ``from model import GPT, GPTConfig``. See docs/model.md."""
+"""The gptlab GPT model: ``from gptlab.model import GPT, GPTConfig`` (in the checkout also ``from model import ...``). See docs/model.md."""
 
 from .config import ATTN_IMPLS, MLPS, NORMS, POSITIONS, GPTConfig
 from .gpt import GPT, init_weights

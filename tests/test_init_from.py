@@ -215,7 +215,7 @@ def test_plain_training_never_imports_transformers(tmp_path):
     code = (
         "import sys\n"
         "from hydra import compose, initialize_config_dir\n"
-        "from training.loop import train\n"
+        "from gptlab.training.loop import train\n"
         f"with initialize_config_dir({str(ROOT / 'configs')!r}, version_base='1.3'):\n"
         f"    cfg = compose('config', overrides=['data.out_dir={tmp_path / 'p'}', 'train.max_iters=1', 'train.eval_iters=1',"
         " 'train.sample_tokens=0', 'model.n_layer=1', 'model.block_size=16', 'train.batch_size=2'])\n"

@@ -8,6 +8,6 @@
     outdir      ``check_out_dir``: where a tool may write (``out=``) and what it may replace there
 
 ``files``, ``checkpoint``, ``layout`` and ``outdir`` import nothing from the project (so ``data`` can use them); ``load``
-sits above ``model`` and ``data``; ``open_run`` above ``load`` and ``interop`` (which it imports lazily). Import the module you need (``from rundir.open_run import load_run``): this
+sits above ``model`` and ``data``; ``open_run`` above ``load`` and ``interop`` (which it imports lazily). Import the module you need (``from gptlab.rundir.open_run import load_run``): this
 package file imports nothing, so no import cycle can hide here.
 """

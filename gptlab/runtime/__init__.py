@@ -2,5 +2,5 @@
 natively), autocast and the float16 gradient scaler, and what the CPU is (named beside every benchmark).
 
 Shared by every tool (train.py, sample.py, heads.py, sweeps, benchmarks), so none of them reaches into
-another's internals for it. Import the module: ``from runtime.device import pick_device``.
+another's internals for it. Import the module: ``from gptlab.runtime.device import pick_device``.
 """
