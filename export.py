@@ -34,7 +34,7 @@ FORMATS = ("hf", "transformer_lens")
 def export(cfg: DictConfig) -> dict:
     """Check the options, load the run, write and check the export; returns interop.hf.export_hf's report."""
     from gptlab.interop.hf import export_hf
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
     from gptlab.rundir.outdir import check_out_dir, mark_out_dir
 
     if not cfg.run:

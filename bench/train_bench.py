@@ -65,8 +65,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from gptlab.open_run import load_run  # noqa: E402
 from gptlab.rundir.layout import RunDir  # noqa: E402
-from gptlab.rundir.open_run import load_run  # noqa: E402
 from gptlab.runtime.device import cpu_description  # noqa: E402
 from gptlab.sweep.extrapolate import window_loss  # noqa: E402
 

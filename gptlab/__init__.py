@@ -26,7 +26,7 @@ if not (Path(__file__).parent / "model").is_dir():  # pragma: no cover - a check
     __path__.append(str(Path(__file__).resolve().parents[1]))
 
 _PUBLIC = {
-    "load_run": "gptlab.rundir.open_run",
+    "load_run": "gptlab.open_run",
     "Run": "gptlab.rundir.load",
     "GPT": "gptlab.model",
     "GPTConfig": "gptlab.model",
@@ -37,8 +37,8 @@ __all__ = ["GPT", "GPTConfig", "Run", "UserError", "load_run"]  # = _PUBLIC
 if TYPE_CHECKING:
     from gptlab.errors import UserError
     from gptlab.model import GPT, GPTConfig
+    from gptlab.open_run import load_run
     from gptlab.rundir.load import Run
-    from gptlab.rundir.open_run import load_run
 
 
 def __getattr__(name: str) -> Any:

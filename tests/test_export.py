@@ -16,7 +16,7 @@ from gptlab.training.loop import train
 
 transformers = pytest.importorskip("transformers")
 
-from gptlab.rundir.open_run import load_run  # noqa: E402
+from gptlab.open_run import load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -85,9 +85,13 @@ def test_export_for_transformer_lens_checks_logits_and_patterns(runs, tmp_path):
     assert "transformer_lens_patterns" in p.stdout and "TransformerBridge.boot_transformers" in p.stdout
     assert "fit_special_tokens(" in p.stdout  # a char run: TransformerLens needs it for string input
     # the printed line runs as printed
-    load = next(line for line in p.stdout.splitlines() if line.startswith("load it: ")).removeprefix("load it: ")
+    load = next(line for line in p.stdout.splitlines() if line.startswith("load it: ")).removeprefix(
+        "load it: "
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    q = subprocess.run([sys.executable, "-c", load], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    q = subprocess.run(
+        [sys.executable, "-c", load], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert q.returncode == 0, q.stderr[-2000:]
 
 

@@ -27,10 +27,10 @@ from hydra import compose, initialize_config_dir
 
 from gptlab.data import BatchLoader, DataConfig, load_meta, prepare
 from gptlab.errors import UserError
+from gptlab.open_run import load_run
 from gptlab.rundir.checkpoint import save_checkpoint
 from gptlab.rundir.files import atomic_write, read_jsonl
 from gptlab.rundir.layout import RunDir
-from gptlab.rundir.open_run import load_run
 from gptlab.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]

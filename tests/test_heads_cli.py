@@ -98,7 +98,7 @@ def test_report_writes_every_file(run_dir, tmp_path):
     assert len(doc["heads"]) == 8 and "icl_score" in doc["model_scores"]
     assert len(doc["text_tokens"]) == 32  # split=val by default: block_size tokens of val.bin
     # the table agrees with the metrics measured directly on the same probe
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
 
     run = load_run(run_dir)
     probe = probe_for(run.model, run.meta, 2)
@@ -199,7 +199,7 @@ def test_cli_exit_code_and_no_litter(run_dir, tmp_path):
 
 
 def test_snapshot_for_training(run_dir, char_data):
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
 
     model = load_run(run_dir).model
     model.train()

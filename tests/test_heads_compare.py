@@ -350,7 +350,7 @@ def test_compare_a_step_pairs_by_position(runs, capsys):
 def test_compare_an_hf_export_of_the_same_model(char_data, tmp_path):
     """A Hugging Face directory whose tokenizer.json is the char vocabulary counts as the same tokenizer."""
     from gptlab.interop.hf import export_hf
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
 
     run = _save(tmp_path / "gpt2", _char_model(char_data[1], n_kv_head=None, position="learned"), *char_data)
     export_hf(load_run(run), tmp_path / "hf", verify=False)  # GPT2LMHeadModel, the chars as tokenizer.json
@@ -428,7 +428,7 @@ def test_bad_compare_on_the_command_line_is_one_line(runs, tmp_path):
 # ---------------------------------------------------------------------------------------------- the page
 @pytest.mark.browser
 def test_compare_page_shows_both_models_patterns_in_chromium(runs, tmp_path, chromium):
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
 
     run_compare(_cfg(f"run={runs['a']}", f"compare={runs['mha']}", f"out={tmp_path}", f"text={TEXT}", *QUICK))
     a, b = load_run(runs["a"]), load_run(runs["mha"])

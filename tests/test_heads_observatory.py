@@ -22,8 +22,8 @@ from gptlab.interp import metrics as M
 from gptlab.interp.run_report import run_report
 from gptlab.interp.tracking import head_metrics_snapshot, icl_now, mean_k_composition
 from gptlab.model import GPT, GPTConfig
+from gptlab.open_run import load_run
 from gptlab.rundir.layout import RunDir
-from gptlab.rundir.open_run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,8 +23,8 @@ from gptlab.interop.hf import export_hf, load_hf_run, load_pretrained, to_hf_mod
 from gptlab.interop.hf_config import family_for, from_hf_config, to_hf_config  # noqa: E402
 from gptlab.interop.hf_tokenizer import PROBE, gpt2_tokenizer_json, ids_tokenizer_json, tokenizer_meta_for  # noqa: E402
 from gptlab.interop.hf_weights import from_hf, to_hf  # noqa: E402
+from gptlab.open_run import is_hf_source, load_run  # noqa: E402
 from gptlab.rundir.load import Run  # noqa: E402
-from gptlab.rundir.open_run import is_hf_source, load_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHARS = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -112,8 +112,8 @@ def test_gptlab_names_its_public_api_lazily():
     code = (
         "import sys, json, gptlab; before = 'torch' in sys.modules\n"
         "from gptlab import load_run, GPT, GPTConfig, UserError, Run\n"
-        "import gptlab.model, gptlab.rundir.open_run, gptlab.errors, gptlab.rundir.load\n"
-        "same = [GPT is gptlab.model.GPT, load_run is gptlab.rundir.open_run.load_run,\n"
+        "import gptlab.model, gptlab.open_run, gptlab.errors, gptlab.rundir.load\n"
+        "same = [GPT is gptlab.model.GPT, load_run is gptlab.open_run.load_run,\n"
         "        UserError is gptlab.errors.UserError, Run is gptlab.rundir.load.Run]\n"
         "print(json.dumps({'torch_before': before, 'same': same, 'dir': 'load_run' in dir(gptlab)}))\n"
     )

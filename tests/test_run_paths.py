@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gptlab.errors import UserError
-from gptlab.rundir.open_run import is_hf_source, load_run
+from gptlab.open_run import is_hf_source, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

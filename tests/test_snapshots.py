@@ -1,4 +1,4 @@
-"""train.snapshots (gptlab/training/snapshots.py) and step= (rundir.open_run): the kept steps, a resume, a full disk, bad input."""
+"""train.snapshots (gptlab/training/snapshots.py) and step= (open_run): the kept steps, a resume, a full disk, bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from helpers import train_small
 
 from gptlab.errors import UserError
+from gptlab.open_run import load_run
 from gptlab.rundir.checkpoint import load_checkpoint
 from gptlab.rundir.layout import RunDir
-from gptlab.rundir.open_run import load_run
 from gptlab.training.config import TrainConfig
 from gptlab.training.snapshots import SnapshotSchedule, parse_snapshots
 

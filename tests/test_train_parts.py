@@ -87,8 +87,8 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
 
 def test_load_run_rejects_foreign_and_mismatched_checkpoints(tmp_path):
     from gptlab.model import GPT, GPTConfig
+    from gptlab.open_run import load_run
     from gptlab.rundir.checkpoint import save_checkpoint
-    from gptlab.rundir.open_run import load_run
 
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
     meta = {"tokenizer": "char", "vocab_size": 11, "chars": list("abcdefghijk")}

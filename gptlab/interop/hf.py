@@ -1,7 +1,7 @@
 """Hugging Face models as gptlab runs, and gptlab runs as Hugging Face models.
 
     load_pretrained(source) -> Pretrained   an HF directory or hub id: our config, state dict and tokenizer meta
-    load_hf_run(source)     -> Run          a rundir.load.Run, as rundir.open_run.load_run returns (what sample.py and heads.py read)
+    load_hf_run(source)     -> Run          a rundir.load.Run, as open_run.load_run returns (what sample.py and heads.py read)
     to_hf_model(model)      -> PreTrainedModel   the exact HF twin of a GPT, in memory (interop.hf_model)
     export_hf(run, out)                     write it as an HF directory (config.json, model.safetensors,
                                             generation_config.json, tokenizer files) and check it

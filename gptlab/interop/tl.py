@@ -53,7 +53,7 @@ def _tokenizer(meta: dict | None, cfg: GPTConfig, folder: Path):
 def to_transformer_lens(model: GPT, meta: dict | None = None, device: str | torch.device = "cpu"):
     """A TransformerLens ``TransformerBridge`` computing ``model`` (``meta``: the run's tokenizer meta).
 
-    ``from gptlab.rundir.open_run import load_run; run = load_run("runs/x")``, then
+    ``from gptlab.open_run import load_run; run = load_run("runs/x")``, then
     ``tl = to_transformer_lens(run.model, run.meta)``; ``tl.run_with_cache(tokens)`` records
     ``blocks.{l}.attn.hook_pattern`` (B, n_head, T, T) equal to ``run.model.attention_patterns(tokens)[l]``.
     """

@@ -29,7 +29,7 @@ def compare_target(cfg, run_a):
     """The run ``compare=`` names, checked against ``run_a``: another run or checkpoint, a Hugging Face model
     directory, or ``step:N`` / ``step:best`` / ``step:last`` (another state of the run= run)."""
     from gptlab.interp.compare_report import tokenizer_mismatch
-    from gptlab.rundir.open_run import is_hf_source, load_run
+    from gptlab.open_run import is_hf_source, load_run
 
     target = str(cfg.compare).strip()
     if target.isdigit():

@@ -197,7 +197,7 @@ def check_count(cfg: DictConfig, key: str, low: int, hint: str | None) -> None:
 
 def open_run(cfg: DictConfig):
     """The run named by ``run=`` on ``device=``, with ``threads`` applied (the report and the server)."""
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
     from gptlab.runtime.device import pick_device, set_threads
 
     if not cfg.run:

@@ -69,8 +69,8 @@ def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None,
     """The page's timeline (gptlab/interp/timeline.py) over the run's kept snapshots, and notes; None without
     snapshots or head rows, or with timeline=false."""
     from gptlab.interp.timeline import measure_steps, pattern_bytes, pick_steps, series
+    from gptlab.open_run import load_run
     from gptlab.rundir.layout import RunDir
-    from gptlab.rundir.open_run import load_run
 
     rd = RunDir(run.run_dir)
     kept, rows = rd.snapshot_steps(), rd.read_metrics()

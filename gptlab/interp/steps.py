@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from gptlab.errors import UserError
+from gptlab.open_run import load_run
 from gptlab.rundir.files import read_jsonl
-from gptlab.rundir.open_run import load_run
 
 
 def read_head_rows(metrics_path: str | Path) -> list[dict]:

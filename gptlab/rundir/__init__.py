@@ -4,10 +4,11 @@
     checkpoint  save / load / resolve checkpoints (``torch.save`` dicts, always loaded ``weights_only``)
     layout      ``RunDir``: the files of one run (config, checkpoints, metrics, summary, lock) and their rules
     load        ``Run``: one checkpoint file -> model, tokenizer and config, ready to use; the weight checks
-    open_run    ``load_run``: a run directory (step=), checkpoint, HF directory or hub id -> a ``Run``
     outdir      ``check_out_dir``: where a tool may write (``out=``) and what it may replace there
 
 ``files``, ``checkpoint``, ``layout`` and ``outdir`` import nothing from the project (so ``data`` can use them); ``load``
-sits above ``model`` and ``data``; ``open_run`` above ``load`` and ``interop`` (which it imports lazily). Import the module you need (``from gptlab.rundir.open_run import load_run``): this
-package file imports nothing, so no import cycle can hide here.
+sits above ``model`` and ``data``. ``load_run`` (a run directory, checkpoint, HF directory or hub id -> a ``Run``)
+is not here: it hands HF sources to ``interop``, which reads checkpoints through ``load``, so it sits above both,
+in ``gptlab.open_run``. Import the module you need (``from gptlab.rundir.load import Run``): this package file
+imports nothing, so no import cycle can hide here.
 """

@@ -1,6 +1,6 @@
 """Run, and one checkpoint file as a model, a tokenizer and a config; the weight checks every loader shares.
 
-``Run`` is what every tool reads (rundir.open_run.load_run returns one; interop.hf builds one for a Hugging Face
+``Run`` is what every tool reads (open_run.load_run returns one; interop.hf builds one for a Hugging Face
 model through ``build_model``). Nothing stored in the checkpoint is acted on beyond building the model and the
 tokenizer: no file it names is read or written. Sits on ``model`` and ``data`` only.
 """

@@ -23,7 +23,7 @@ def _write(out, text: str) -> None:
 
 def sample(opts: Options, stdout=None, stderr=None, stdin=None) -> Generation:
     """Load the run, generate, print the text to `stdout` and the closing line to `stderr`."""
-    from gptlab.rundir.open_run import load_run
+    from gptlab.open_run import load_run
 
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr

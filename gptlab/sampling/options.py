@@ -17,7 +17,7 @@ class Options:
     """The validated settings of one sampling call (configs/sample.yaml documents each)."""
 
     run: str
-    step: Any = None  # a step number, best or last (rundir.open_run resolves it)
+    step: Any = None  # a step number, best or last (open_run resolves it)
     prompt: str | None = None  # None: default_prompt(run)
     prompt_file: str | None = None
     num_samples: int = 1

@@ -151,8 +151,8 @@ def extrapolate_run(
     use_cache: bool = True,
 ) -> dict:
     """Evaluate a run's best checkpoint at each multiple of its block size; cache and return the result."""
+    from gptlab.open_run import load_run
     from gptlab.rundir.checkpoint import resolve_checkpoint
-    from gptlab.rundir.open_run import load_run
     from gptlab.runtime.device import pick_device
 
     ckpt_path = resolve_checkpoint(run)

@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from gptlab.errors import UserError
-
-from .checkpoint import CHECKPOINT_NAMES, resolve_checkpoint
-from .layout import RunDir
-from .load import Run, load_file
+from gptlab.rundir.checkpoint import CHECKPOINT_NAMES, resolve_checkpoint
+from gptlab.rundir.layout import RunDir
+from gptlab.rundir.load import Run, load_file
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 # the folders the lab's runs live in: a run= under one of them is a local path, never a hub org
