@@ -22,13 +22,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:  # config.py reads this module's registry, so the config class is imported for types only
-    from .config import GPTConfig
+
+class SchemeConfig(Protocol):
+    """What a position scheme reads of the model's config (``GPTConfig`` has all of it). Named here, not
+    imported: config.py reads this module's registry, and this module needs nothing else of config.py."""
+
+    @property
+    def position(self) -> str: ...
+    @property
+    def n_layer(self) -> int: ...
+    @property
+    def n_head(self) -> int: ...
+    @property
+    def n_embd(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def rope_theta(self) -> float: ...
+    @property
+    def rel_clip(self) -> int: ...
+    @property
+    def rel_values(self) -> bool: ...
+    @property
+    def t5_buckets(self) -> int: ...
+    @property
+    def t5_max_distance(self) -> int: ...
 
 
 class PositionScheme(nn.Module):
@@ -79,7 +104,7 @@ class PositionScheme(nn.Module):
 class NoPosition(PositionScheme):
     """``none`` (NoPE, Kazemnejad et al. 2023): no explicit position information."""
 
-    def __init__(self, cfg: GPTConfig | None = None):
+    def __init__(self, cfg: SchemeConfig | None = None):
         super().__init__()
 
 
@@ -89,7 +114,7 @@ class LearnedPosition(PositionScheme):
 
     absolute = True
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.max_len = cfg.block_size
         self.emb = nn.Embedding(cfg.block_size, cfg.n_embd)
@@ -123,7 +148,7 @@ class SinusoidalPosition(PositionScheme):
 
     absolute = True
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.dim = cfg.n_embd
 
@@ -147,7 +172,7 @@ class RotaryPosition(PositionScheme):
     length works.
     """
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.head_dim, self.theta = cfg.head_dim, cfg.rope_theta
         self._table: tuple[Tensor, Tensor] | None = None  # cos, sin for positions 0..n-1 (not a buffer)
@@ -207,7 +232,7 @@ def alibi_slopes(n_head: int) -> list[float]:
 class AlibiPosition(PositionScheme):
     """``alibi``: score bias -slope_h * (i - j) for query i, key j <= i; no parameters."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.slopes = alibi_slopes(cfg.n_head)  # a list, not a buffer: stays float32 under model.to(dtype)
 
@@ -252,7 +277,7 @@ class T5Position(PositionScheme):
 
     learned_bias = True
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.num_buckets = cfg.t5_buckets
         self.max_distance = cfg.t5_max_distance
@@ -283,7 +308,7 @@ class ShawRelativePosition(PositionScheme):
 
     learned_bias = True
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.clip = cfg.rel_clip
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
@@ -341,6 +366,6 @@ SCHEMES: dict[str, type[PositionScheme]] = {
 }
 
 
-def build_position(cfg: GPTConfig) -> PositionScheme:
+def build_position(cfg: SchemeConfig) -> PositionScheme:
     """The position scheme named by ``cfg.position``."""
     return SCHEMES[cfg.position](cfg)

@@ -192,9 +192,8 @@ def module_name(path: Path) -> str:
 
 
 def module_graph() -> dict[str, set[str]]:
-    """Project module -> the project modules it imports (every import statement that runs: function-level ones
-    included; ``if TYPE_CHECKING:`` ones, which never run and name types only, left out; ``from a import b``
-    imports ``a.b`` when that is a module, else ``a``)."""
+    """Project module -> the project modules it imports (every import statement: function-level ones and
+    ``if TYPE_CHECKING:`` ones included; ``from a import b`` imports ``a.b`` when that is a module, else ``a``)."""
     files = {module_name(f): f for f in sorted(ROOT.glob("*.py")) if f.stem in TOOLS}
     files |= {module_name(f): f for f in sorted(LIB.glob("*.py")) if f.stem != "__init__"}
     for package in PACKAGES:
@@ -204,17 +203,7 @@ def module_graph() -> dict[str, set[str]]:
         package = name if f.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
         tree = ast.parse(f.read_text())
-        type_only = {
-            id(n)
-            for block in ast.walk(tree)
-            if isinstance(block, ast.If)
-            and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-            for stmt in block.body
-            for n in ast.walk(stmt)
-        }
         for node in ast.walk(tree):
-            if id(node) in type_only:
-                continue
             if isinstance(node, ast.Import):
                 targets |= {lab_name(a.name) for a in node.names}
             elif isinstance(node, ast.ImportFrom):
