@@ -196,7 +196,7 @@ def test_readme_notebook_snippet_runs(bigram_run, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Use from Python (a notebook)", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    code = code.replace("/path/to/gptlab", str(ROOT)).replace("runs/<run>", str(bigram_run))
+    code = code.replace("/path/to/gptlab/runs/<run>", str(bigram_run)).replace("/path/to/gptlab", str(ROOT))
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert isinstance(scope["fig"], matplotlib.figure.Figure)
