@@ -1,11 +1,13 @@
 """The head pages' web code (gptlab/interp/web/*.html, *.css, *.js) made into one self-contained page at write time.
 
-heads.html and the live viewer are plain HTML files in gptlab/interp/web that link their style sheets
-(``<link rel="stylesheet" href="x.css">``) and scripts (``<script src="x.js"></script>``) from the same folder;
-common.css and common.js hold what both pages share (pattern decoding and drawing, token display, colour
-scales). :func:`render` replaces every such link with the file's text inline, ``{{title}}`` with the
-HTML-escaped title and ``{{json:NAME}}`` with the JSON of ``blocks[NAME]``, so the page loads nothing from
-anywhere: it opens offline, from a file or from the live server.
+heads.html, live.html (the live viewer), compare.html and compare_live.html (the two comparison pages) are plain
+HTML files in gptlab/interp/web that link their style sheets (``<link rel="stylesheet" href="x.css">``) and
+scripts (``<script src="x.js"></script>``) from the same folder; common.css and common.js hold what every page
+shares (pattern decoding and drawing, token display, colour scales, the live pages' requests),
+compare_common.css/.js and the fragment compare_pair.html what the two comparison pages share. :func:`render`
+puts the text of every ``{{include:x.html}}`` fragment in its place, replaces every link with the file's text
+inline, ``{{title}}`` with the HTML-escaped title and ``{{json:NAME}}`` with the JSON of ``blocks[NAME]``, so the
+page loads nothing from anywhere: it opens offline, from a file or from the live server.
 
 Inside a ``<script>`` element the HTML parser ends the script at the first ``</script``, so the JSON is written
 with every ``<`` as ``\\u003c`` (the same string to JSON.parse) and an inlined file that holds ``</script`` or
@@ -25,6 +27,7 @@ WEB = Path(__file__).with_name("web")
 _LINK = re.compile(r'<link rel="stylesheet" href="([\w.-]+\.css)">')
 _SCRIPT = re.compile(r'<script src="([\w.-]+\.js)"></script>')
 _SLOT = re.compile(r"\{\{(title|json:\w+)\}\}")
+_INCLUDE = re.compile(r"\{\{include:([\w.-]+\.html)\}\}")
 
 
 @cache
@@ -50,7 +53,11 @@ def json_for_script(obj) -> str:
 
 def render(template: str, title: str, **blocks) -> str:
     """The page gptlab/interp/web/<template> with its CSS and JS inlined, the title and the JSON ``blocks`` filled in."""
-    page = web_file(template)
+    page = _INCLUDE.sub(lambda m: web_file(m.group(1)).rstrip("\n"), web_file(template))
+    if "{{include:" in page:
+        raise ValueError(
+            f"gptlab/interp/web/{template}: an {{{{include:...}}}} is left (a fragment includes another?)"
+        )
     used = set()
 
     def fill(m: re.Match) -> str:
@@ -74,8 +81,3 @@ def render(template: str, title: str, **blocks) -> str:
             f"gptlab/interp/web/{template} links a file that is not inlined (a css/js file in gptlab/interp/web)"
         )
     return page
-
-
-# The shared style and script as strings, for a page built in Python rather than from a template in gptlab/interp/web.
-BASE_CSS = web_file("common.css")
-PATTERN_JS = web_file("common.js")

@@ -1,6 +1,6 @@
-// What heads.html and the live viewer share: pattern decoding and drawing, token display, colour scales.
-// Only function declarations and uniquely named constants at the top level: a page built in Python pastes this
-// file into its own script (interp/page_common.py's PATTERN_JS).
+// What every head page shares (heads.html, the live viewer and both comparison pages): pattern decoding and
+// drawing, token display, colour scales, next-token lists, the live pages' requests. Only function declarations
+// and uniquely named constants at the top level: each page's own script comes after it in the same global scope.
 
 function rowStart(i) { return i * (i + 1) / 2; }
 function decodeTri(b64) {  // lower triangle, uint16 little-endian / 65535 -> Float32Array of T*(T+1)/2
@@ -42,6 +42,41 @@ function tokenSpanHtml(t, i, title) {
   return `<span class="tok" data-i="${i}" title="${escapeHtml(title)}">${escapeHtml(t)}</span>` + (t.endsWith("\u21b5") ? "<br>" : "");
 }
 function fmtWeight(x) { return x === null || x === undefined ? "" : x.toFixed(4); }
+
+// ---- next-token predictions: a titled list, each with a bar (the most likely `barPx` wide) and data-token/-id/-prob
+function predList(title, ps, barPx) {
+  const max = Math.max(...ps.map(p => p.prob), 1e-9);
+  return `<b>${title}</b><ol>` + ps.map(p => `<li data-token="${escapeHtml(p.token)}" data-id="${p.id}" data-prob="${p.prob}">` +
+    `<span class="bar" style="width:${Math.round(barPx * p.prob / max)}px"></span>${p.prob.toFixed(4)}  ${escapeHtml(JSON.stringify(p.token))}</li>`).join("") + "</ol>";
+}
+
+// ---- the live pages' requests: the latest one wins
+// post(body) POSTs `body` as JSON to `url`, aborting the request before it. It resolves to the answer's JSON, or to
+// null when the request was aborted, a newer one was sent meanwhile, or the answer is an error (then #error says
+// why; a good answer empties it). post.seq counts the requests sent.
+function makeLatestPost(url) {
+  let controller = null;
+  const post = async body => {
+    const my = ++post.seq, err = document.getElementById("error");
+    if (controller) controller.abort();
+    controller = new AbortController();
+    let res, data;
+    try {
+      res = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+        signal: controller.signal});
+      data = await res.json();
+    } catch (e) {
+      if (e.name !== "AbortError") err.textContent = `the server did not answer: ${e}`;
+      return null;
+    }
+    if (my !== post.seq) return null;  // a newer request is on its way
+    if (!res.ok) { err.textContent = data.error || `error ${res.status}`; return null; }
+    err.textContent = "";
+    return data;
+  };
+  post.seq = 0;
+  return post;
+}
 
 // ---- the logit lens table: the loss, mean rank and top-1 accuracy after each layer
 function lensTableHtml(rows) {

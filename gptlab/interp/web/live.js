@@ -1,8 +1,9 @@
 "use strict";
 const INFO = JSON.parse(document.getElementById("info-data").textContent);
 const L = INFO.n_layer, H = INFO.n_head, KV = INFO.n_kv_head;
-const state = {layer: 0, head: 0, query: null, ablated: new Set(), data: null, tris: new Map(), seq: 0, drawn: 0};
-let timer = null, controller = null, tInput = 0, updates = 0, strip = null, bigView = null, toRows = null, byRows = null;
+const state = {layer: 0, head: 0, query: null, ablated: new Set(), data: null, tris: new Map(), drawn: 0};
+const post = makeLatestPost("/api/attention");
+let timer = null, tInput = 0, updates = 0, strip = null, bigView = null, toRows = null, byRows = null;
 window.lastUpdate = null;
 
 // Head (l, h)'s lower triangle, decoded when first needed; null when the answer did not bring it (a long text
@@ -48,28 +49,14 @@ function onInput() {
 async function request() {
   const text = document.getElementById("text").value;
   if (!text) { document.getElementById("status").textContent = "waiting for text"; return; }
-  const my = ++state.seq;
-  if (controller) controller.abort();
-  controller = new AbortController();
   const ablate = [...state.ablated].map(k => k.split(",").map(Number));
   const t0 = performance.now();
-  let res, data;
-  try {
-    res = await fetch("/api/attention", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({text, ablate, encoding: "page", heads: [[state.layer, state.head]], top_k: 10}),
-      signal: controller.signal});
-    data = await res.json();
-  } catch (e) {
-    if (e.name === "AbortError") return;
-    document.getElementById("error").textContent = `the server did not answer: ${e}`; return;
-  }
-  if (my !== state.seq) return;  // a newer request is on its way
-  if (!res.ok) { document.getElementById("error").textContent = data.error || `error ${res.status}`; return; }
-  document.getElementById("error").textContent = "";
+  const data = await post({text, ablate, encoding: "page", heads: [[state.layer, state.head]], top_k: 10});
+  if (!data) return;
   const t1 = performance.now();
   render(data);
   const t2 = performance.now();
-  const u = {seq: my, input_to_drawn_ms: t2 - tInput, request_ms: t1 - t0, render_ms: t2 - t1,
+  const u = {seq: post.seq, input_to_drawn_ms: t2 - tInput, request_ms: t1 - t0, render_ms: t2 - t1,
              server_ms: data.timing_ms.total, debounce_ms: INFO.debounce_ms, n_tokens: data.n_tokens};
   requestAnimationFrame(() => {  // the frame with the new drawing
     u.input_to_painted_ms = performance.now() - tInput;
@@ -96,14 +83,9 @@ function render(d) {
   select(state.layer, state.head);
 }
 
-function predList(title, ps, id) {
-  const max = Math.max(...ps.map(p => p.prob), 1e-9);
-  return `<b>${title}</b><ol>` + ps.map(p => `<li data-token="${escapeHtml(p.token)}" data-id="${p.id}" data-prob="${p.prob}">` +
-    `<span class="bar" style="width:${Math.round(80 * p.prob / max)}px"></span>${p.prob.toFixed(4)}  ${escapeHtml(JSON.stringify(p.token))}</li>`).join("") + "</ol>";
-}
 function renderPreds(d) {
-  document.getElementById("preds").innerHTML = predList(d.ablate.length ? "with the ablations" : "predicted", d.predictions);
-  document.getElementById("preds-clean").innerHTML = d.predictions_clean ? predList("without them", d.predictions_clean) : "";
+  document.getElementById("preds").innerHTML = predList(d.ablate.length ? "with the ablations" : "predicted", d.predictions, 80);
+  document.getElementById("preds-clean").innerHTML = d.predictions_clean ? predList("without them", d.predictions_clean, 80) : "";
 }
 
 function renderMetrics(d) {
