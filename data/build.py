@@ -371,7 +371,9 @@ def _prepare_locked(cfg: DataConfig, out: Path, settings: dict, stamp, quiet: bo
             )
     old, why = check_prepared(out)
     if _up_to_date(old, settings, stamp):
-        if _legacy(old):  # prepared before whole-file checksums (checked by sampling): record them now
+        if old is not None and _legacy(
+            old
+        ):  # prepared before whole-file checksums (checked by sampling): record them now
             _write_meta(out, {**old, "fingerprints": _checksums(out / "train.bin", out / "val.bin")})
         return out
     if old is not None and same_tokens(old.get("settings"), settings) and cfg.source == "files":

@@ -72,7 +72,9 @@ class BatchLoader:
                 f"batch_size*world_size={need} (or 2 blocks); use more data, a smaller block_size or batch_size"
             )
         self.epoch, self.cursor = 0, 0
-        self._perm_epoch, self._perm, self._shift = None, None, 0
+        self._perm_epoch: int | None = None
+        self._perm: np.ndarray = np.empty(0, dtype=np.int64)
+        self._shift = 0
 
     # ---------------------------------------------------------------- the stream
 

@@ -277,11 +277,11 @@ def _compose(config_name: str, choices: tuple[str, ...]):
 def _check_key(cfg, key: str) -> None:
     from omegaconf import DictConfig
 
-    node, path = cfg, []
+    node, path = cfg, list[str]()
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node:
             where = ".".join(path)
-            valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
+            valid = sorted(map(str, node.keys())) if isinstance(node, DictConfig) else []
             scope = f"valid keys in {where}" if where else "valid top-level keys"
             raise UserError(
                 f"unknown config key {key!r}; {scope}: {', '.join(map(str, valid))} "
@@ -357,7 +357,8 @@ _KEY_LINE = re.compile(
 def _commented_keys(path: Path) -> list[tuple[str, str, str]]:
     """(dotted key, default as written, comment) of each setting in a config file, in order; the defaults
     list and the hydra section left out."""
-    out, parents = [], []  # parents: (indent, key) of the sections around the current line
+    out: list[tuple[str, str, str]] = []
+    parents: list[tuple[int, str]] = []  # (indent, key) of the sections around the current line
     skip_indent = None
     for line in path.read_text(encoding="utf-8").splitlines():
         m = _KEY_LINE.match(line)

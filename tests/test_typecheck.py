@@ -1,4 +1,4 @@
-"""mypy over the checked set ([tool.mypy] in pyproject.toml: model/, rundir/, runtime/ and the config schemas)
+"""mypy over the checked set ([tool.mypy] in pyproject.toml: model/, data/, the run directory, the runtime, the schemas)
 reports nothing. Slow from a cold cache (mypy reads torch's stubs); deselect with -m "not typecheck"."""
 
 from __future__ import annotations
