@@ -12,6 +12,7 @@ whose greedy continuation of a newline is a newline forever, as the default trai
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
 import shlex
@@ -128,6 +129,8 @@ def test_every_documented_command_is_accepted(bigram_run):
                 compare.parse_args(words[2:])
             elif words[0] == "python" and words[1].endswith(".py"):
                 assert (ROOT / words[1]).is_file(), f"{words[1]} does not exist"
+            elif words[:2] == ["python", "-m"]:  # a module of the lab or of a tool the dev extra installs
+                assert importlib.util.find_spec(words[2]) is not None, f"no module {words[2]}"
         except (Exception, SystemExit) as e:
             failures.append(f"{f}: {line}\n    {type(e).__name__}: {e}")
     assert not failures, "\n".join(failures)

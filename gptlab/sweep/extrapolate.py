@@ -7,7 +7,7 @@ and so on. The loss at length L is the mean next-token cross-entropy over all L 
 (`model.max_seq_len` is not None: learned absolute positions) is reported not applicable past it, with
 the reason. The result is cached in `<run>/extrapolation.json` and reused while the checkpoint is unchanged.
 
-    python -m sweep.extrapolate multirun/positions/model.position=alibi [--windows 32] [--device auto]
+    python -m gptlab.sweep.extrapolate multirun/positions/model.position=alibi [--windows 32] [--device auto]
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _run_arg(s: str) -> str:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m sweep.extrapolate",
+        prog="python -m gptlab.sweep.extrapolate",
         description="Val loss of trained runs at multiples of their training block size.",
     )
     p.add_argument("runs", nargs="+", type=_run_arg, help="run directories or checkpoint files")

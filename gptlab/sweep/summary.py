@@ -130,7 +130,7 @@ def _document(table, dirs: list[Path], extrapolate: bool, windows: int) -> str:
         "KV-cache bytes per token (float32); "
         + (
             f"val loss at k× the training block size (mean over all positions of {windows} fixed val "
-            "windows, the same start offsets for every length; `python -m sweep.extrapolate`)."
+            "windows, the same start offsets for every length; `python -m gptlab.sweep.extrapolate`)."
             if extrapolate
             else "length extrapolation not evaluated (--no-extrapolate)."
         ),
