@@ -104,8 +104,8 @@ def _name(t: Any) -> str:
 
 
 def type_error(value: Any, hint: Any, expected: str | None = None) -> str | None:
-    """Why ``value`` does not fit the annotation ``hint`` (int, float, bool, str, X | None, Any), or None.
-    ``expected`` words the wanted type (a field's ``metadata["expected"]``)."""
+    """Why ``value`` does not fit the annotation ``hint`` (int, float, bool, str, list[X], X | None, Any), or
+    None. ``expected`` words the wanted type (a field's ``metadata["expected"]``)."""
     if hint is Any:
         return None
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
