@@ -22,35 +22,27 @@ if __name__ == "__main__":  # Ctrl-C while the libraries below load: one line, n
 
     exit_after_help("export", sys.argv[1:], __doc__)  # --help at once, before the slow imports
 
+from collections.abc import Mapping
+
 import hydra
 from omegaconf import DictConfig
 
 from gptlab.cli import prepare_argv
-from gptlab.errors import UserError, exit_on_user_error
+from gptlab.errors import exit_on_user_error
+from gptlab.interop.export_config import ExportConfig, export_config
 
-FORMATS = ("hf", "transformer_lens")
 
-
-def export(cfg: DictConfig) -> dict:
-    """Check the options, load the run, write and check the export; returns interop.hf.export_hf's report."""
+def export(cfg: ExportConfig | Mapping) -> dict:
+    """Load the run, write and check the export; returns interop.hf.export_hf's report. ``cfg`` is the typed
+    config, or a mapping it is built from (checked: one line if wrong)."""
     from gptlab.interop.hf import export_hf
     from gptlab.open_run import load_run
     from gptlab.rundir.outdir import check_out_dir, mark_out_dir
 
-    if not cfg.run:
-        raise UserError("pass run=<run directory, checkpoint .pt, or HF model directory>")
-    if not cfg.out:
-        raise UserError("pass out=<directory to write the Hugging Face model into>")
-    if cfg.format not in FORMATS:
-        raise UserError(f"format={cfg.format!r} is not known; choose one of: {', '.join(FORMATS)}")
-    for key in ("verify", "overwrite"):
-        if not isinstance(cfg[key], bool):
-            raise UserError(f"{key} must be true or false, got {cfg[key]!r}")
+    cfg = export_config(cfg)
     # overwrite=true only ever replaces an earlier export (marked .gptlab-export), never a run or a user's folder
-    out = check_out_dir(
-        str(cfg.out), "export", "out", sources=[str(cfg.run)], overwrite=cfg.overwrite, claim=False
-    )
-    run = load_run(str(cfg.run), device="cpu")
+    out = check_out_dir(cfg.out, "export", "out", sources=[cfg.run], overwrite=cfg.overwrite, claim=False)
+    run = load_run(cfg.run, device="cpu")
     report = export_hf(run, out, fmt=cfg.format, verify=cfg.verify, overwrite=cfg.overwrite)
     mark_out_dir(out, "export")
     return report
@@ -58,7 +50,8 @@ def export(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="export")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
+def main(config: DictConfig) -> None:
+    cfg = export_config(config)  # the typed config, checked once (configs/export.yaml)
     try:
         rep = export(cfg)
     except KeyboardInterrupt:  # export_hf removes its unfinished folder on the way out

@@ -32,12 +32,13 @@ from omegaconf import DictConfig
 
 from gptlab.cli import prepare_argv
 from gptlab.errors import exit_on_user_error
+from gptlab.interp.heads_config import HeadsConfig, heads_config
 from gptlab.interp.run_compare import run_compare
 from gptlab.interp.run_report import run_report
 from gptlab.interp.run_serve import start_server
 
 
-def serve(cfg: DictConfig) -> None:
+def serve(cfg: HeadsConfig) -> None:
     """Run the live viewer until Ctrl-C."""
     server = start_server(cfg)
     exposed = (
@@ -58,13 +59,13 @@ def serve(cfg: DictConfig) -> None:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     try:
-        _main(cfg)
+        _main(heads_config(cfg))  # the typed config, checked once (configs/heads.yaml)
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)
 
 
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: HeadsConfig) -> None:
     if cfg.serve:
         return serve(cfg)
     if cfg.compare is not None:

@@ -13,5 +13,6 @@ page_common  makes a self-contained page of the web code in gptlab/interp/web (h
              compare_live.html, their .css/.js)
 pattern_codec  how patterns travel to the pages (uint16, uint8 per row past 512 tokens, thumbnails)
 run_report, run_compare, run_serve   heads.py's work as calls (run_report(cfg), run_compare(cfg),
-          start_server(cfg)); run_inputs: what they read (the run, its val data, the text, the probe)
+          start_server(cfg)); run_inputs: what they read (the run, its val data, the text, the probe);
+          heads_config: HeadsConfig, heads.py's config as one typed schema (configs/heads.yaml)
 """

@@ -1,4 +1,4 @@
-"""heads.py compare=<B> as a call: ``run_compare(cfg)`` measures run= (A) and B on the same text, matches their
+"""heads.py compare=<B> as a call: ``run_compare(cfg)`` (a HeadsConfig, or a mapping) measures run= (A) and B on the same text, matches their
 heads and writes compare.csv, compare.md and compare.html (gptlab/interp/compare_report.py).
 """
 
@@ -7,14 +7,12 @@ from __future__ import annotations
 import re
 import sys
 import time
-
-from omegaconf import DictConfig
+from collections.abc import Mapping
 
 from gptlab.errors import UserError
 
+from .heads_config import HeadsConfig, heads_config
 from .run_inputs import (
-    COUNTS,
-    check_count,
     check_length,
     choose_text,
     default_out,
@@ -25,7 +23,7 @@ from .run_inputs import (
 )
 
 
-def compare_target(cfg, run_a):
+def compare_target(cfg: HeadsConfig, run_a):
     """The run ``compare=`` names, checked against ``run_a``: another run or checkpoint, a Hugging Face model
     directory, or ``step:N`` / ``step:best`` / ``step:last`` (another state of the run= run)."""
     from gptlab.interp.compare_report import tokenizer_mismatch
@@ -71,12 +69,10 @@ def _side_info(run) -> dict:
     }
 
 
-def match_method(cfg, target: str, same_shape: bool) -> str:
-    method = str(cfg.compare_match)
+def match_method(cfg: HeadsConfig, target: str, same_shape: bool) -> str:
+    method = cfg.compare_match
     if method == "auto":
         return "position" if target.startswith("step:") and same_shape else "similarity"
-    if method not in ("similarity", "position"):
-        raise UserError(f"compare_match={method!r} must be auto, similarity or position")
     if method == "position" and not same_shape:
         raise UserError(
             "compare_match=position pairs head l,h with head l,h, so it needs two models of the same shape; "
@@ -85,7 +81,7 @@ def match_method(cfg, target: str, same_shape: bool) -> str:
     return method
 
 
-def run_compare(cfg: DictConfig) -> dict:
+def run_compare(cfg: HeadsConfig | Mapping) -> dict:
     """``compare=<B>``: run= (A) and B measured on the same text, their heads matched; compare.csv, compare.md,
     compare.html (gptlab/interp/compare_report.py, docs/heads.md "Comparing two models or two steps")."""
     from gptlab.interp.compare_report import Side, write_compare
@@ -94,14 +90,13 @@ def run_compare(cfg: DictConfig) -> dict:
     from gptlab.rundir.outdir import check_out_dir
 
     t_start = time.perf_counter()
+    cfg = heads_config(cfg)
     if cfg.steps.only:
         raise UserError("steps.only=true plots one run over training; leave it out with compare=")
-    for key, low, hint in COUNTS:
-        check_count(cfg, key, low, hint)
     run_a = open_run(cfg)
     ma = run_a.model
     for name, v, n in (("layer", cfg.layer, ma.config.n_layer), ("head", cfg.head, ma.config.n_head)):
-        if not isinstance(v, int) or not 0 <= v < n:
+        if not 0 <= v < n:
             raise UserError(f"{name}={v} is out of range: run= has {n} {name}s (0..{n - 1})")
     run_b, target = compare_target(cfg, run_a)
     mb = run_b.model
@@ -114,10 +109,10 @@ def run_compare(cfg: DictConfig) -> dict:
         + (f"_step_{run_b.step:06d}" if run_b.snapshot else "")
     )
     default = default_out(run_a)
-    if run_a.snapshot or cfg.get("step") not in (None, "best"):
+    if run_a.snapshot or cfg.step not in (None, "best"):
         default = default / f"step_{run_a.step:06d}"
     out = check_out_dir(
-        str(cfg.out) if cfg.out else default / f"compare_{tag}",
+        cfg.out or default / f"compare_{tag}",
         "heads",
         "out",
         sources=[run_a.run_dir, run_b.run_dir],
@@ -147,10 +142,10 @@ def run_compare(cfg: DictConfig) -> dict:
     mprobe = probe_for(
         small.model,
         small.meta,
-        int(cfg.probe.batch_size),
+        cfg.probe.batch_size,
         seq_len=min(seq, small.model.config.block_size),
-        reps=int(cfg.probe.reps),
-        seed=int(cfg.probe.seed),
+        reps=cfg.probe.reps,
+        seed=cfg.probe.seed,
         device=probe_a.device,
     )
     inputs = [
@@ -173,8 +168,8 @@ def run_compare(cfg: DictConfig) -> dict:
         out,
         title=f"heads: {a.name} (A) vs {b.name} (B)",
         text_info=text_info,
-        layer=int(cfg.layer),
-        head=int(cfg.head),
+        layer=cfg.layer,
+        head=cfg.head,
     )
     notes = [f"A: {n}" for n in rep_a.notes if n not in rep_b.notes] + [
         f"B: {n}" for n in rep_b.notes if n not in rep_a.notes

@@ -1,6 +1,7 @@
 """What heads.py's report reads, checked: the run (on its device, threads set), its val data, the text, the
 probe, the val batches; every head measured on them (``measure``). Shared by run_report, run_compare and
-run_serve; a bad option or input is a one-line UserError.
+run_serve; they take the typed config (gptlab/interp/heads_config.py), and a bad input is a one-line
+UserError.
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from gptlab.cli import read_text_file
 from gptlab.errors import UserError
+
+from .heads_config import HeadsConfig
 
 PAGE_MAX_TOKENS = 2048  # the longest text heads.html draws (it holds n_layer * n_head * T^2 / 2 weights)
 PAGE_MAX_BYTES = 200_000_000  # and its patterns never take more than this (a browser tab must open it)
@@ -33,7 +34,7 @@ def data_hint(run) -> str:
     return "prepare data with this model's tokenizer (docs/data.md) and pass data_dir=<prepared folder>"
 
 
-def val_dir(run, cfg, skipping: str | None = None) -> Path | None:
+def val_dir(run, cfg: HeadsConfig, skipping: str | None = None) -> Path | None:
     """The prepared data folder holding the run's val.bin, or None (saying on stderr what is skipped, if
     ``skipping`` names it, and how to get it).
 
@@ -92,22 +93,17 @@ def data_batches(
     return batches
 
 
-def choose_text(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
+def choose_text(run, cfg: HeadsConfig, ddir: Path | None, probe) -> tuple[list[int], str]:
     """The token ids to draw, and where they came from."""
     import numpy as np
 
-    if cfg.max_tokens is not None and (not isinstance(cfg.max_tokens, int) or cfg.max_tokens < 2):
-        raise UserError(f"max_tokens={cfg.max_tokens!r} must be an integer >= 2 (a pattern needs two tokens)")
-    given = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
+    given = [k for k in ("text", "text_file", "split") if getattr(cfg, k) is not None]
     if len(given) > 1:
         raise UserError(f"pass only one of text=, text_file=, split= (got {', '.join(given)})")
     block = run.model.config.block_size
     if cfg.text is not None or cfg.text_file is not None:
         if cfg.text_file is not None:
-            text, source = (
-                read_text_file(str(cfg.text_file), "text_file"),
-                f"file {Path(str(cfg.text_file)).name}",
-            )
+            text, source = read_text_file(cfg.text_file, "text_file"), f"file {Path(cfg.text_file).name}"
         else:
             text, source = str(cfg.text), "text"
         ids = run.tokenizer.encode(text) if text else []
@@ -116,13 +112,11 @@ def choose_text(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
         if len(ids) < 2:
             raise UserError(f"the text encodes to {len(ids)} token(s); pass at least two tokens")
         if cfg.max_tokens:
-            ids = ids[: int(cfg.max_tokens)]
+            ids = ids[: cfg.max_tokens]
         return ids, source
     split = cfg.split or ("val" if ddir is not None else None)
     if split is None:
         return probe[0].tolist(), "repeated random tokens (no prepared data found)"
-    if split not in ("val", "train"):
-        raise UserError(f"split={split!r} is not val or train")
     if ddir is None:
         raise UserError(
             f"split={split} needs the run's prepared data; pass data_dir=<prepared folder> or text=..."
@@ -130,7 +124,7 @@ def choose_text(run, cfg, ddir: Path | None, probe) -> tuple[list[int], str]:
     from gptlab.data import load_meta
 
     meta = load_meta(ddir)
-    n = int(cfg.max_tokens or min(block, 256))
+    n = cfg.max_tokens or min(block, 256)
     arr = np.memmap(ddir / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")[:n]
     check_ids(arr, run, ddir / f"{split}.bin")
     return [int(t) for t in arr], f"the first {n} tokens of {split}.bin"
@@ -170,48 +164,18 @@ def check_length(n: int, model) -> str | None:
     return None
 
 
-# the report's counts: (config key, smallest value, what the smallest means or None); null only where marked
-COUNTS = (
-    ("probe.batch_size", 1, None),
-    ("probe.reps", 2, None),
-    ("metrics.batch_size", 1, None),
-    ("icl.batches", 0, "0 = no ICL score"),
-    ("icl.batch_size", 1, None),
-    ("ablation.batches", 0, "0 = no ablations"),
-    ("ablation.batch_size", 1, None),
-    ("ablation.seq_len", 2, "or null = block_size"),
-    ("top", 1, None),
-)
-
-
-def check_count(cfg: DictConfig, key: str, low: int, hint: str | None) -> None:
-    from omegaconf import OmegaConf
-
-    v = OmegaConf.select(cfg, key)
-    if v is None and hint and "null" in hint:
-        return
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        extra = f" ({hint})" if hint else ""
-        raise UserError(f"{key} must be an integer >= {low}{extra}, got {v!r}")
-
-
-def open_run(cfg: DictConfig):
+def open_run(cfg: HeadsConfig):
     """The run named by ``run=`` on ``device=``, with ``threads`` applied (the report and the server)."""
     from gptlab.open_run import load_run
     from gptlab.runtime.device import pick_device, set_threads
 
-    if not cfg.run:
-        raise UserError("pass run=<run directory or checkpoint .pt>")
-    check_count(cfg, "threads", 1, "or null = automatic")
-    device = pick_device(str(cfg.device))
-    run = load_run(cfg.run, device=device, step=cfg.get("step"))
+    device = pick_device(cfg.device)
+    run = load_run(cfg.run, device=device, step=cfg.step)
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
     # the largest forward the report runs: a batch of block_size-long val rows (forward = a third of training)
     block = run.model.config.block_size
-    set_threads(
-        cfg.get("threads"), run.model.flops_per_token(block) / 3 * block * int(cfg.icl.batch_size), device
-    )
+    set_threads(cfg.threads, run.model.flops_per_token(block) / 3 * block * cfg.icl.batch_size, device)
     return run
 
 
@@ -228,7 +192,7 @@ def default_out(run) -> Path:
     return out
 
 
-def report_probe(run, cfg):
+def report_probe(run, cfg: HeadsConfig):
     """The repeated-random-token probe of the report (gptlab/interp/tracking.py), for ``run``'s model."""
     import torch
 
@@ -239,14 +203,14 @@ def report_probe(run, cfg):
     return probe_for(
         model,
         run.meta,
-        int(cfg.probe.batch_size),
-        reps=int(cfg.probe.reps),
-        seed=int(cfg.probe.seed),
+        cfg.probe.batch_size,
+        reps=cfg.probe.reps,
+        seed=cfg.probe.seed,
         device=next(model.parameters()).device,
     )
 
 
-def measure(run, cfg, ids: list[int], ddir: Path | None, probe):
+def measure(run, cfg: HeadsConfig, ids: list[int], ddir: Path | None, probe):
     """Every head of ``run``'s model measured on the tokens ``ids`` (interp.head_report.analyse), the val batches
     from ``ddir``: the report, and the val rows its content-independent metrics used (or None)."""
     import torch
@@ -259,20 +223,18 @@ def measure(run, cfg, ids: list[int], ddir: Path | None, probe):
     device = next(model.parameters()).device
     block = model.config.block_size
     text_ids = torch.tensor(ids, dtype=torch.long, device=device)
-    eval_b = data_batches(
-        run, ddir, "val", block, int(cfg.icl.batch_size), int(cfg.icl.batches), seed=1, device=device
-    )
-    metric_x = eval_b[0][0][: int(cfg.metrics.batch_size)] if eval_b else None
+    eval_b = data_batches(run, ddir, "val", block, cfg.icl.batch_size, cfg.icl.batches, seed=1, device=device)
+    metric_x = eval_b[0][0][: cfg.metrics.batch_size] if eval_b else None
     abl_b = None
     if cfg.ablation.enabled:
-        abl_T = min(block, int(cfg.ablation.seq_len or block))
+        abl_T = min(block, cfg.ablation.seq_len or block)
         abl_b = data_batches(
             run,
             ddir,
             "val",
             abl_T,
-            int(cfg.ablation.batch_size),
-            int(cfg.ablation.batches),
+            cfg.ablation.batch_size,
+            cfg.ablation.batches,
             seed=2,
             device=device,
         )

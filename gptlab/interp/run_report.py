@@ -1,4 +1,4 @@
-"""heads.py's report as a call: ``run_report(cfg)`` (configs/heads.yaml) measures every head of a run and writes
+"""heads.py's report as a call: ``run_report(cfg)`` (a HeadsConfig, or a mapping of configs/heads.yaml) measures every head of a run and writes
 heads.csv, heads.json, the PNGs and heads.html (gptlab/interp/head_report.py), with the timeline over the run's snapshots
 and the plots over steps.
 """
@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-
-from omegaconf import DictConfig
 
 from gptlab.errors import UserError
 
+from .heads_config import HeadsConfig, heads_config
 from .run_inputs import (
-    COUNTS,
-    check_count,
     check_length,
     choose_text,
     data_hint,
@@ -27,7 +25,7 @@ from .run_inputs import (
 )
 
 
-def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
+def _steps_plots(run_dir: Path, cfg: HeadsConfig, out: Path, device) -> list[Path]:
     from gptlab.interp import plots
     from gptlab.interp.steps import read_head_rows, snapshot_checkpoints, stack_over_steps
 
@@ -37,7 +35,7 @@ def _steps_plots(run_dir: Path, cfg, out: Path, device) -> list[Path]:
     if rows:
         sources.append(("steps", rows))
     if cfg.steps.checkpoints:
-        sources.append(("checkpoints", snapshot_checkpoints(str(cfg.steps.checkpoints), device)))
+        sources.append(("checkpoints", snapshot_checkpoints(cfg.steps.checkpoints, device)))
     for name, rows in sources:
         if len(rows) < 2:
             print(
@@ -65,7 +63,7 @@ def _phases(run_dir: Path) -> dict | None:
     return training_phases(RunDir(run_dir).read_metrics())
 
 
-def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None, list[str]]:
+def _timeline(run, cfg: HeadsConfig, text_ids, probe, metric_x, phases) -> tuple[dict | None, list[str]]:
     """The page's timeline (gptlab/interp/timeline.py) over the run's kept snapshots, and notes; None without
     snapshots or head rows, or with timeline=false."""
     from gptlab.interp.timeline import measure_steps, pattern_bytes, pick_steps, series
@@ -97,7 +95,7 @@ def _timeline(run, cfg, text_ids, probe, metric_x, phases) -> tuple[dict | None,
     return tl, notes
 
 
-def run_report(cfg: DictConfig) -> dict:
+def run_report(cfg: HeadsConfig | Mapping) -> dict:
     """Run the whole report for cfg; returns the files written and the timings."""
     import torch
 
@@ -105,21 +103,20 @@ def run_report(cfg: DictConfig) -> dict:
     from gptlab.rundir.outdir import check_out_dir
 
     t_start = time.perf_counter()
-    for key, low, hint in COUNTS:
-        check_count(cfg, key, low, hint)
+    cfg = heads_config(cfg)
     run = open_run(cfg)
     device = next(run.model.parameters()).device
     model = run.model
     mc = model.config
     L, H = mc.n_layer, mc.n_head
     for name, v, n in (("layer", cfg.layer, L), ("head", cfg.head, H)):
-        if not isinstance(v, int) or not 0 <= v < n:
+        if not 0 <= v < n:
             raise UserError(f"{name}={v} is out of range: this model has {n} {name}s (0..{n - 1})")
     default = default_out(run)
-    if run.snapshot or cfg.get("step") not in (None, "best"):
+    if run.snapshot or cfg.step not in (None, "best"):
         default = default / f"step_{run.step:06d}"  # a snapshot's report never replaces the run's own
     out = check_out_dir(
-        str(cfg.out) if cfg.out else default,
+        cfg.out or default,
         "heads",
         "out",
         sources=[run.run_dir],
@@ -169,14 +166,12 @@ def run_report(cfg: DictConfig) -> dict:
     if long_note:
         rep.notes.append(long_note)
     rep.timings["timeline_s"] = time.perf_counter() - t0
-    files = write_report(
-        rep, out, title=title, info=info, layer=int(cfg.layer), head=int(cfg.head), timeline=timeline
-    )
+    files = write_report(rep, out, title=title, info=info, layer=cfg.layer, head=cfg.head, timeline=timeline)
     files.update({p.stem: p for p in _steps_plots(run.run_dir, cfg, out, device)})
     rep.timings["total_s"] = time.perf_counter() - t_start
     return {
         "files": files,
-        "summary": summary_lines(rep, int(cfg.top)) + phase_lines,
+        "summary": summary_lines(rep, cfg.top) + phase_lines,
         "timings": rep.timings,
         "notes": rep.notes
         + ([f"to get {' and '.join(wanted)}: {data_hint(run)}"] if wanted and not ddir else []),

@@ -1,36 +1,29 @@
-"""heads.py serve=true as a call: ``start_server(cfg)`` loads the run (and compare=, if given) and returns the live
+"""heads.py serve=true as a call: ``start_server(cfg)`` (a HeadsConfig, or a mapping) loads the run (and compare=, if given) and returns the live
 viewer's server (gptlab/interp/serve.py), bound and ready.
 """
 
 from __future__ import annotations
 
 import sys
-
-from omegaconf import DictConfig
+from collections.abc import Mapping
 
 from gptlab.errors import UserError
 
+from .heads_config import HeadsConfig, heads_config
 from .run_compare import compare_target, match_method
 from .run_inputs import open_run, sample_text, val_dir
 
 
-def start_server(cfg: DictConfig):
+def start_server(cfg: HeadsConfig | Mapping):
     """The live viewer's server for cfg (serve=true), bound and ready; `serve_forever()` runs it."""
     import errno
 
     from gptlab.interp.live import LiveModel
     from gptlab.interp.serve import HeadServer
 
-    port, host = cfg.port, cfg.host
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise UserError(f"port={port!r} must be an integer from 0 to 65535 (0 = any free port)")
-    if host is None or not str(host).strip():  # the socket library reads "" as every address of this machine
-        raise UserError(
-            "host= is empty; pass host=127.0.0.1 (this machine only), or an address to be reached from the "
-            "network (host=0.0.0.0 for all of this machine's addresses)"
-        )
-    host = str(host)
-    unused = [k for k in ("text", "text_file", "split") if cfg.get(k) is not None]
+    cfg = heads_config(cfg)  # port= and host= checked there (host= never empty)
+    port, host = cfg.port, str(cfg.host)
+    unused = [k for k in ("text", "text_file", "split") if getattr(cfg, k) is not None]
     if unused:
         print(
             f"note: {', '.join(unused)} is not used with serve=true: type the text on the page",
