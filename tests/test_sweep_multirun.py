@@ -116,7 +116,7 @@ hydra:
     subdir: ${{hydra.job.override_dirname}}
   callbacks:
     sweep_summary:
-      _target_: sweep.callback.SweepSummary
+      _target_: gptlab.sweep.callback.SweepSummary
       extrapolate: false
 """
 
