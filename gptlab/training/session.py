@@ -228,8 +228,9 @@ def build_step_state(
         say.print(
             f"init_from={pretrained.source}: {pretrained.family} weights from {pretrained.weights_file}"
         )
-    flops_per_step = raw_model.flops_per_token(model_cfg.block_size) * cfg.train.batch_size
-    set_threads(cfg.train.threads, flops_per_step, device)
+    # the work of one micro-batch: batch_size sequences of block_size tokens, forward and backward
+    tokens = cfg.train.batch_size * model_cfg.block_size
+    set_threads(cfg.train.threads, raw_model.flops_per_token(model_cfg.block_size) * tokens, device)
     raw_model = raw_model.to(device)
     loader = BatchLoader(
         data_dir / "train.bin", block_size=model_cfg.block_size, batch_size=cfg.train.batch_size,
