@@ -491,6 +491,42 @@ def test_muon_and_adamw_steps_match_the_formulas_written_here():
             torch.testing.assert_close(p.detach(), W, atol=1e-6, rtol=1e-5, msg=n)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(muon_nesterov=False, muon_weight_decay=0.5, muon_adjust_lr="match_rms_adamw", muon_ns_steps=3),
+    ],
+)
+def test_batched_muon_steps_as_torchs_muon(kw):
+    """BatchedMuon (one Newton-Schulz per matrix shape) moves every matrix as torch.optim.Muon (one per matrix)
+    over three steps: square, wide and tall matrices, a matrix without a gradient left alone. Newton-Schulz
+    in float32, or one iteration fewer, would be off by 3x the tolerance or more."""
+    from gptlab.training.optim import BatchedMuon
+
+    cfg = OptimConfig(name="muon", muon_lr=0.05, **kw)
+    settings = dict(
+        lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay, momentum=cfg.muon_momentum,
+        nesterov=cfg.muon_nesterov, ns_steps=cfg.muon_ns_steps, adjust_lr_fn=cfg.muon_adjust_lr,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(32, 32), (32, 32), (96, 32), (32, 96), (32, 96), (16, 48)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    ours = [torch.nn.Parameter(w.clone()) for w in start]
+    theirs = [torch.nn.Parameter(w.clone()) for w in start]
+    opts = [BatchedMuon(ours, **settings), torch.optim.Muon(theirs, **settings)]
+    for _ in range(3):
+        grads = [torch.randn(s, generator=gen) * 10 for s in shapes]
+        for params, opt in zip((ours, theirs), opts):
+            for p, g in zip(params[:-1], grads):  # the last matrix gets no gradient
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), atol=2e-3 * cfg.muon_lr, rtol=0)
+    assert torch.equal(ours[-1].detach(), start[-1])
+    assert opts[0].state_dict()["state"].keys() == opts[1].state_dict()["state"].keys()
+
+
 def test_muon_state_round_trips_through_a_weights_only_file(tmp_path):
     """Save both optimizers' states after two steps, load them into a fresh copy: the third step is identical."""
     cfg = OptimConfig(name="muon", warmup_iters=0)

@@ -10,6 +10,11 @@
   norms (qk_norm included) and biases. Muon orthogonalises each matrix's momentum (Newton-Schulz), which
   only makes sense for a matrix that maps one hidden space to another, hence the split.
 
+``BatchedMuon`` is torch's Muon with its update computed for many matrices at once: the Newton-Schulz
+iterations run on one stack per matrix shape (the tiny model's 24 matrices have 3 shapes: 45 batched products
+per step instead of 360 single ones), the same bfloat16 arithmetic, the same state (``momentum_buffer`` per
+matrix) and the same numbers (tests/test_train_parts.py holds it to torch's).
+
 Both are stepped as one optimizer (``MuonAdamW``): one ``step``, one ``zero_grad``, one ``param_groups``
 list for the schedule and the gradient scaler, and one ``state_dict`` holding both states, so checkpoints and
 bit-exact resume work as with AdamW alone. ``set_lr`` gives each group its learning rate: the schedule's
@@ -55,6 +60,75 @@ def muon_params(model: nn.Module) -> list[nn.Parameter]:
                 seen.add(id(mod.weight))
                 out.append(mod.weight)
     return out
+
+
+def newton_schulz(
+    updates: list[torch.Tensor], coefficients: tuple[float, float, float], steps: int, eps: float
+) -> list[torch.Tensor]:
+    """Each matrix of ``updates`` orthogonalised as torch's Muon does it: in bfloat16, transposed when it has
+    more rows than columns, divided by its Frobenius norm (at least ``eps``), then ``steps`` times
+    X <- a X + (b A + c A A) X with A = X X^T; returned in the input's shape, as bfloat16. Matrices of one shape
+    go through the iterations as one (n, rows, cols) stack."""
+    a, b, c = coefficients
+    out: list[torch.Tensor | None] = [None] * len(updates)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, u in enumerate(updates):
+        by_shape.setdefault(tuple(u.shape), []).append(i)
+    for (rows, cols), idx in by_shape.items():
+        x = torch.stack([updates[i] for i in idx]).bfloat16()  # (n, rows, cols)
+        tall = rows > cols
+        if tall:
+            x = x.mT
+        x = x / torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True).clamp(min=eps)
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        if tall:
+            x = x.mT
+        for j, i in enumerate(idx):
+            out[i] = x[j]
+    return out  # type: ignore[return-value]  # every slot filled above
+
+
+def _adjusted_lr(lr: float, rule: str | None, shape: torch.Size) -> float:
+    """Muon's per-matrix learning rate (torch's ``adjust_lr_fn``): original ``lr * sqrt(max(1, rows / cols))``,
+    match_rms_adamw ``lr * 0.2 * sqrt(max(rows, cols))``."""
+    rows, cols = shape[:2]
+    if rule is None or rule == "original":
+        return lr * math.sqrt(max(1, rows / cols))
+    if rule == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr
+
+
+class BatchedMuon(torch.optim.Muon):
+    """``torch.optim.Muon`` (its settings, checks, state and update) with the Newton-Schulz iterations of all its
+    matrices of one shape run as one batch (``newton_schulz``): fewer, larger products, the same numbers."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr, momentum, decay = float(group["lr"]), group["momentum"], group["weight_decay"]
+            updates = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - momentum)
+                updates.append(p.grad.lerp(buf, momentum) if group["nesterov"] else buf)
+            orthogonal = newton_schulz(updates, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            for p, o in zip(params, orthogonal, strict=True):
+                p.mul_(1 - lr * decay)
+                p.add_(o, alpha=-_adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+        return loss
 
 
 class MuonAdamW:
@@ -103,7 +177,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> tor
         return _adamw(params, cfg, device_type)
     hidden = muon_params(model)
     ids = {id(p) for p in hidden}
-    muon = torch.optim.Muon(
+    muon = BatchedMuon(
         [{"params": hidden, "lr_scale": cfg.muon_lr / cfg.lr}],
         lr=cfg.muon_lr,
         weight_decay=cfg.muon_weight_decay,
