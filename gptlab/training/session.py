@@ -44,7 +44,7 @@ from gptlab.runtime.device import (
 from .config import RunConfig
 from .ddp import Dist, init_distributed
 from .mfu import peak_flops
-from .optim import build_optimizer
+from .optim import MuonAdamW, build_optimizer
 from .pretrained import carried_tokenizer, start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
@@ -149,6 +149,11 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
             f"{s.tokens_per_step} tokens/step | data {data_dir}"
         )
         say.print(f"model: {describe_model(state.raw_model.config, state.raw_model.pos, device)}")
+        opt = state.optimizer
+        if isinstance(opt, MuonAdamW) and opt.muon.param_groups[0].get("ns_dtype") == "float32":
+            say.print(
+                f"optim: Muon's Newton-Schulz in float32 (optim.muon_ns_dtype={cfg.optim.muon_ns_dtype})"
+            )
     return s
 
 
