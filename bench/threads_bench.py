@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gptlab.model import GPT, GPTConfig  # noqa: E402
-from gptlab.runtime.device import _load, cpu_description, threads_for  # noqa: E402
+from gptlab.runtime.device import cpu_description, cpu_load, threads_for  # noqa: E402
 
 TINY = dict(
     vocab_size=65,
@@ -109,7 +109,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     steps = fn()
                     times[(name, t)].append((time.perf_counter() - t0) / steps)
-        load = _load()
+        load = cpu_load()
         head = " | ".join(f"{t} thr ms/step" for t in args.threads)
         print(f"\n| workload | MFLOP/step | {head} | rule: idle machine | rule: load {load:.1f} |")
         print(f"|---|---|{'---|' * len(args.threads)}---|---|")

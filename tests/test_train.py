@@ -86,7 +86,7 @@ def test_threads_null_counts_every_token_of_the_step(tmp_path, data_dir, monkeyp
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr("gptlab.runtime.device._load", lambda: 0.0)
+    monkeypatch.setattr("gptlab.runtime.device.cpu_load", lambda: 0.0)
     monkeypatch.setattr("gptlab.runtime.device._default_threads", lambda: 2)
     tiny = ["model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=64", "train.batch_size=12"]  # fmt: skip
     for i, shape in enumerate(([], tiny)):
