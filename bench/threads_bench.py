@@ -7,8 +7,8 @@ Workloads: batch-1 KV-cached decoding (what sample.py does), a no-grad forward o
 does), and a training step (forward, backward, AdamW), each on the `tiny` and the `small` shape with random
 weights. Thread counts are interleaved repeat by repeat so a drift in the machine's speed hits them alike; the
 table gives the median time per step, the spread (min-max) and the thread count `runtime.device.threads_for`
-picks from the step's FLOPs on an idle machine and at the load average at the end. The first line names the CPU
-and the load average at the start.
+picks from the step's FLOPs on an idle machine and at the load at the end (other processes' runnable threads, as
+the rule reads it). The first line names the CPU and the load average at the start.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gptlab.model import GPT, GPTConfig  # noqa: E402
-from gptlab.runtime.device import cpu_description, threads_for  # noqa: E402
+from gptlab.runtime.device import cpu_description, cpu_load, threads_for  # noqa: E402
 
 TINY = dict(
     vocab_size=65,
@@ -109,7 +109,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     steps = fn()
                     times[(name, t)].append((time.perf_counter() - t0) / steps)
-        load = os.getloadavg()[0]
+        load = cpu_load()
         head = " | ".join(f"{t} thr ms/step" for t in args.threads)
         print(f"\n| workload | MFLOP/step | {head} | rule: idle machine | rule: load {load:.1f} |")
         print(f"|---|---|{'---|' * len(args.threads)}---|---|")

@@ -15,8 +15,8 @@ Runs (--only picks; default: nanogpt, record, record_fp32):
                val loss (step 2000, 20 random batches) is the target.
   record       gptlab's time-to-loss recipe, configs/recipe/record.yaml (every recipe switch, Muon), dtype=auto
                (bf16 on CPUs with native bf16)
-  record_fp32  the same forced to float32; Muon's Newton-Schulz still runs in bf16 (torch's Muon), so this is
-               not what a CPU without native bf16 would run: there, fast_fp32 is the recipe
+  record_fp32  the same forced to float32; Muon's Newton-Schulz stays in bf16 where optim.muon_ns_dtype=auto
+               measures bf16 faster (a CPU with native bf16), so this is not all of what a CPU without it runs
   fast         the laptop defaults (model=tiny: RoPE, SwiGLU, RMSNorm, lr 2e-3), 700 steps, dtype=auto;
   fast_fp32    and in float32: the previous record
   same         gptlab on nanoGPT's identical shape and schedule, fp32 with sdpa (per-step speed against it)

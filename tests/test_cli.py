@@ -172,12 +172,30 @@ def test_thread_rule():
     assert threads_for(0, cores=2) == 1
 
 
+def test_the_load_is_the_runnable_threads_now_not_the_load_average(tmp_path, monkeypatch):
+    """The rule's load is how many other threads are runnable now (Linux's procs_running, less this one); the
+    1-minute load average, which still counts a run that just ended, only where there is no /proc/stat."""
+    from gptlab.runtime import device
+
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(device, "PROC_STAT", str(stat))
+    monkeypatch.setattr(device, "LOAD_GAP_S", 0.0)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.2, 0.6))
+    stat.write_text("cpu  10 0 5 900\nprocs_running 1\nprocs_blocked 0\n")
+    assert device.cpu_load() == 0  # only this thread: an idle machine, whatever the load average says
+    assert threads_for(1e15, cores=2, load=device.cpu_load()) == 2
+    stat.write_text("procs_running 3\n")
+    assert device.cpu_load() == 2
+    monkeypatch.setattr(device, "PROC_STAT", str(tmp_path / "missing"))
+    assert device.cpu_load() == 1.9
+
+
 def test_threads_null_applies_the_rule_and_a_number_wins(run_dir, monkeypatch):
     from gptlab import sampling
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr("gptlab.runtime.device._load", lambda: 0.0)
+    monkeypatch.setattr("gptlab.runtime.device.cpu_load", lambda: 0.0)
     for threads in (None, 3):
         opts = sampling.parse_options(
             {"run": str(run_dir), "prompt": "a", "max_new_tokens": 1, "threads": threads}

@@ -78,6 +78,24 @@ def test_resume_is_bit_exact(tmp_path, data_dir, optim):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_threads_null_counts_every_token_of_the_step(tmp_path, data_dir, monkeypatch):
+    """train.threads=null gives a step one thread per FLOPS_PER_THREAD of its work, all batch_size * block_size
+    tokens of it: on an idle 2-core machine the tiny shape's step (12 x 64 tokens, ~4 GFLOP) gets both cores and
+    the test model's (4 x 32 tokens, ~24 MFLOP) one. Counting one token per sequence gave the tiny step one."""
+    from gptlab.runtime.device import FLOPS_PER_THREAD
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr("gptlab.runtime.device.cpu_load", lambda: 0.0)
+    monkeypatch.setattr("gptlab.runtime.device._default_threads", lambda: 2)
+    tiny = ["model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=64", "train.batch_size=12"]  # fmt: skip
+    for i, shape in enumerate(([], tiny)):
+        train(cfg_with(data_dir, *shape, "train.eval_iters=1", max_iters=1), tmp_path / str(i))
+    # 6 FLOPs per weight and token (the tiny model: 0.8M weights in matmuls) against FLOPS_PER_THREAD
+    assert 6 * 0.79e6 * 12 * 64 > 2 * FLOPS_PER_THREAD > 6 * 30e3 * 4 * 32
+    assert calls == [1, 2]
+
+
 def test_resume_without_checkpoint_is_one_clear_error(tmp_path, data_dir):
     with pytest.raises(UserError, match="no ckpt.pt"):
         train(cfg_with(data_dir, "train.resume=true"), tmp_path / "empty")

@@ -491,6 +491,120 @@ def test_muon_and_adamw_steps_match_the_formulas_written_here():
             torch.testing.assert_close(p.detach(), W, atol=1e-6, rtol=1e-5, msg=n)
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(muon_nesterov=False, muon_weight_decay=0.5, muon_adjust_lr="match_rms_adamw", muon_ns_steps=3),
+    ],
+)
+def test_batched_muon_steps_as_torchs_muon(kw):
+    """BatchedMuon (one Newton-Schulz per matrix shape) moves every matrix as torch.optim.Muon (one per matrix)
+    over three steps: square, wide and tall matrices, a matrix without a gradient left alone. Newton-Schulz
+    in float32, or one iteration fewer, would be off by 3x the tolerance or more."""
+    from gptlab.training.optim import BatchedMuon
+
+    cfg = OptimConfig(name="muon", muon_lr=0.05, **kw)
+    settings = dict(
+        lr=cfg.muon_lr, weight_decay=cfg.muon_weight_decay, momentum=cfg.muon_momentum,
+        nesterov=cfg.muon_nesterov, ns_steps=cfg.muon_ns_steps, adjust_lr_fn=cfg.muon_adjust_lr,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(32, 32), (32, 32), (96, 32), (32, 96), (32, 96), (16, 48)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    ours = [torch.nn.Parameter(w.clone()) for w in start]
+    theirs = [torch.nn.Parameter(w.clone()) for w in start]
+    opts = [BatchedMuon(ours, **settings), torch.optim.Muon(theirs, **settings)]
+    for _ in range(3):
+        grads = [torch.randn(s, generator=gen) * 10 for s in shapes]
+        for params, opt in zip((ours, theirs), opts):
+            for p, g in zip(params[:-1], grads):  # the last matrix gets no gradient
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), atol=2e-3 * cfg.muon_lr, rtol=0)
+    assert torch.equal(ours[-1].detach(), start[-1])
+    assert opts[0].state_dict()["state"].keys() == opts[1].state_dict()["state"].keys()
+
+
+def test_muon_ns_dtype_auto_follows_the_measured_speed(monkeypatch):
+    """optim.muon_ns_dtype=auto times one Newton-Schulz iteration on the model's matrix shapes in both precisions
+    (a fake clock here) and leaves torch's bfloat16 only for a float32 at least NS_FLOAT32_GAIN times as fast;
+    GPUs keep bfloat16 untimed. A given precision is used as given, and it lives in the param group."""
+    from types import SimpleNamespace
+
+    from gptlab.training import optim
+
+    clock, cost, seen = [0.0], {}, set()
+
+    def fake_ns(mats, coefficients, steps, eps, dtype):
+        assert steps == 1
+        seen.add(tuple(tuple(m.shape) for m in mats))
+        clock[0] += cost[dtype]
+
+    monkeypatch.setattr(optim, "newton_schulz", fake_ns)
+    monkeypatch.setattr(optim, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    shapes = [torch.Size([8, 8]), torch.Size([24, 8])]
+    for bf16, fp32, picked in [(25.0, 1.0, "float32"), (2.0, 1.0, "float32"), (1.9, 1.0, "bfloat16"),
+                               (0.5, 1.0, "bfloat16")]:  # fmt: skip
+        optim._ns_dtype_measured.cache_clear()
+        cost.update({torch.bfloat16: bf16, torch.float32: fp32})
+        assert optim.ns_dtype_for(shapes, "cpu") == picked, (bf16, fp32)
+    assert seen == {((8, 8), (24, 8))}  # the shapes asked about
+    assert optim.ns_dtype_for(shapes, "cuda") == "bfloat16"
+    optim._ns_dtype_measured.cache_clear()
+    model = _muon_model()
+    for setting, want in [("auto", "float32"), ("bfloat16", "bfloat16")]:  # bf16 costs 0.5 x 4 above: float32
+        cost.update({torch.bfloat16: 4.0, torch.float32: 1.0})
+        opt = build_optimizer(model, OptimConfig(name="muon", muon_ns_dtype=setting), "cpu")
+        assert [g["ns_dtype"] for g in opt.muon.param_groups] == [want]
+        assert opt.state_dict()["muon"]["param_groups"][0]["ns_dtype"] == want
+
+
+def test_muon_in_float32_is_newton_schulz_in_float32():
+    """ns_dtype=float32 orthogonalises in float32: one step equals the documented update with float32 products
+    (to float32 rounding), and a state saved without ns_dtype (torch's Muon) resumes in bfloat16."""
+    import copy
+
+    from gptlab.training.optim import BatchedMuon
+
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(32, 32), (96, 32), (32, 96)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [torch.randn(s, generator=gen) for s in shapes]
+    params = [torch.nn.Parameter(w.clone()) for w in start]
+    opt = BatchedMuon(params, ns_dtype="float32", lr=0.1, weight_decay=0.0, momentum=0.9, nesterov=True)
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt.step()
+    a, b, c = _NS
+    for p, w, g in zip(params, start, grads):
+        u = 0.1 * g + 0.9 * (0.1 * g)  # Nesterov on a zero buffer: (1 - mu) g + mu (1 - mu) g
+        X = u.T if u.shape[0] > u.shape[1] else u
+        X = X / X.norm()
+        for _ in range(5):
+            A = X @ X.T
+            X = a * X + (b * A + c * A @ A) @ X
+        X = X.T if u.shape[0] > u.shape[1] else X
+        expected = w - 0.1 * math.sqrt(max(1, w.shape[0] / w.shape[1])) * X
+        torch.testing.assert_close(p.detach(), expected, atol=1e-5, rtol=0)
+    # a state saved without ns_dtype (by torch's Muon, or before gptlab had it) steps on in bfloat16, as torch's
+    saved = opt.state_dict()
+    del saved["param_groups"][0]["ns_dtype"]
+    settings = dict(lr=0.1, weight_decay=0.0, momentum=0.9, nesterov=True)
+    ours = BatchedMuon(
+        [torch.nn.Parameter(p.detach().clone()) for p in params], ns_dtype="float32", **settings
+    )
+    theirs = torch.optim.Muon([torch.nn.Parameter(p.detach().clone()) for p in params], **settings)
+    for o in (ours, theirs):
+        o.load_state_dict(copy.deepcopy(saved))  # each its own buffers (a state_dict holds the live tensors)
+        for p, g in zip(o.param_groups[0]["params"], grads):
+            p.grad = -g
+        o.step()
+    for p, q in zip(ours.param_groups[0]["params"], theirs.param_groups[0]["params"]):
+        torch.testing.assert_close(p.detach(), q.detach(), atol=2e-4, rtol=0)
+
+
 def test_muon_state_round_trips_through_a_weights_only_file(tmp_path):
     """Save both optimizers' states after two steps, load them into a fresh copy: the third step is identical."""
     cfg = OptimConfig(name="muon", warmup_iters=0)
@@ -530,6 +644,7 @@ def test_muon_state_round_trips_through_a_weights_only_file(tmp_path):
         (dict(muon_ns_steps=0), "optim.muon_ns_steps"),
         (dict(muon_weight_decay=-1), "optim.muon_weight_decay"),
         (dict(muon_adjust_lr="rms"), "optim.muon_adjust_lr must be one of original, match_rms_adamw"),
+        (dict(muon_ns_dtype="fp16"), "optim.muon_ns_dtype must be one of auto, bfloat16, float32"),
     ],
 )
 def test_bad_muon_settings_are_one_line(kw, match):

@@ -16,8 +16,10 @@ import functools
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -107,13 +109,13 @@ def cpu_description() -> str:
 # slower when another process holds a core (a thread waiting for a descheduled sibling stalls every op; on a
 # loaded 2-core machine batch-1 decoding ran 10-20x slower on 2 threads than on 1, bench/threads_bench.py).
 # So: one thread per FLOPS_PER_THREAD of work in a step, and no more threads than cores left free by the
-# other processes (the 1-minute load average).
+# other processes (their runnable threads now: ``cpu_load``).
 FLOPS_PER_THREAD = 5e7
 
 
 def threads_for(flops_per_step: float, cores: int, load: float = 0.0) -> int:
     """torch CPU threads for steps of ``flops_per_step`` FLOPs: one per FLOPS_PER_THREAD, at most the ``cores``
-    that ``load`` (other processes' runnable threads, the load average) leaves free, at least 1."""
+    that ``load`` (other processes' runnable threads, ``cpu_load``) leaves free, at least 1."""
     free = math.floor(cores - load + 0.5)
     return max(1, min(int(cores), free, int(flops_per_step // FLOPS_PER_THREAD)))
 
@@ -124,7 +126,26 @@ def _default_threads() -> int:
     return torch.get_num_threads()
 
 
-def _load() -> float:
+PROC_STAT = "/proc/stat"
+LOAD_SAMPLES, LOAD_GAP_S = 9, 0.002
+
+
+def cpu_load() -> float:
+    """Other processes' runnable threads now: the median of LOAD_SAMPLES reads of Linux's ``procs_running``
+    (PROC_STAT) over ~20 ms, less this thread. Not the 1-minute load average, which still counts a process
+    that ended a minute ago: right after a 2-thread run it read about 1.5 on an idle 2-core machine, so the
+    next run got one thread. Where there is no PROC_STAT: the load average (0 where the OS has none)."""
+    counts = []
+    try:
+        for i in range(LOAD_SAMPLES):
+            if i:
+                time.sleep(LOAD_GAP_S)
+            with open(PROC_STAT) as f:
+                counts += [int(line.split()[1]) for line in f if line.startswith("procs_running")]
+    except (OSError, ValueError, IndexError):
+        counts = []
+    if counts:
+        return max(0.0, statistics.median(counts) - 1)
     try:
         return os.getloadavg()[0]
     except (OSError, AttributeError):  # not on every OS
@@ -139,7 +160,7 @@ def set_threads(requested: int | None, flops_per_step: float, device: torch.devi
     if requested is None:
         if torch.device(device).type != "cpu":
             return torch.get_num_threads()
-        requested = threads_for(flops_per_step, _default_threads(), _load())
+        requested = threads_for(flops_per_step, _default_threads(), cpu_load())
     torch.set_num_threads(int(requested))
     return int(requested)
 

@@ -75,6 +75,7 @@ class TrainConfig:
 
 OPTIMIZERS = ("adamw", "muon")
 MUON_ADJUST_LR = ("original", "match_rms_adamw")  # torch.optim.Muon's adjust_lr_fn
+MUON_NS_DTYPES = ("auto", "bfloat16", "float32")  # Newton-Schulz precision (training.optim.ns_dtype_for)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class OptimConfig:
     muon_ns_steps: int = 5
     muon_weight_decay: float = 0.0
     muon_adjust_lr: str = "original"  # one of MUON_ADJUST_LR
+    muon_ns_dtype: str = "auto"  # one of MUON_NS_DTYPES; auto: bfloat16 unless float32 is measured 2x faster
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -137,6 +139,10 @@ class OptimConfig:
             raise UserError(f"optim.muon_ns_steps must be an integer in 1..99, got {self.muon_ns_steps}")
         if self.muon_weight_decay < 0:
             raise UserError(f"optim.muon_weight_decay must be >= 0, got {self.muon_weight_decay}")
+        if self.muon_ns_dtype not in MUON_NS_DTYPES:
+            raise UserError(
+                f"optim.muon_ns_dtype must be one of {', '.join(MUON_NS_DTYPES)}, got {self.muon_ns_dtype!r}"
+            )
         if self.muon_adjust_lr not in MUON_ADJUST_LR:
             raise UserError(
                 f"optim.muon_adjust_lr must be one of {', '.join(MUON_ADJUST_LR)}, got {self.muon_adjust_lr!r}"

@@ -44,7 +44,7 @@ from gptlab.runtime.device import (
 from .config import RunConfig
 from .ddp import Dist, init_distributed
 from .mfu import peak_flops
-from .optim import build_optimizer
+from .optim import MuonAdamW, build_optimizer
 from .pretrained import carried_tokenizer, start_from_pretrained
 from .resume import Plan
 from .rng import seed_everything, set_rng_state
@@ -149,6 +149,11 @@ def setup(plan: Plan, run: RunDir, overrides: list[str], stop: StopFlag) -> Sess
             f"{s.tokens_per_step} tokens/step | data {data_dir}"
         )
         say.print(f"model: {describe_model(state.raw_model.config, state.raw_model.pos, device)}")
+        opt = state.optimizer
+        if isinstance(opt, MuonAdamW) and opt.muon.param_groups[0].get("ns_dtype") == "float32":
+            say.print(
+                f"optim: Muon's Newton-Schulz in float32 (optim.muon_ns_dtype={cfg.optim.muon_ns_dtype})"
+            )
     return s
 
 
@@ -228,8 +233,9 @@ def build_step_state(
         say.print(
             f"init_from={pretrained.source}: {pretrained.family} weights from {pretrained.weights_file}"
         )
-    flops_per_step = raw_model.flops_per_token(model_cfg.block_size) * cfg.train.batch_size
-    set_threads(cfg.train.threads, flops_per_step, device)
+    # the work of one micro-batch: batch_size sequences of block_size tokens, forward and backward
+    tokens = cfg.train.batch_size * model_cfg.block_size
+    set_threads(cfg.train.threads, raw_model.flops_per_token(model_cfg.block_size) * tokens, device)
     raw_model = raw_model.to(device)
     loader = BatchLoader(
         data_dir / "train.bin", block_size=model_cfg.block_size, batch_size=cfg.train.batch_size,
