@@ -179,8 +179,9 @@ class CausalSelfAttention(nn.Module):
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, nh, Tq, Tk)
         if bias is not None:
             att = att + bias
-        if allowed is not None:
-            att = att.masked_fill(~allowed, float("-inf"))
+        if allowed is not None:  # + 0 / -inf: masked_fill(~allowed, -inf) for finite scores, a free backward
+            blocked = torch.zeros(allowed.shape, dtype=att.dtype, device=att.device)
+            att = att + blocked.masked_fill_(~allowed, float("-inf"))
         att = F.softmax(att.float(), dim=-1).to(q.dtype)
         att = self.hook_pattern(att)
         att = self.attn_drop(att)

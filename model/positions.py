@@ -175,7 +175,9 @@ class RotaryPosition(PositionScheme):
     def __init__(self, cfg: SchemeConfig):
         super().__init__()
         self.head_dim, self.theta = cfg.head_dim, cfg.rope_theta
-        self._table: tuple[Tensor, Tensor] | None = None  # cos, sin for positions 0..n-1 (not a buffer)
+        self._table: tuple[Tensor, Tensor] | None = (
+            None  # cos, _signed sin for positions 0..n-1 (not a buffer)
+        )
 
     def cos_sin(self, pos: Tensor) -> tuple[Tensor, Tensor]:
         """cos, sin tables (T, hs) in float32 (computed here, so model.to(bfloat16) cannot degrade them)."""
@@ -185,8 +187,16 @@ class RotaryPosition(PositionScheme):
         emb = torch.cat((freqs, freqs), dim=-1)  # (T, hs)
         return emb.cos(), emb.sin()
 
+    @staticmethod
+    def _signed(sin: Tensor) -> Tensor:
+        """sin with its first half negated: rotate_half(x) * sin == x.roll(hs/2) * _signed(sin), bit for bit
+        (a sign flip is exact), in one op where rotate_half takes three."""
+        half = sin.shape[-1] // 2
+        return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
     def _cached(self, start: int, T: int, device) -> tuple[Tensor, Tensor]:
-        """Rows start..start+T-1 of a float32 table that grows (doubling) as longer sequences arrive."""
+        """Rows start..start+T-1 of float32 cos and ``_signed`` sin tables that grow (doubling) as longer
+        sequences arrive."""
         t = self._table
         if (  # none yet, too short, elsewhere, or made under inference_mode (unusable for autograd later)
             t is None
@@ -195,19 +205,22 @@ class RotaryPosition(PositionScheme):
             or (t[0].is_inference() and not torch.is_inference_mode_enabled())
         ):
             n = max(2 * (start + T), 256)
-            t = self._table = self.cos_sin(torch.arange(n, device=device))
-        cos, sin = t
-        return cos[start : start + T], sin[start : start + T]
+            cos, sin = self.cos_sin(torch.arange(n, device=device))
+            t = self._table = (cos, self._signed(sin))
+        cos, signed = t
+        return cos[start : start + T], signed[start : start + T]
 
     def rotate(self, x: Tensor, pos: Tensor | None, start: int | None = None) -> Tensor:
+        """x * cos + rotate_half(x) * sin, computed as x * cos + x.roll(hs/2) * _signed(sin) (the same numbers)."""
         T = x.shape[-2]
         if start is None:
             assert pos is not None, "rotate needs the positions or their start"
             cos, sin = self.cos_sin(pos)  # (T, hs) each
+            signed = self._signed(sin)
         else:
-            cos, sin = self._cached(start, T, x.device)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return x * cos + rotate_half(x) * sin  # (B, h, T, hs)
+            cos, signed = self._cached(start, T, x.device)
+        cos, signed = cos.to(x.dtype), signed.to(x.dtype)
+        return x * cos + x.roll(self.head_dim // 2, dims=-1) * signed  # (B, h, T, hs)
 
 
 # ---------------------------------------------------------------------------------------------- biases

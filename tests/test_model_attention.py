@@ -159,3 +159,31 @@ def test_attention_patterns_match_hooked_q_k():
     s = q @ k.transpose(-1, -2) / math.sqrt(8) - slopes[:, None, None] * (i[:, None] - i[None, :])
     s = s.masked_fill(i[None, :] > i[:, None], float("-inf"))
     torch.testing.assert_close(pat[1], torch.softmax(s, -1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("window", [None, 3])
+def test_explicit_attention_masks_as_masked_fill_bit_for_bit(dtype, window):
+    """The explicit path adds a 0 / -inf mask: the outputs and the gradients of q, k, v are masked_fill's (the
+    softmax written out with scores.masked_fill(~allowed, -inf)), bit for bit, in float32 and bfloat16."""
+    from gptlab.model.attention import causal_mask
+
+    m = tiny("rope", 2, window, attn_impl="explicit")
+    attn, pos, T = m.blocks[0].attn, m.pos, 10
+    allowed = causal_mask(0, T, 0, T, window, "cpu")
+    q, k, v = (torch.randn(2, n, T, 8).to(dtype) for n in (4, 2, 2))
+    g = torch.randn(2, 4, T, 8).to(dtype)
+    grads = []
+    for written_out in (False, True):
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        if written_out:
+            ke, ve = kk.repeat_interleave(2, dim=1), vv.repeat_interleave(2, dim=1)
+            att = (qq @ ke.transpose(-2, -1)) * (1.0 / math.sqrt(8))
+            att = F.softmax(att.masked_fill(~allowed, float("-inf")).float(), dim=-1).to(dtype)
+            y = att @ ve
+        else:
+            y = attn._explicit(qq, kk, vv, None, allowed, pos, None, None)
+        y.backward(g)
+        grads.append((y.detach(), qq.grad, kk.grad, vv.grad))
+    for ours, ref in zip(*grads):
+        assert torch.equal(ours, ref)

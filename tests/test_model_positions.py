@@ -13,6 +13,7 @@ from gptlab.model.positions import (
     SINUSOIDAL_SCALE,
     RotaryPosition,
     alibi_slopes,
+    rotate_half,
     sinusoidal_table,
     t5_bucket,
 )
@@ -51,6 +52,24 @@ def test_rope_half_split_pairing_formula():
         x1, x2 = x[i], x[i + hs // 2]
         assert abs(out[i] - (x1 * math.cos(a) - x2 * math.sin(a))) < 1e-5
         assert abs(out[i + hs // 2] - (x2 * math.cos(a) + x1 * math.sin(a))) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_rotate_is_the_rotate_half_formula_bit_for_bit(dtype):
+    """rotate computes x * cos + rotate_half(x) * sin with a roll and a sign-flipped sin (one op instead of
+    three): the same bits, forward and backward, in float32 and bfloat16, from the table and from positions."""
+    rope = RotaryPosition(GPTConfig(n_embd=128, n_head=4))
+    x = torch.randn(3, 4, 20, 32).to(dtype).transpose(1, 2).contiguous().transpose(1, 2)  # (B, h, T, hs) view
+    g = torch.randn(x.shape).to(dtype)
+    for start in (0, 7):
+        cos, sin = rope.cos_sin(torch.arange(start, start + 20))
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ref = a * cos.to(dtype) + rotate_half(a) * sin.to(dtype)
+        for out in (rope.rotate(b, None, start=start), rope.rotate(b, torch.arange(start, start + 20))):
+            assert torch.equal(out, ref)
+        ref.backward(g)
+        rope.rotate(b, None, start=start).backward(g)
+        assert torch.equal(a.grad, b.grad)
 
 
 # ---------------------------------------------------------------------------------------------- sinusoidal
