@@ -364,7 +364,9 @@ def test_a_second_ctrl_c_stops_at_once():
     KeyboardInterrupt the test above simulates (real signals here, delivered to this process)."""
     from gptlab.training.signals import StopFlag
 
-    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a job started in the background
+    before = signal.getsignal(
+        signal.SIGINT
+    )  # Python's default, or SIG_IGN in a job started in the background
     for first in (signal.SIGINT, signal.SIGTERM):
         flag = StopFlag().install()
         try:
