@@ -172,7 +172,7 @@ def page_bench(T: int, repeats: int) -> None:
 
     from gptlab.interp.run_report import run_report
 
-    run_dir = make_run(ROOT / "bench/results" / f"heads_long_T{T}", 4, 4, 128, 256, "rope")
+    run_dir = make_run(ROOT / "bench/results" / f"heads_long_T{T}", 4, 4, 128, 256, "rope", None)
     import numpy as np
     import yaml
 

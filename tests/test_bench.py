@@ -108,8 +108,11 @@ def test_bench_smoke_run(script, tmp_path):
 @pytest.mark.browser
 def test_heads_bench_live_page_smoke_run(chromium):
     chromium.close()  # only skips without Chromium/Playwright: the script starts its own browser
-    out = run_bench("bench/heads_bench.py", "--live", "--no-report", "--live-repeats", "1")
-    assert "input event -> redrawn frame" in out
+    out = run_bench(
+        "bench/heads_bench.py", "--live", "--no-report", "--live-repeats", "1", "--page-tokens", "64",
+        "--page-repeats", "1",
+    )  # fmt: skip
+    assert "input event -> redrawn frame" in out and "64 tokens" in out
 
 
 # ---------------------------------------------------------------------------------------------- public names
