@@ -2,7 +2,7 @@
 
     python bench/train_bench.py --nanogpt /path/to/nanoGPT --seeds 3      # the record: nanogpt, record, record_fp32
     python bench/train_bench.py --nanogpt /path/to/nanoGPT --only nanogpt same same_bf16   # step speed, same shape
-    python bench/train_bench.py --probe "+recipe=record train.max_iters=350"  # steps to the target, no timing
+    python bench/train_bench.py --probe "+recipe=record train.max_iters=180"  # steps to the target, no timing
     python bench/train_bench.py --smoke                                    # the whole path on a tiny budget
 
 Data: ../shared/data/tinyshakespeare/input.txt (never committed), characters; the last 10% is val (gptlab's
@@ -13,12 +13,14 @@ Runs (--only picks; default: nanogpt, record, record_fp32):
                Its seed is fixed (1337 in its train.py, not a global its configurator can override), so every
                repeat computes the same losses: repeats measure its wall-time variance only. Its last logged
                val loss (step 2000, 20 random batches) is the target.
-  record       gptlab's time-to-loss recipe, configs/recipe/record.yaml (every recipe switch, Muon), dtype=auto
-               (bf16 on CPUs with native bf16)
+  record       gptlab's time-to-loss recipe, configs/recipe/record.yaml (every recipe switch, Muon; 2 layers,
+               192 wide, batch 32, 160 steps), dtype=auto (bf16 on CPUs with native bf16)
   record_fp32  the same forced to float32; Muon's Newton-Schulz stays in bf16 where optim.muon_ns_dtype=auto
                measures bf16 faster (a CPU with native bf16), so this is not all of what a CPU without it runs
+  record_l4    the previous record: the same switches on the 4-layer tiny model, batch 12, 320 steps;
+  record_l4_fp32  and in float32
   fast         the laptop defaults (model=tiny: RoPE, SwiGLU, RMSNorm, lr 2e-3), 700 steps, dtype=auto;
-  fast_fp32    and in float32: the previous record
+  fast_fp32    and in float32: the record before Muon
   same         gptlab on nanoGPT's identical shape and schedule, fp32 with sdpa (per-step speed against it)
   same_bf16    the same in bf16 autocast with the explicit attention path
 
@@ -109,6 +111,12 @@ SAME = [
 FAST = ["model=tiny", "train.max_iters=700"]
 # The time-to-loss record: configs/recipe/record.yaml (the search: docs/training.md, "Time to nanoGPT's loss").
 RECORD = ["model=tiny", "+recipe=record"]
+# The previous record: the same switches on the 4-layer tiny model, batches of 12, 320 steps (docs/training.md
+# compares the two in bf16 and float32).
+RECORD_L4 = [
+    *RECORD, "model.n_layer=4", "model.n_embd=128", "model.n_head=4", "train.batch_size=12",
+    "optim.lr=2e-3", "optim.warmup_iters=100", "train.max_iters=320",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,8 @@ class Recipe:
 RECIPES = {
     "record": Recipe((*RECORD,)),
     "record_fp32": Recipe((*RECORD, "train.dtype=float32")),
+    "record_l4": Recipe((*RECORD_L4,)),
+    "record_l4_fp32": Recipe((*RECORD_L4, "train.dtype=float32")),
     "fast": Recipe((*FAST,)),
     "fast_fp32": Recipe((*FAST, "train.dtype=float32")),
     # fp32 with the fused attention, as nanoGPT runs (the tiny config's explicit path would let auto pick bf16)
@@ -457,7 +467,7 @@ def main() -> None:
     ap.add_argument(
         "--probe", action="append", metavar="OVERRIDES",
         help="untimed: the steps the tiny model needs to reach the target with these train.py overrides "
-        "(e.g. '+recipe=record train.max_iters=350'; repeatable)",
+        "(e.g. '+recipe=record train.max_iters=180'; repeatable)",
     )  # fmt: skip
     ap.add_argument("--smoke", action="store_true", help="a tiny budget on the embedded corpus, no nanoGPT")
     ap.add_argument("--keep", action="store_true", help="keep the run directories (printed)")

@@ -89,7 +89,7 @@ def test_the_step_line_pattern_matches_what_a_run_prints():
     assert m and int(m[1]) == 120
 
 
-def test_record_recipe_is_every_switch_with_muon_lr_and_steps_of_its_own():
+def test_record_recipe_is_every_switch_on_a_shape_batch_and_schedule_of_its_own():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -101,8 +101,14 @@ def test_record_recipe_is_every_switch_with_muon_lr_and_steps_of_its_own():
             for name in ("all", "record")
         )
     assert {k: new for k, _, new in differences(every, record)} == {
+        "model.n_layer": 2,
+        "model.n_embd": 192,
+        "model.n_head": 6,
+        "optim.lr": 0.006,
         "optim.muon_lr": 0.03,
-        "train.max_iters": 320,
+        "optim.warmup_iters": 50,
+        "train.batch_size": 32,
+        "train.max_iters": 160,
     }
     assert tb.RECORD == ["model=tiny", "+recipe=record"]
 
